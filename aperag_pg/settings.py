@@ -1,0 +1,260 @@
+"""PostgresSettings: the environment (and an optional .env) turned into one validated, frozen object.
+
+Precedence, highest first: a ``POSTGRES_*`` variable, then the matching part of
+``POSTGRES_DSN`` / ``DATABASE_URL``, then the default. The real environment wins
+over ``.env``. Every bad value raises ``ConfigError`` naming the variable, the
+value and what is allowed; a password is never part of any message or repr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2.extensions
+from dotenv import dotenv_values, find_dotenv
+
+from .errors import ConfigError
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+# Schema names become identifiers in DDL; we quote them anyway, but a name that
+# needs quoting is almost always a mistake, so refuse it with a clear message.
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+# DSN keys that map onto a field; any other libpq keyword in a DSN is passed through.
+_DSN_FIELDS = {
+    "host": "host",
+    "port": "port",
+    "user": "user",
+    "password": "password",
+    "dbname": "database",
+    "sslmode": "ssl_mode",
+    "sslcert": "ssl_cert",
+    "sslkey": "ssl_key",
+    "sslrootcert": "ssl_root_cert",
+    "sslcrl": "ssl_crl",
+    "connect_timeout": "connect_timeout",
+    "application_name": "application_name",
+}
+
+
+def _meta(env: str, **extra: Any) -> dict[str, Any]:
+    return {"env": env, **extra}
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """Connection and pool settings. Build it with :meth:`from_env` or directly."""
+
+    host: str = field(default="localhost", metadata=_meta("POSTGRES_HOST"))
+    port: int = field(default=5432, metadata=_meta("POSTGRES_PORT", lo=1, hi=65535))
+    user: str = field(default="postgres", metadata=_meta("POSTGRES_USER"))
+    password: str = field(default="", repr=False, metadata=_meta("POSTGRES_PASSWORD"))
+    database: str = field(default="postgres", metadata=_meta("POSTGRES_DATABASE"))
+    workspace: str | None = field(default=None, metadata=_meta("POSTGRES_WORKSPACE"))
+    schema: str = field(default="public", metadata=_meta("POSTGRES_SCHEMA"))
+    min_connections: int = field(
+        default=1, metadata=_meta("POSTGRES_MIN_CONNECTIONS", lo=0, hi=1000)
+    )
+    max_connections: int = field(
+        default=5, metadata=_meta("POSTGRES_MAX_CONNECTIONS", lo=1, hi=1000)
+    )
+    pool_timeout: float = field(
+        default=30.0, metadata=_meta("POSTGRES_POOL_TIMEOUT", lo=0.001, hi=3600)
+    )
+    connect_timeout: int = field(
+        default=10, metadata=_meta("POSTGRES_CONNECT_TIMEOUT", lo=1, hi=3600)
+    )
+    statement_timeout: int = field(
+        default=0, metadata=_meta("POSTGRES_STATEMENT_TIMEOUT", lo=0, hi=2_147_483_647)
+    )
+    max_lifetime: float = field(
+        default=3600.0, metadata=_meta("POSTGRES_MAX_LIFETIME", lo=1, hi=10**7)
+    )
+    max_idle: float = field(default=600.0, metadata=_meta("POSTGRES_MAX_IDLE", lo=1, hi=10**7))
+    ssl_mode: str = field(default="prefer", metadata=_meta("POSTGRES_SSL_MODE"))
+    ssl_cert: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_CERT"))
+    ssl_key: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_KEY"))
+    ssl_root_cert: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_ROOT_CERT"))
+    ssl_crl: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_CRL"))
+    application_name: str = field(
+        default="aperag_pg", metadata=_meta("POSTGRES_APPLICATION_NAME")
+    )
+    # Other libpq keywords found in POSTGRES_DSN (e.g. target_session_attrs), passed through.
+    dsn_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+            value = getattr(self, f.name)
+            if lo is not None and not (lo <= value <= hi):
+                raise ConfigError(
+                    f"{f.metadata['env']}={value!r} is out of range: allowed is {lo} to {hi}."
+                )
+        if self.min_connections > self.max_connections:
+            raise ConfigError(
+                f"POSTGRES_MIN_CONNECTIONS={self.min_connections} is greater than "
+                f"POSTGRES_MAX_CONNECTIONS={self.max_connections}: "
+                "set the minimum at or below the maximum."
+            )
+        if self.ssl_mode not in SSL_MODES:
+            raise ConfigError(
+                f"POSTGRES_SSL_MODE={self.ssl_mode!r} is not a libpq sslmode: "
+                f"allowed are {', '.join(SSL_MODES)}."
+            )
+        if not self.database.strip():
+            raise ConfigError(
+                "POSTGRES_DATABASE is empty: set it (or POSTGRES_DB) to the database name."
+            )
+        if not self.host.strip():
+            raise ConfigError("POSTGRES_HOST is empty: set it to the server's host name or address.")
+        if not _SCHEMA_NAME.match(self.schema):
+            raise ConfigError(
+                f"POSTGRES_SCHEMA={self.schema!r} is not a plain schema name: use 1 to 63 "
+                "letters, digits or underscores, not starting with a digit."
+            )
+        if self.workspace is not None and not self.workspace.strip():
+            raise ConfigError(
+                "POSTGRES_WORKSPACE is set but empty: unset it or give it a name."
+            )
+
+    # -- loading ---------------------------------------------------------------
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        dotenv_path: str | os.PathLike[str] | None = None,
+    ) -> PostgresSettings:
+        """Read ``environ`` (default ``os.environ``) over an optional ``.env`` file.
+
+        ``dotenv_path`` defaults to the nearest ``.env`` from the working directory.
+        """
+        env = load_environment(environ, dotenv_path)
+        values: dict[str, Any] = {}
+        dsn = env.get("POSTGRES_DSN") or env.get("DATABASE_URL")
+        if dsn:
+            var = "POSTGRES_DSN" if env.get("POSTGRES_DSN") else "DATABASE_URL"
+            values.update(_fields_from_dsn(dsn, var))
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        aliases = {"POSTGRES_DB": "database"}
+        for env_name, field_name in aliases.items():
+            if env.get(env_name) is not None and not env.get("POSTGRES_DATABASE"):
+                values[field_name] = env[env_name]
+        for f in names.values():
+            var = f.metadata.get("env")
+            raw = env.get(var) if var else None
+            if raw is not None and (raw != "" or f.name in ("password", "database")):
+                values[f.name] = raw
+        return cls(**{k: _convert(names[k], v) for k, v in values.items()})
+
+    # -- using -----------------------------------------------------------------
+
+    def connect_kwargs(self, application_name: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg2.connect``; psycopg2 quotes every value itself."""
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": self.database,
+            "connect_timeout": self.connect_timeout,
+            "sslmode": self.ssl_mode,
+            "application_name": application_name or self.application_name,
+        }
+        if self.password:
+            kwargs["password"] = self.password
+        for key, value in (
+            ("sslcert", self.ssl_cert),
+            ("sslkey", self.ssl_key),
+            ("sslrootcert", self.ssl_root_cert),
+            ("sslcrl", self.ssl_crl),
+        ):
+            if value:
+                kwargs[key] = value
+        if self.statement_timeout:
+            kwargs["options"] = f"-c statement_timeout={self.statement_timeout}"
+        kwargs.update(dict(self.dsn_options))
+        return kwargs
+
+    def dsn(self) -> str:
+        """A libpq connection string, password included; never log it (see :meth:`redacted_dsn`)."""
+        return psycopg2.extensions.make_dsn(**self.connect_kwargs())
+
+    def redacted_dsn(self) -> str:
+        """The connection string with the password replaced, safe for logs and messages."""
+        kwargs = self.connect_kwargs()
+        if "password" in kwargs:
+            kwargs["password"] = "***"
+        return psycopg2.extensions.make_dsn(**kwargs)
+
+    def describe(self) -> str:
+        """``user@host:port/database``, for messages."""
+        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def replace(self, **changes: Any) -> PostgresSettings:
+        """A copy with some fields changed, validated again."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_environment(
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: str | os.PathLike[str] | None = None,
+) -> dict[str, str]:
+    """The variables of ``.env`` overlaid by the real environment (which wins)."""
+    path = dotenv_path if dotenv_path is not None else find_dotenv(usecwd=True)
+    from_file = {k: v for k, v in dotenv_values(path).items() if v is not None} if path else {}
+    return {**from_file, **(os.environ if environ is None else environ)}
+
+
+def _fields_from_dsn(dsn: str, var: str) -> dict[str, Any]:
+    try:
+        parsed = psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        # The driver's message quotes the string, which may hold a password.
+        raise ConfigError(
+            f"{var} is not a valid PostgreSQL URL or key=value connection string "
+            "(value not shown, it may contain a password): "
+            "use postgresql://user:password@host:port/database."
+        ) from None
+    values: dict[str, Any] = {}
+    extra = []
+    for key, value in parsed.items():
+        if key in _DSN_FIELDS:
+            values[_DSN_FIELDS[key]] = value
+        else:
+            extra.append((key, value))
+    values["dsn_options"] = tuple(sorted(extra))
+    return values
+
+
+def _convert(f: dataclasses.Field, raw: Any) -> Any:
+    """Turn a string from the environment into the field's type, or raise ConfigError."""
+    if not isinstance(raw, str):
+        return raw
+    var = f.metadata.get("env", f.name)
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    text = raw.strip()
+    shown = "<hidden>" if f.name == "password" else repr(raw)
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(text)
+            return value
+    except ValueError:
+        wanted = "a whole number" if kind == "int" else "a number"
+        hi, lo = f.metadata.get("hi"), f.metadata.get("lo")
+        bounds = f" between {lo} and {hi}" if lo is not None else ""
+        raise ConfigError(f"{var}={shown} is not {wanted}: use {wanted}{bounds}.") from None
+    if f.name == "ssl_mode":
+        return text.lower()
+    if f.name in ("host", "user", "database", "schema", "application_name"):
+        return text
+    return raw

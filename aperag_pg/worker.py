@@ -1,0 +1,143 @@
+"""Celery glue: open the pool when a worker process starts, close it when it stops.
+
+Prefork children get ``worker_process_init`` / ``worker_process_shutdown``.
+``--pool=solo`` and ``--pool=threads`` run tasks in the main process, where
+those signals never fire: there the pool opens lazily on first use and
+``worker_shutdown`` closes it. ``install_worker_signals()`` wires all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .pool import PostgreSQLSyncConnectionManager
+from .schema import ensure_schema
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def setup_worker_postgres(**_signal_kwargs: Any) -> None:
+    """``worker_process_init`` handler: open this process's pool and bring the schema up to date."""
+    PostgreSQLSyncConnectionManager.initialize()
+    ensure_schema()
+    logger.info("aperag_pg ready in worker process %s", os.getpid())
+
+
+def cleanup_worker_postgres(**_signal_kwargs: Any) -> None:
+    """``worker_process_shutdown`` / ``worker_shutdown`` handler: close the loop and the pool."""
+    _loop.close()
+    stats = PostgreSQLSyncConnectionManager.stats()
+    PostgreSQLSyncConnectionManager.close()
+    logger.info("aperag_pg closed in worker process %s (stats: %s)", os.getpid(), stats)
+
+
+def setup_main_process(sender: Any = None, **_signal_kwargs: Any) -> None:
+    """``worker_init`` handler: bring the schema up to date in pools without child processes.
+
+    Prefork children do it themselves in ``setup_worker_postgres``; opening a
+    pool in the prefork parent would only hand copies of it to every child.
+    """
+    if _is_prefork(sender):
+        return
+    ensure_schema()
+
+
+def install_worker_signals() -> None:
+    """Connect every handler to Celery's signals; safe to call more than once."""
+    from celery import signals
+
+    signals.worker_process_init.connect(setup_worker_postgres, weak=False)
+    signals.worker_process_shutdown.connect(cleanup_worker_postgres, weak=False)
+    signals.worker_init.connect(setup_main_process, weak=False)
+    signals.worker_shutdown.connect(cleanup_worker_postgres, weak=False)
+
+
+def _is_prefork(worker: Any) -> bool:
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool
+
+    pool_cls = getattr(worker, "pool_cls", None)
+    if isinstance(pool_cls, str):
+        pool_cls = get_implementation(pool_cls)
+    return isinstance(pool_cls, type) and issubclass(pool_cls, TaskPool)
+
+
+class _ProcessLoop:
+    """One asyncio event loop per process, run by a daemon thread.
+
+    Tasks from any thread (solo, threads or prefork pools) submit coroutines to
+    it, so async libraries keep their loop-bound state across tasks instead of
+    meeting a new loop every time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        loop = self._running_loop()
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is loop:
+            coro.close()
+            raise RuntimeError(
+                "run_async() was called from inside the worker's own event loop, which would "
+                "deadlock: await the coroutine instead."
+            )
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._running_loop()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or self._pid != os.getpid():
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout=10)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._pid != os.getpid():  # inherited through fork: that thread is not here
+                self._pid, self._loop, self._thread = os.getpid(), None, None
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="aperag_pg-event-loop", daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+
+_loop = _ProcessLoop()
+
+
+def run_async(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run ``coro`` on this worker process's event loop and return its result.
+
+    The loop lives as long as the process (closed by ``cleanup_worker_postgres``),
+    so a task may call this as often as it likes without creating a loop per task.
+    """
+    return _loop.run(coro, timeout)
+
+
+def worker_event_loop() -> asyncio.AbstractEventLoop:
+    """The process's event loop, started if needed."""
+    return _loop.loop()
