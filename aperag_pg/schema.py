@@ -74,7 +74,8 @@ def ensure_schema(
     """
     schema = schema or manager.settings().schema
     wanted = sorted(migrations, key=lambda m: m.version)
-    if wanted and _applied_without_lock(manager, schema) >= {m.version for m in wanted}:
+    already = _applied_without_lock(manager, schema)
+    if already is not None and already >= {m.version for m in wanted}:
         return []
     with manager.get_connection() as conn, conn.cursor() as cur:
         cur.execute(_LOCK, (_LOCK_NAMESPACE, schema))
@@ -99,12 +100,16 @@ def ensure_schema(
     return applied
 
 
-def _applied_without_lock(manager: type[PostgreSQLSyncConnectionManager], schema: str) -> set[int]:
-    """The versions already applied, read without the lock (the common, cheap case)."""
+def _applied_without_lock(
+    manager: type[PostgreSQLSyncConnectionManager], schema: str
+) -> set[int] | None:
+    """The versions already applied, read without the lock (the common, cheap case);
+    None when the migrations table does not exist yet.
+    """
     with manager.get_connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass(%s)", (f'"{schema}"."{MIGRATIONS_TABLE}"',))
         if cur.fetchone()[0] is None:
-            return set()
+            return None
         ident = {"schema": sql.Identifier(schema), "table": sql.Identifier(MIGRATIONS_TABLE)}
         cur.execute(sql.SQL(_SELECT_APPLIED).format(**ident))
         return {row[0] for row in cur.fetchall()}

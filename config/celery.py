@@ -1,0 +1,44 @@
+"""The Celery application. It only wires: broker and backend from the environment, aperag_pg's signals."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
+
+from aperag_pg.settings import load_environment
+from aperag_pg.worker import (
+    cleanup_worker_postgres,
+    setup_main_process,
+    setup_worker_postgres,
+)
+
+_env = load_environment()
+_redis_url = _env.get("REDIS_URL", "redis://localhost:6379/0")
+
+app = Celery(
+    "aperag_pg",
+    broker=_env.get("CELERY_BROKER_URL", _redis_url),
+    backend=_env.get("CELERY_RESULT_BACKEND", _redis_url),
+    include=["aperag_pg.tasks"],
+)
+app.conf.update(
+    task_acks_late=True,
+    worker_prefetch_multiplier=1,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_expires=3600,
+    broker_connection_retry_on_startup=True,
+)
+
+# Prefork children: one pool each, opened after fork and closed on exit.
+worker_process_init.connect(setup_worker_postgres)
+worker_process_shutdown.connect(cleanup_worker_postgres)
+# Solo and threads pools run tasks in the main process: schema at start, close at shutdown.
+worker_init.connect(setup_main_process)
+worker_shutdown.connect(cleanup_worker_postgres)

