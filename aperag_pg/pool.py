@@ -375,7 +375,7 @@ _live_pools: weakref.WeakSet[SyncConnectionPool] = weakref.WeakSet()
 
 
 class PostgreSQLSyncConnectionManager:
-    """The process-wide pool: ``initialize``, ``get_connection``, ``execute_query``, ``stats``, ``close``.
+    """The process-wide pool: initialize, get_connection, execute_query, stats, close.
 
     All methods are class methods: a Celery worker process has exactly one pool.
     ``get_connection()`` before ``initialize()`` opens the pool from the
@@ -426,7 +426,7 @@ class PostgreSQLSyncConnectionManager:
 
     @classmethod
     def get_connection(cls):  # -> ContextManager[PooledConnection]
-        """A connection in one transaction: commit on success, rollback on error, always returned."""
+        """A connection in one transaction: commit on success, rollback on error."""
         return cls.pool().connection()
 
     @classmethod

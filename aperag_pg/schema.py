@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import psycopg2.errors
 from psycopg2 import sql
 
 from .errors import SchemaPrivilegeError
@@ -73,7 +74,21 @@ def ensure_schema(
     Raises ``SchemaPrivilegeError`` naming the missing privilege and the fix.
     """
     schema = schema or manager.settings().schema
-    wanted = sorted(migrations, key=lambda m: m.version)
+    try:
+        return _migrate(schema, sorted(migrations, key=lambda m: m.version), manager)
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        role = manager.settings().user
+        raise SchemaPrivilegeError(
+            f"role {role!r} may not use aperag_pg's tables in schema {schema!r}: "
+            f"{str(exc).strip().splitlines()[0]}. Fix: run the workers as the role that owns "
+            f'the tables, or have an administrator GRANT USAGE ON SCHEMA "{schema}" and '
+            f'SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}".'
+        ) from exc
+
+
+def _migrate(
+    schema: str, wanted: list[Migration], manager: type[PostgreSQLSyncConnectionManager]
+) -> list[int]:
     already = _applied_without_lock(manager, schema)
     if already is not None and already >= {m.version for m in wanted}:
         return []
@@ -137,5 +152,6 @@ def _create_schema_if_permitted(cur, schema: str) -> None:
         raise SchemaPrivilegeError(
             f"role {role!r} lacks the CREATE privilege on schema {schema!r}, needed to create "
             f"aperag_pg's tables.{hint} Fix: set POSTGRES_SCHEMA to a schema the role owns or "
-            f'may create, or have an administrator run GRANT CREATE ON SCHEMA "{schema}" TO "{role}".'
+            "may create, or have an administrator run "
+            f'GRANT CREATE ON SCHEMA "{schema}" TO "{role}".'
         )

@@ -1,4 +1,4 @@
-"""PostgresSettings: the environment (and an optional .env) turned into one validated, frozen object.
+"""PostgresSettings: the environment (and an optional .env) as one validated, frozen object.
 
 Precedence, highest first: a ``POSTGRES_*`` variable, then the matching part of
 ``POSTGRES_DSN`` / ``DATABASE_URL``, then the default. The real environment wins
@@ -82,9 +82,7 @@ class PostgresSettings:
     ssl_key: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_KEY"))
     ssl_root_cert: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_ROOT_CERT"))
     ssl_crl: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_CRL"))
-    application_name: str = field(
-        default="aperag_pg", metadata=_meta("POSTGRES_APPLICATION_NAME")
-    )
+    application_name: str = field(default="aperag_pg", metadata=_meta("POSTGRES_APPLICATION_NAME"))
     # Other libpq keywords found in POSTGRES_DSN (e.g. target_session_attrs), passed through.
     dsn_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -112,16 +110,16 @@ class PostgresSettings:
                 "POSTGRES_DATABASE is empty: set it (or POSTGRES_DB) to the database name."
             )
         if not self.host.strip():
-            raise ConfigError("POSTGRES_HOST is empty: set it to the server's host name or address.")
+            raise ConfigError(
+                "POSTGRES_HOST is empty: set it to the server's host name or address."
+            )
         if not _SCHEMA_NAME.match(self.schema):
             raise ConfigError(
                 f"POSTGRES_SCHEMA={self.schema!r} is not a plain schema name: use 1 to 63 "
                 "letters, digits or underscores, not starting with a digit."
             )
         if self.workspace is not None and not self.workspace.strip():
-            raise ConfigError(
-                "POSTGRES_WORKSPACE is set but empty: unset it or give it a name."
-            )
+            raise ConfigError("POSTGRES_WORKSPACE is set but empty: unset it or give it a name.")
 
     # -- loading ---------------------------------------------------------------
 

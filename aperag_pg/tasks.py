@@ -10,9 +10,7 @@ from celery import shared_task
 from .pool import PostgreSQLSyncConnectionManager
 from .worker import run_async
 
-_BACKEND_INFO = (
-    "SELECT pg_backend_pid(), current_setting('application_name'), pg_sleep(%s) IS NULL"
-)
+_BACKEND_INFO = "SELECT pg_backend_pid(), current_setting('application_name'), pg_sleep(%s) IS NULL"
 
 
 def _backend_info(hold_seconds: float) -> dict:

@@ -1,4 +1,5 @@
-"""The Celery application. It only wires: broker and backend from the environment, aperag_pg's signals."""
+"""The Celery application. It only wires: broker and backend from the environment, and
+aperag_pg's signal handlers."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from aperag_pg.devservices import EmbeddedPostgres, EmbeddedRedis, create_database
+from aperag_pg.devservices import EmbeddedPostgres, EmbeddedRedis, create_database, drop_database
 from aperag_pg.pool import PostgreSQLSyncConnectionManager
 from aperag_pg.settings import PostgresSettings
 
@@ -65,11 +65,7 @@ def pg_database(pg_server: PostgresServer) -> Iterator[str]:
     create_database(pg_server.admin, name)
     yield name
     PostgreSQLSyncConnectionManager.close()
-    conn = psycopg2.connect(**pg_server.admin.connect_kwargs())
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    drop_database(pg_server.admin, name)
 
 
 @pytest.fixture(scope="session")

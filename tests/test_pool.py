@@ -335,7 +335,9 @@ def test_execute_query_modes(manager):
     ]
     assert manager.execute_query("SELECT 1 AS a WHERE false", fetch_one=True) is None
     manager.execute_query("CREATE TEMP TABLE IF NOT EXISTS t (x int)")
-    assert manager.execute_query("SELECT %s::text AS s", ("a'b;--",), fetch_one=True)["s"] == "a'b;--"
+    assert (
+        manager.execute_query("SELECT %s::text AS s", ("a'b;--",), fetch_one=True)["s"] == "a'b;--"
+    )
 
 
 def test_stats_names_and_consistency(manager):
@@ -343,9 +345,18 @@ def test_stats_names_and_consistency(manager):
         backend_pid()
     stats = manager.stats()
     for name in (
-        "pool_min", "pool_max", "pool_size", "pool_available", "requests_num",
-        "requests_waiting", "requests_wait_ms", "requests_timeouts", "connections_num",
-        "connections_lost", "returns_bad", "pid",
+        "pool_min",
+        "pool_max",
+        "pool_size",
+        "pool_available",
+        "requests_num",
+        "requests_waiting",
+        "requests_wait_ms",
+        "requests_timeouts",
+        "connections_num",
+        "connections_lost",
+        "returns_bad",
+        "pid",
     ):
         assert isinstance(stats[name], int), name
     assert stats["requests_num"] == 5

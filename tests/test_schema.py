@@ -8,6 +8,7 @@ import uuid
 import psycopg2
 import pytest
 
+from aperag_pg.devservices import create_database, drop_database
 from aperag_pg.errors import SchemaPrivilegeError
 from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager
 from aperag_pg.schema import MIGRATIONS_TABLE, Migration, ensure_schema
@@ -31,7 +32,8 @@ SAMPLE_MIGRATIONS = (
 def _tables(admin_conn, schema: str) -> list[tuple[str, int]]:
     with admin_conn.cursor() as cur:
         cur.execute(
-            "SELECT c.relname, count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "SELECT c.relname, count(*) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s GROUP BY c.relname ORDER BY c.relname",
             (schema,),
         )
@@ -112,13 +114,45 @@ def limited_role(admin_conn, base_settings):
         cur.execute(f"DROP ROLE {name}")
 
 
-def test_public_not_writable_names_the_privilege(limited_role):
-    Manager.initialize(limited_role)
-    with pytest.raises(SchemaPrivilegeError) as info:
-        ensure_schema("public", SAMPLE_MIGRATIONS)
+def test_public_not_writable_names_the_privilege(pg_server, limited_role):
+    fresh = f"apg_fresh_{uuid.uuid4().hex[:6]}"
+    create_database(pg_server.admin, fresh, extensions=())
+    Manager.initialize(limited_role.replace(database=fresh))
+    try:
+        with pytest.raises(SchemaPrivilegeError) as info:
+            ensure_schema("public", SAMPLE_MIGRATIONS)
+    finally:
+        Manager.close()
+        drop_database(pg_server.admin, fresh)
     message = str(info.value)
     assert "CREATE privilege on schema 'public'" in message
+    assert "PostgreSQL 15" in message
     assert "POSTGRES_SCHEMA" in message and "GRANT CREATE ON SCHEMA" in message
+
+
+def test_schema_without_create_names_the_privilege(limited_role, admin_conn):
+    schema = f"ro_{uuid.uuid4().hex[:6]}"
+    with admin_conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+        cur.execute(f"GRANT USAGE ON SCHEMA {schema} TO {limited_role.user}")
+    Manager.initialize(limited_role)
+    with pytest.raises(SchemaPrivilegeError) as info:
+        ensure_schema(schema, SAMPLE_MIGRATIONS)
+    assert f"CREATE privilege on schema '{schema}'" in str(info.value)
+
+
+def test_tables_of_another_role_name_the_privilege(limited_role, admin_conn, base_settings):
+    schema = f"owned_{uuid.uuid4().hex[:6]}"
+    Manager.initialize(base_settings)
+    ensure_schema(schema, SAMPLE_MIGRATIONS)  # created by the superuser
+    with admin_conn.cursor() as cur:
+        cur.execute(f"GRANT USAGE ON SCHEMA {schema} TO {limited_role.user}")
+    Manager.initialize(limited_role)
+    with pytest.raises(SchemaPrivilegeError) as info:
+        ensure_schema(schema, SAMPLE_MIGRATIONS)
+    message = str(info.value)
+    assert "permission denied" in message and "GRANT" in message
+    assert limited_role.user in message
 
 
 def test_missing_schema_without_database_create_names_the_privilege(limited_role):
@@ -132,9 +166,7 @@ def test_missing_schema_without_database_create_names_the_privilege(limited_role
 
 def test_dedicated_schema_is_created_when_permitted(limited_role, admin_conn, base_settings):
     with admin_conn.cursor() as cur:
-        cur.execute(
-            f'GRANT CREATE ON DATABASE "{base_settings.database}" TO {limited_role.user}'
-        )
+        cur.execute(f'GRANT CREATE ON DATABASE "{base_settings.database}" TO {limited_role.user}')
     schema = f"app_{uuid.uuid4().hex[:6]}"
     Manager.initialize(limited_role.replace(schema=schema))
     assert ensure_schema(migrations=SAMPLE_MIGRATIONS) == [1, 2, 3]
@@ -142,6 +174,8 @@ def test_dedicated_schema_is_created_when_permitted(limited_role, admin_conn, ba
     with admin_conn.cursor() as cur:
         cur.execute("SELECT to_regclass('public.sample_docs')")
         assert cur.fetchone()[0] is None
-        cur.execute(f'REVOKE CREATE ON DATABASE "{base_settings.database}" FROM {limited_role.user}')
+        cur.execute(
+            f'REVOKE CREATE ON DATABASE "{base_settings.database}" FROM {limited_role.user}'
+        )
     # Once applied, a restart needs no CREATE privilege at all.
     assert ensure_schema(migrations=SAMPLE_MIGRATIONS) == []

@@ -53,7 +53,11 @@ def test_each_invalid_value_names_the_variable(env, variable, detail):
 def test_defaults_and_types():
     s = PostgresSettings.from_env({}, dotenv_path=NO_DOTENV)
     assert (s.host, s.port, s.user, s.database, s.schema) == (
-        "localhost", 5432, "postgres", "postgres", "public"
+        "localhost",
+        5432,
+        "postgres",
+        "postgres",
+        "public",
     )
     assert s.workspace is None
     assert isinstance(s.pool_timeout, float) and isinstance(s.max_connections, int)
@@ -99,7 +103,12 @@ def test_all_variables_are_read():
         "application_name": "ingest",
         "options": "-c statement_timeout=15000",
     }
-    assert (s.workspace, s.schema, s.min_connections, s.max_connections) == ("tenant_a", "rag", 2, 7)
+    assert (s.workspace, s.schema, s.min_connections, s.max_connections) == (
+        "tenant_a",
+        "rag",
+        2,
+        7,
+    )
     assert (s.pool_timeout, s.max_lifetime, s.max_idle) == (2.5, 120.0, 30.0)
 
 
@@ -116,7 +125,12 @@ def test_dsn_with_overrides():
     }
     s = PostgresSettings.from_env(env, dotenv_path=NO_DOTENV)
     assert (s.user, s.password, s.host, s.port, s.database, s.ssl_mode) == (
-        "u", "p@ss", "db", 7000, "app", "require"
+        "u",
+        "p@ss",
+        "db",
+        7000,
+        "app",
+        "require",
     )
     assert s.connect_kwargs()["target_session_attrs"] == "any"
     # POSTGRES_DSN wins over DATABASE_URL
@@ -178,7 +192,9 @@ def test_hostile_password_works_through_the_pool(base_settings, hostile_role):
     settings = base_settings.replace(user=hostile_role, password=SECRET)
     PostgreSQLSyncConnectionManager.initialize(settings)
     try:
-        row = PostgreSQLSyncConnectionManager.execute_query("SELECT current_user AS u", fetch_one=True)
+        row = PostgreSQLSyncConnectionManager.execute_query(
+            "SELECT current_user AS u", fetch_one=True
+        )
         assert row["u"] == hostile_role
     finally:
         PostgreSQLSyncConnectionManager.close()
