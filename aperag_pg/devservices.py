@@ -346,6 +346,34 @@ def drop_database(admin: PostgresSettings, name: str) -> None:
         conn.close()
 
 
+def connections_per_process(settings: PostgresSettings) -> dict[int, int]:
+    """Open server sessions of aperag_pg pools, by the pid in their application_name."""
+    import psycopg2
+
+    conn = psycopg2.connect(**settings.connect_kwargs(application_name="aperag_pg_observer"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT application_name, count(*) FROM pg_stat_activity "
+                "WHERE application_name ~ '^aperag_pg:[0-9]+$' GROUP BY 1"
+            )
+            return {int(name.rsplit(":", 1)[1]): n for name, n in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def wait_for_no_connections(
+    settings: PostgresSettings, pids: set[int], timeout: float = 10
+) -> dict[int, int]:
+    """Wait until no session of ``pids`` is open; return those still open at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {p: n for p, n in connections_per_process(settings).items() if p in pids}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 # -- a real Celery worker process -------------------------------------------------
 
 

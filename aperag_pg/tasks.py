@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from celery import shared_task
 
@@ -14,10 +15,13 @@ _BACKEND_INFO = "SELECT pg_backend_pid(), current_setting('application_name'), p
 
 
 def _backend_info(hold_seconds: float) -> dict:
+    started = time.perf_counter()
     with PostgreSQLSyncConnectionManager.get_connection() as conn, conn.cursor() as cur:
         cur.execute(_BACKEND_INFO, (hold_seconds,))
         backend_pid, application_name, _ = cur.fetchone()
+    db_ms = (time.perf_counter() - started) * 1000 - hold_seconds * 1000
     return {
+        "db_ms": db_ms,
         "pid": os.getpid(),
         "backend_pid": backend_pid,
         "application_name": application_name,

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from .pool import PostgreSQLSyncConnectionManager
 from .schema import ensure_schema
+from .threads import shutdown_executor
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def setup_worker_postgres(**_signal_kwargs: Any) -> None:
 def cleanup_worker_postgres(**_signal_kwargs: Any) -> None:
     """``worker_process_shutdown`` / ``worker_shutdown`` handler: close the loop and the pool."""
     _loop.close()
+    shutdown_executor()
     stats = PostgreSQLSyncConnectionManager.stats()
     PostgreSQLSyncConnectionManager.close()
     logger.info("aperag_pg closed in worker process %s (stats: %s)", os.getpid(), stats)

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 
 import pytest
 
-from aperag_pg.devservices import celery_worker
+from aperag_pg.devservices import celery_worker, connections_per_process, wait_for_no_connections
 
 from .conftest import REPO_ROOT
 
 
-def _connections_by_pid(admin_conn) -> dict[int, int]:
-    with admin_conn.cursor() as cur:
-        cur.execute(
-            "SELECT application_name FROM pg_stat_activity "
-            "WHERE application_name LIKE 'aperag_pg:%'"
-        )
-        counts: dict[int, int] = defaultdict(int)
-        for (name,) in cur.fetchall():
-            counts[int(name.rsplit(":", 1)[1])] += 1
-        return counts
-
-
-def _wait_until_gone(admin_conn, pids: set[int], timeout: float = 10) -> dict[int, int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = {p: n for p, n in _connections_by_pid(admin_conn).items() if p in pids}
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("pool", ["prefork", "solo", "threads"])
-def test_worker_processes_own_their_pools(pool, service_env, admin_conn, tmp_path):
+def test_worker_processes_own_their_pools(pool, service_env, base_settings, tmp_path):
     with celery_worker(service_env, tmp_path, pool=pool, concurrency=2, cwd=REPO_ROOT) as worker:
         pending = [worker.send("aperag_pg.pool_probe", 0.3) for _ in range(8)]
         pending += [worker.send("aperag_pg.async_pool_probe", 0.1) for _ in range(8)]
@@ -58,7 +36,7 @@ def test_worker_processes_own_their_pools(pool, service_env, admin_conn, tmp_pat
                 loops[r["pid"]].add(r["event_loop_id"])
         assert loops and all(len(ids) == 1 for ids in loops.values())
 
-        open_now = _connections_by_pid(admin_conn)
+        open_now = connections_per_process(base_settings)
         for pid in task_pids:
             assert 1 <= open_now.get(pid, 0) <= 3  # POSTGRES_MAX_CONNECTIONS=3 in service_env
         assert main_pid not in open_now or pool != "prefork"  # the prefork parent opens nothing
@@ -66,7 +44,7 @@ def test_worker_processes_own_their_pools(pool, service_env, admin_conn, tmp_pat
         assert worker.warm_shutdown() == 0
         log = worker.log_text()
 
-    assert _wait_until_gone(admin_conn, task_pids | {main_pid}) == {}
+    assert wait_for_no_connections(base_settings, task_pids | {main_pid}) == {}
     for pid in task_pids:
         assert f"aperag_pg closed in worker process {pid}" in log
     assert "Traceback" not in log

@@ -1,0 +1,83 @@
+"""Shared pieces of the benchmarks: a server to run against, timing, and the report file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from aperag_pg.devservices import EmbeddedPostgres, create_database
+from aperag_pg.settings import PostgresSettings
+
+REPORT = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
+
+
+@contextmanager
+def benchmark_postgres(database: str = "aperag_bench") -> Iterator[PostgresSettings]:
+    """The server named by POSTGRES_* if set, else an embedded PostgreSQL 18 on loopback."""
+    if os.environ.get("POSTGRES_HOST") or os.environ.get("POSTGRES_DSN"):
+        yield PostgresSettings.from_env()
+        return
+    with tempfile.TemporaryDirectory(prefix="apg-bench-") as tmp:
+        Path(tmp).chmod(0o755)
+        server = EmbeddedPostgres(Path(tmp) / "pg").start()
+        try:
+            create_database(server.settings(), database)
+            yield server.settings(database)
+        finally:
+            server.stop()
+
+
+def time_calls(fn: Callable[[], object], n: int, warmup: int = 10) -> list[float]:
+    """Seconds taken by each of ``n`` calls of ``fn``, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    """p50, p99 and mean in milliseconds."""
+    return {
+        "p50": percentile(samples, 50) * 1000,
+        "p99": percentile(samples, 99) * 1000,
+        "mean": statistics.fmean(samples) * 1000,
+    }
+
+
+def machine_line() -> str:
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"run {time.strftime('%Y-%m-%d')}"
+    )
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section between ``<!-- name -->`` markers in docs/BENCHMARKS.md."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    text = REPORT.read_text() if REPORT.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    text = (
+        pattern.sub(lambda _m: block, text)
+        if pattern.search(text)
+        else f"{text.rstrip()}\n\n{block}\n"
+    )
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(text)

@@ -1,0 +1,155 @@
+"""Per-task cost of the database layer: the patterns aperag_pg replaces, against ours.
+
+Every "task" runs one ``SELECT 1``, the way a Celery task would at its start:
+
+  (a) a new asyncpg pool per task inside ``asyncio.run``, one query, close
+      (what an async library does when each task brings a new event loop);
+  (b) ``psycopg2.connect`` per task, one query, close;
+  (c) aperag_pg's worker pool: checkout, one query, return;
+  (d) the same through ``asyncio.to_thread`` inside a fresh ``asyncio.run`` per task.
+
+The floor is the raw round trip of ``SELECT 1`` on an already open psycopg2
+connection. All run against the same server in the same run.
+
+    python bench/task_overhead.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import asyncpg
+import psycopg2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import benchmark_postgres, machine_line, summary, time_calls, write_section  # noqa: E402
+
+from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
+from aperag_pg.threads import to_thread  # noqa: E402
+from aperag_pg.worker import cleanup_worker_postgres, run_async  # noqa: E402
+
+
+def select_one_on_our_pool() -> None:
+    with Manager.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        cur.fetchone()
+
+
+def run(quick: bool) -> str:
+    scale = 0.2 if quick else 1.0
+    n_slow, n_fast = int(200 * scale), int(5000 * scale)
+    with benchmark_postgres() as settings:
+        kwargs = settings.connect_kwargs()
+        asyncpg_kwargs = {
+            "host": settings.host,
+            "port": settings.port,
+            "user": settings.user,
+            "password": settings.password or None,
+            "database": settings.database,
+        }
+
+        async def asyncpg_pool_task() -> None:
+            pool = await asyncpg.create_pool(
+                min_size=1, max_size=settings.max_connections, **asyncpg_kwargs
+            )
+            try:
+                await pool.fetchval("SELECT 1")
+            finally:
+                await pool.close()
+
+        def connect_per_task() -> None:
+            conn = psycopg2.connect(**kwargs)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                    cur.fetchone()
+            finally:
+                conn.close()
+
+        async def to_thread_task() -> None:
+            await asyncio.to_thread(select_one_on_our_pool)
+
+        async def shared_executor_task() -> None:
+            await to_thread(select_one_on_our_pool)
+
+        floor_conn = psycopg2.connect(**kwargs)
+        floor_conn.autocommit = True
+        floor_cur = floor_conn.cursor()
+
+        def floor() -> None:
+            floor_cur.execute("SELECT 1")
+            floor_cur.fetchone()
+
+        Manager.initialize(settings)
+        try:
+            results = {
+                "floor": time_calls(floor, n_fast),
+                "a": time_calls(lambda: asyncio.run(asyncpg_pool_task()), n_slow, warmup=3),
+                "b": time_calls(connect_per_task, n_slow, warmup=3),
+                "c": time_calls(select_one_on_our_pool, n_fast),
+                "d": time_calls(lambda: asyncio.run(to_thread_task()), n_fast),
+                "e": time_calls(lambda: asyncio.run(shared_executor_task()), n_fast),
+                "f": time_calls(lambda: run_async(to_thread_task()), n_fast),
+            }
+            pool_stats = Manager.stats()
+        finally:
+            cleanup_worker_postgres()  # closes the pool, the worker loop and the executor
+            floor_conn.close()
+    return report(results, pool_stats, n_slow, n_fast)
+
+
+LABELS = {
+    "a": "(a) new asyncpg pool per task (asyncio.run), 1 query, close",
+    "b": "(b) psycopg2.connect per task, 1 query, close",
+    "c": "(c) aperag_pg pool: checkout, 1 query, return",
+    "d": "(d) aperag_pg via asyncio.to_thread in a fresh asyncio.run",
+    "e": "(e) aperag_pg.threads.to_thread (shared executor) in a fresh asyncio.run",
+    "f": "(f) aperag_pg.worker.run_async (one loop per process) + asyncio.to_thread",
+    "floor": "floor: SELECT 1 on an open psycopg2 connection",
+}
+
+
+def report(results: dict, pool_stats: dict, n_slow: int, n_fast: int) -> str:
+    s = {k: summary(v) for k, v in results.items()}
+    lines = [
+        "## Per-task database overhead (`bench/task_overhead.py`)",
+        "",
+        f"{machine_line()}; PostgreSQL on loopback TCP with SCRAM authentication; "
+        f"{n_slow} tasks for (a) and (b), {n_fast} for the others. Times in ms.",
+        "",
+        "| pattern | p50 | p99 | mean | (a) p50 / this p50 | this p50 / floor p50 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key in ("a", "b", "c", "d", "e", "f", "floor"):
+        row = s[key]
+        lines.append(
+            f"| {LABELS[key]} | {row['p50']:.3f} | {row['p99']:.3f} | {row['mean']:.3f} | "
+            f"{s['a']['p50'] / row['p50']:.1f}x | {row['p50'] / s['floor']['p50']:.1f}x |"
+        )
+    ok = all(s[k]["p50"] <= 1.0 and s["a"]["p50"] / s[k]["p50"] >= 20 for k in ("c", "d"))
+    lines += [
+        "",
+        f"Target: (c) and (d) at or under 1 ms p50 and at least 20x below (a): "
+        f"{'met' if ok else 'NOT met'}. Pool after the run: {pool_stats['connections_num']} "
+        f"connection(s) opened for {pool_stats['requests_num']} checkouts, "
+        f"{pool_stats['requests_timeouts']} timeouts.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations; report not written")
+    args = parser.parse_args()
+    text = run(args.quick)
+    print(text)
+    if not args.quick:
+        write_section("task-overhead", text)
+
+
+if __name__ == "__main__":
+    main()
