@@ -403,3 +403,78 @@ def test_chunked_rejects_a_bad_size():
     assert list(chunked(range(5), 2)) == [[0, 1], [2, 3], [4]]
     with pytest.raises(ValueError, match="at least 1"):
         list(chunked(range(5), 0))
+
+
+class CuttableProxy:
+    """A TCP relay to the server whose connections can all be cut, like a network failure."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        import socket
+
+        with self._lock:
+            for s in self.sockets:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            self.sockets.clear()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_cut_network_connections_are_replaced(base_settings):
+    proxy = CuttableProxy(base_settings.port)
+    try:
+        Manager.initialize(base_settings.replace(host="127.0.0.1", port=proxy.port))
+        first = backend_pid()
+        with ThreadPoolExecutor(3) as pool:  # several idle connections in the pool
+            list(pool.map(lambda _: Manager.execute_query("SELECT pg_sleep(0.1)"), range(3)))
+        proxy.cut()
+        time.sleep(0.1)
+        assert backend_pid() != first
+        assert Manager.stats()["connections_lost"] >= 1
+        # A connection cut while in use fails with the driver's error, then is replaced.
+        with pytest.raises(psycopg2.OperationalError):
+            with Manager.get_connection() as conn, conn.cursor() as cur:
+                proxy.cut()
+                cur.execute("SELECT 1")
+        assert backend_pid() > 0
+        assert_consistent(Manager.stats())
+    finally:
+        Manager.close()
+        proxy.close()
