@@ -40,3 +40,15 @@ class SchemaError(AperagPGError):
 
 class SchemaPrivilegeError(SchemaError):
     """The database role lacks a privilege that schema initialization needs."""
+
+
+class InvalidInput(AperagPGError, ValueError):
+    """Data a store was asked to write cannot be stored as given; nothing was written."""
+
+
+class VectorDimensionMismatch(InvalidInput):
+    """A vector's length differs from the dimension of the table's vector column."""
+
+
+class ExtensionMissing(SchemaError):
+    """A PostgreSQL extension the store needs (pgvector) is not installed on the server."""

@@ -94,7 +94,7 @@ def _migrate(
         return []
     with manager.get_connection() as conn, conn.cursor() as cur:
         cur.execute(_LOCK, (_LOCK_NAMESPACE, schema))
-        _create_schema_if_permitted(cur, schema)
+        create_schema_if_permitted(cur, schema)
         ident = {"schema": sql.Identifier(schema), "table": sql.Identifier(MIGRATIONS_TABLE)}
         cur.execute(sql.SQL(_CREATE_MIGRATIONS_TABLE).format(**ident))
         cur.execute(sql.SQL(_SELECT_APPLIED).format(**ident))
@@ -130,7 +130,8 @@ def _applied_without_lock(
         return {row[0] for row in cur.fetchall()}
 
 
-def _create_schema_if_permitted(cur, schema: str) -> None:
+def create_schema_if_permitted(cur, schema: str) -> None:
+    """Create ``schema`` if missing; raise SchemaPrivilegeError naming what the role lacks."""
     cur.execute(_PRIVILEGES, {"schema": schema})
     role, database, exists, can_create_schema, can_create_in_schema = cur.fetchone()
     if not exists:

@@ -21,6 +21,7 @@ from dotenv import dotenv_values, find_dotenv
 from .errors import ConfigError
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+VECTOR_INDEX_TYPES = ("HNSW", "IVFFLAT", "NONE")
 
 # Schema names become identifiers in DDL; we quote them anyway, but a name that
 # needs quoting is almost always a mistake, so refuse it with a clear message.
@@ -83,6 +84,13 @@ class PostgresSettings:
     ssl_root_cert: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_ROOT_CERT"))
     ssl_crl: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_CRL"))
     application_name: str = field(default="aperag_pg", metadata=_meta("POSTGRES_APPLICATION_NAME"))
+    # pgvector index of the vector tables (same variables and defaults as LightRAG's).
+    vector_index_type: str = field(default="HNSW", metadata=_meta("POSTGRES_VECTOR_INDEX_TYPE"))
+    hnsw_m: int = field(default=16, metadata=_meta("POSTGRES_HNSW_M", lo=2, hi=100))
+    hnsw_ef: int = field(default=64, metadata=_meta("POSTGRES_HNSW_EF", lo=4, hi=1000))
+    ivfflat_lists: int = field(
+        default=100, metadata=_meta("POSTGRES_IVFFLAT_LISTS", lo=1, hi=32768)
+    )
     # Other libpq keywords found in POSTGRES_DSN (e.g. target_session_attrs), passed through.
     dsn_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -104,6 +112,11 @@ class PostgresSettings:
             raise ConfigError(
                 f"POSTGRES_SSL_MODE={self.ssl_mode!r} is not a libpq sslmode: "
                 f"allowed are {', '.join(SSL_MODES)}."
+            )
+        if self.vector_index_type not in VECTOR_INDEX_TYPES:
+            raise ConfigError(
+                f"POSTGRES_VECTOR_INDEX_TYPE={self.vector_index_type!r} is not supported: "
+                f"allowed are {', '.join(VECTOR_INDEX_TYPES)}."
             )
         if not self.database.strip():
             raise ConfigError(
@@ -253,6 +266,8 @@ def _convert(f: dataclasses.Field, raw: Any) -> Any:
         raise ConfigError(f"{var}={shown} is not {wanted}: use {wanted}{bounds}.") from None
     if f.name == "ssl_mode":
         return text.lower()
+    if f.name == "vector_index_type":
+        return text.upper()
     if f.name in ("host", "user", "database", "schema", "application_name"):
         return text
     return raw

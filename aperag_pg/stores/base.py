@@ -1,0 +1,168 @@
+"""Plumbing shared by the sync stores: workspace, table names, one transaction per call,
+table creation under an advisory lock, and checks that keep bad input out of the database.
+
+The stores use exactly LightRAG's tables (lightrag-hku 1.5.7, ``kg/postgres_impl.py``).
+LightRAG creates them with unquoted names, which PostgreSQL folds to lower case, so
+``LIGHTRAG_DOC_FULL`` is the table ``lightrag_doc_full``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2.extras
+from psycopg2 import sql
+
+from ..errors import InvalidInput
+from ..pool import PostgreSQLSyncConnectionManager
+from ..schema import create_schema_if_permitted
+
+DEFAULT_WORKSPACE = "default"
+MAX_ID_LENGTH = 255  # VARCHAR(255) of the id and workspace columns
+
+# LightRAG namespace -> table. Order matters: LightRAG matches with endswith(), so the
+# specific names ("full_entities") must come before the general ones ("entities").
+NAMESPACE_TABLES: tuple[tuple[str, str], ...] = (
+    ("full_docs", "LIGHTRAG_DOC_FULL"),
+    ("text_chunks", "LIGHTRAG_DOC_CHUNKS"),
+    ("full_entities", "LIGHTRAG_FULL_ENTITIES"),
+    ("full_relations", "LIGHTRAG_FULL_RELATIONS"),
+    ("entity_chunks", "LIGHTRAG_ENTITY_CHUNKS"),
+    ("relation_chunks", "LIGHTRAG_RELATION_CHUNKS"),
+    ("llm_response_cache", "LIGHTRAG_LLM_CACHE"),
+    ("chunks", "LIGHTRAG_VDB_CHUNKS"),
+    ("entities", "LIGHTRAG_VDB_ENTITY"),
+    ("relationships", "LIGHTRAG_VDB_RELATION"),
+    ("doc_status", "LIGHTRAG_DOC_STATUS"),
+)
+
+# First key of the two-key advisory lock taken while creating tables (b"apg2").
+_TABLES_LOCK_NAMESPACE = 0x61706732
+
+
+def table_for_namespace(namespace: str) -> str:
+    """LightRAG's table name for a storage namespace, e.g. ``"text_chunks"`` -> LIGHTRAG_DOC_CHUNKS."""
+    for suffix, table in NAMESPACE_TABLES:
+        if namespace.endswith(suffix):
+            return table
+    known = ", ".join(suffix for suffix, _ in NAMESPACE_TABLES)
+    raise InvalidInput(f"unknown LightRAG namespace {namespace!r}: expected one ending in {known}.")
+
+
+def resolve_workspace(from_environment: str | None, given: str | None) -> str:
+    """LightRAG's order: POSTGRES_WORKSPACE, then the constructor's value, then "default"."""
+    workspace = from_environment or given or DEFAULT_WORKSPACE
+    check_key(workspace, "workspace")
+    return workspace
+
+
+def utc_now() -> datetime.datetime:
+    """Naive UTC now, as LightRAG writes its TIMESTAMP columns."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+# -- input checks: raise before anything is written ---------------------------------
+
+
+def check_key(value: Any, what: str) -> str:
+    """An id or workspace: a string without NUL of at most 255 characters."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, got {type(value).__name__}: {value!r:.80}")
+    if "\x00" in value:
+        raise InvalidInput(
+            f"{what} {value!r:.80} contains a NUL character (\\x00), which PostgreSQL cannot "
+            "store: remove it."
+        )
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidInput(
+            f"{what} {value[:40]!r}... is {len(value)} characters long; LightRAG's tables allow "
+            f"at most {MAX_ID_LENGTH}: use a shorter {what} (e.g. a hash of it)."
+        )
+    return value
+
+
+def check_no_nul(value: Any, where: str) -> Any:
+    """Reject NUL characters anywhere in a string or JSON-like value (PostgreSQL text and
+    jsonb cannot hold them); return the value unchanged otherwise.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInput(
+                f"{where} contains a NUL character (\\x00) at offset {value.index(chr(0))}, "
+                "which PostgreSQL text and jsonb cannot store; nothing was written. Remove it "
+                "first, e.g. text.replace('\\x00', '')."
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_no_nul(key, f"{where} (a key)")
+            check_no_nul(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_no_nul(item, f"{where}[{index}]")
+    return value
+
+
+class SyncStore:
+    """Base of the sync stores: one LightRAG namespace in one workspace, on the process pool.
+
+    Every public method of a store is one transaction (``self.transaction()``).
+    Tables are always named with their schema, so nothing depends on search_path.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        workspace: str | None = None,
+        manager: type[PostgreSQLSyncConnectionManager] = PostgreSQLSyncConnectionManager,
+    ) -> None:
+        settings = manager.settings()
+        self.manager = manager
+        self.namespace = namespace
+        self.workspace = resolve_workspace(settings.workspace, workspace)
+        self.schema = settings.schema
+
+    def table(self, name: str) -> sql.Composed:
+        """``"schema"."lightrag_..."`` for one of LightRAG's table names."""
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name.lower()))
+
+    def render(self, template: str, **tables: str) -> sql.Composed:
+        """Fill ``{name}`` placeholders of ``template`` with schema-qualified tables."""
+        return sql.SQL(template).format(**{k: self.table(v) for k, v in tables.items()})
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
+        """A dict-row cursor in one transaction: committed on success, rolled back on error."""
+        with self.manager.get_connection() as conn:
+            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                yield cur
+
+    def ensure_table(self, name: str, statements: Sequence[str]) -> None:
+        """Create table ``name`` with ``statements`` (``{table}`` = the table, ``{schema}`` =
+        the schema) unless it exists. Concurrent callers wait on an advisory lock, so the
+        DDL runs once; a table that already exists costs one catalog lookup.
+        """
+        if self.table_exists(name):
+            return
+        with self.transaction() as cur:
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                (_TABLES_LOCK_NAMESPACE, f"{self.schema}.{name.lower()}"),
+            )
+            create_schema_if_permitted(cur, self.schema)
+            for statement in statements:
+                cur.execute(
+                    sql.SQL(statement).format(
+                        table=self.table(name), schema=sql.Identifier(self.schema)
+                    )
+                )
+
+    def table_exists(self, name: str) -> bool:
+        with self.transaction() as cur:
+            cur.execute(
+                "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL AS found",
+                (self.schema, name.lower()),
+            )
+            return cur.fetchone()["found"]
