@@ -44,7 +44,7 @@ _TABLES_LOCK_NAMESPACE = 0x61706732
 
 
 def table_for_namespace(namespace: str) -> str:
-    """LightRAG's table name for a storage namespace, e.g. ``"text_chunks"`` -> LIGHTRAG_DOC_CHUNKS."""
+    """LightRAG's table for a namespace, e.g. ``"text_chunks"`` -> LIGHTRAG_DOC_CHUNKS."""
     for suffix, table in NAMESPACE_TABLES:
         if namespace.endswith(suffix):
             return table
