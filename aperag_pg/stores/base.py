@@ -67,8 +67,8 @@ def utc_now() -> datetime.datetime:
 # -- input checks: raise before anything is written ---------------------------------
 
 
-def check_key(value: Any, what: str) -> str:
-    """An id or workspace: a string without NUL of at most 255 characters."""
+def check_key(value: Any, what: str, max_length: int = MAX_ID_LENGTH) -> str:
+    """An id or workspace: a string without NUL of at most ``max_length`` characters."""
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string, got {type(value).__name__}: {value!r:.80}")
     if "\x00" in value:
@@ -76,10 +76,10 @@ def check_key(value: Any, what: str) -> str:
             f"{what} {value!r:.80} contains a NUL character (\\x00), which PostgreSQL cannot "
             "store: remove it."
         )
-    if len(value) > MAX_ID_LENGTH:
+    if len(value) > max_length:
         raise InvalidInput(
             f"{what} {value[:40]!r}... is {len(value)} characters long; LightRAG's tables allow "
-            f"at most {MAX_ID_LENGTH}: use a shorter {what} (e.g. a hash of it)."
+            f"at most {max_length}: use a shorter {what} (e.g. a hash of it)."
         )
     return value
 
@@ -151,7 +151,8 @@ class SyncStore:
                 "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                 (_TABLES_LOCK_NAMESPACE, f"{self.schema}.{name.lower()}"),
             )
-            create_schema_if_permitted(cur, self.schema)
+            with cur.connection.cursor() as plain:  # it reads tuple rows
+                create_schema_if_permitted(plain, self.schema)
             for statement in statements:
                 cur.execute(
                     sql.SQL(statement).format(
