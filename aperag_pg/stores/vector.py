@@ -1,0 +1,710 @@
+"""The sync pgvector store: LightRAG's ``LIGHTRAG_VDB_*`` tables, written and searched
+from worker threads.
+
+Tables, columns, primary keys, row shapes and query semantics are those of lightrag-hku
+1.5.7's ``PGVectorStorage`` (``kg/postgres_impl.py``), so either can read what the
+other wrote:
+
+- one table per namespace and embedding model, e.g.
+  ``LIGHTRAG_VDB_CHUNKS_text_embedding_3_large_3072d`` (created unquoted, so lower case);
+- ``query()`` keeps rows whose cosine distance ``content_vector <=> q`` is strictly below
+  ``1 - cosine_better_than_threshold``, nearest first, at most ``top_k``, and returns
+  LightRAG's select list (``created_at`` as epoch seconds, no distance);
+- the vector index is ``idx_<table>_<type>_cosine`` (hashed when longer than 63 bytes).
+
+One difference: LightRAG 1.5.7 buffers upserts and deletes in process memory until
+``index_done_callback()``. This store writes at once, one transaction per call, so a
+write is committed and visible to every worker when the call returns, and a crashed
+worker loses nothing. The caller computes the embeddings and passes each under
+``"__vector__"``.
+
+Vectors are bound as parameters through the ``pgvector`` package's psycopg2 adapter,
+registered once per connection. pgvector itself (its type and operators) is looked up
+through ``search_path``, as in LightRAG's DDL and queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg2
+import psycopg2.errors
+from pgvector.psycopg2 import register_vector
+from psycopg2 import sql
+
+from ..batching import chunked, execute_values_chunked
+from ..errors import (
+    AperagPGError,
+    ExtensionMissing,
+    InvalidInput,
+    SchemaError,
+    VectorDimensionMismatch,
+)
+from ..pool import PostgreSQLSyncConnectionManager
+from .base import SyncStore, check_key, check_no_nul, table_for_namespace, utc_now
+
+logger = logging.getLogger(__name__)
+
+GRAPH_FIELD_SEP = "<SEP>"  # LightRAG's separator of chunk ids in source_id
+PG_MAX_IDENTIFIER_LENGTH = 63
+MAX_DIMENSION = 16000  # pgvector's limit for the vector type
+MAX_INDEXED_DIMENSION = 2000  # pgvector's limit for HNSW and IVFFLAT on vector columns
+_READ_CHUNK = 1000  # ids per statement in deletes and lookups
+
+# Every vector index name LightRAG may have created; one is dropped when another type
+# is created in its place, as LightRAG does when POSTGRES_VECTOR_INDEX_TYPE changes.
+_VECTOR_INDEX_SUFFIXES = ("hnsw_cosine", "hnsw_halfvec_cosine", "ivfflat_cosine", "vchordrq_cosine")
+
+# First key of the advisory lock taken while creating pgvector and vector indexes (b"apg3").
+_VECTOR_LOCK_NAMESPACE = 0x61706733
+
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+# Connections whose pgvector type casters are registered (one catalog query each).
+_registered_connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def compute_mdhash_id(content: str, prefix: str = "") -> str:
+    """LightRAG's id of a string: ``prefix`` + md5 hex of its UTF-8 bytes."""
+    try:
+        data = content.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, replaced as LightRAG does
+        data = content.encode("utf-8", errors="replace")
+    return prefix + hashlib.md5(data).hexdigest()
+
+
+def safe_index_name(table_name: str, index_suffix: str) -> str:
+    """LightRAG's ``_safe_index_name``: ``idx_<table>_<suffix>``, or with the table's md5
+    prefix in place of the table when that is longer than PostgreSQL's 63 bytes.
+    """
+    full_name = f"idx_{table_name.lower()}_{index_suffix}"
+    if len(full_name.encode("utf-8")) <= PG_MAX_IDENTIFIER_LENGTH:
+        return full_name
+    table_hash = hashlib.md5(table_name.lower().encode("utf-8")).hexdigest()[:12]
+    return f"idx_{table_hash}_{index_suffix}"
+
+
+# -- the three namespaces ------------------------------------------------------------
+
+
+def _field(item: Mapping[str, Any], key: str, name: str, required: bool = True) -> Any:
+    """``item[name]``, checked for NUL characters; missing and required -> InvalidInput."""
+    if name not in item:
+        if required:
+            raise InvalidInput(
+                f"vector row {key!r:.80} has no {name!r} field, which LightRAG's rows always "
+                "carry; nothing was written."
+            )
+        return None
+    return check_no_nul(item[name], f"field {name!r} of vector row {key!r:.80}")
+
+
+def _chunk_ids(item: Mapping[str, Any], key: str) -> list[Any]:
+    """LightRAG's chunk_ids: source_id split on <SEP>, or a one-element list."""
+    source_id = _field(item, key, "source_id")
+    if isinstance(source_id, str) and GRAPH_FIELD_SEP in source_id:
+        return source_id.split(GRAPH_FIELD_SEP)
+    return [source_id]
+
+
+def _chunk_values(item: Mapping[str, Any], key: str) -> tuple[Any, ...]:
+    return tuple(
+        _field(item, key, name)
+        for name in ("tokens", "chunk_order_index", "full_doc_id", "content", "file_path")
+    )
+
+
+def _entity_values(item: Mapping[str, Any], key: str) -> tuple[Any, ...]:
+    return (
+        _field(item, key, "entity_name"),
+        _field(item, key, "content"),
+        _chunk_ids(item, key),
+        _field(item, key, "file_path", required=False),
+    )
+
+
+def _relation_values(item: Mapping[str, Any], key: str) -> tuple[Any, ...]:
+    return (
+        _field(item, key, "src_id"),
+        _field(item, key, "tgt_id"),
+        _field(item, key, "content"),
+        _chunk_ids(item, key),
+        _field(item, key, "file_path", required=False),
+    )
+
+
+_TIMESTAMP = "TIMESTAMP(0) DEFAULT CURRENT_TIMESTAMP"
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What differs between LightRAG's three vector tables."""
+
+    columns: tuple[tuple[str, str], ...]  # LightRAG's DDL, in table order
+    written: tuple[str, ...]  # columns filled from a row besides workspace, id, vector, times
+    build: Callable[[Mapping[str, Any], str], tuple[Any, ...]]  # row -> values of `written`
+    select: str  # LightRAG's select list of query(), before created_at
+
+    @property
+    def stored(self) -> tuple[str, ...]:
+        """What get_by_id returns: every column but the vector (LightRAG drops it too)."""
+        return tuple(name for name, _ in self.columns if name != "content_vector")
+
+
+_KINDS: dict[str, _Kind] = {
+    "LIGHTRAG_VDB_CHUNKS": _Kind(
+        columns=(
+            ("id", "VARCHAR(255)"),
+            ("workspace", "VARCHAR(255)"),
+            ("full_doc_id", "VARCHAR(256)"),
+            ("chunk_order_index", "INTEGER"),
+            ("tokens", "INTEGER"),
+            ("content", "TEXT"),
+            ("content_vector", "VECTOR(dimension)"),
+            ("file_path", "TEXT NULL"),
+            ("create_time", _TIMESTAMP),
+            ("update_time", _TIMESTAMP),
+        ),
+        written=("tokens", "chunk_order_index", "full_doc_id", "content", "file_path"),
+        build=_chunk_values,
+        select="id, content, file_path",
+    ),
+    "LIGHTRAG_VDB_ENTITY": _Kind(
+        columns=(
+            ("id", "VARCHAR(255)"),
+            ("workspace", "VARCHAR(255)"),
+            ("entity_name", "VARCHAR(512)"),
+            ("content", "TEXT"),
+            ("content_vector", "VECTOR(dimension)"),
+            ("create_time", _TIMESTAMP),
+            ("update_time", _TIMESTAMP),
+            ("chunk_ids", "VARCHAR(255)[] NULL"),
+            ("file_path", "TEXT NULL"),
+        ),
+        written=("entity_name", "content", "chunk_ids", "file_path"),
+        build=_entity_values,
+        select="entity_name",
+    ),
+    "LIGHTRAG_VDB_RELATION": _Kind(
+        columns=(
+            ("id", "VARCHAR(255)"),
+            ("workspace", "VARCHAR(255)"),
+            ("source_id", "VARCHAR(512)"),
+            ("target_id", "VARCHAR(512)"),
+            ("content", "TEXT"),
+            ("content_vector", "VECTOR(dimension)"),
+            ("create_time", _TIMESTAMP),
+            ("update_time", _TIMESTAMP),
+            ("chunk_ids", "VARCHAR(255)[] NULL"),
+            ("file_path", "TEXT NULL"),
+        ),
+        written=("source_id", "target_id", "content", "chunk_ids", "file_path"),
+        build=_relation_values,
+        select="source_id AS src_id, target_id AS tgt_id",
+    ),
+}
+
+# -- SQL ------------------------------------------------------------------------------
+
+_PGVECTOR_INSTALLED = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+_CREATE_PGVECTOR = "CREATE EXTENSION IF NOT EXISTS vector"
+_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+_VECTOR_COLUMN = """
+SELECT a.atttypmod AS dim, format_type(a.atttypid, a.atttypmod) AS type
+FROM pg_attribute a
+WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
+  AND a.attname = 'content_vector' AND NOT a.attisdropped
+"""
+_INDEX_EXISTS = """
+SELECT 1 FROM pg_indexes WHERE schemaname = %s AND tablename = %s AND indexname = %s
+"""
+_TABLE_EXISTS = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL AS found"
+_CREATE_INDEX = {
+    "HNSW": "CREATE INDEX IF NOT EXISTS {index} ON {table} "
+    "USING hnsw (content_vector vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})",
+    "IVFFLAT": "CREATE INDEX IF NOT EXISTS {index} ON {table} "
+    "USING ivfflat (content_vector vector_cosine_ops) WITH (lists = {lists})",
+}
+_DROP_INDEX = "DROP INDEX IF EXISTS {schema}.{index}"
+_UPSERT = """
+INSERT INTO {table} (workspace, id, {columns}, content_vector, create_time, update_time)
+VALUES %s
+ON CONFLICT (workspace, id) DO UPDATE SET {updates}, update_time = EXCLUDED.update_time
+"""
+_QUERY = """
+SELECT {select}, EXTRACT(EPOCH FROM create_time)::BIGINT AS created_at
+FROM {table}
+WHERE workspace = %s AND content_vector <=> %s::vector < %s
+ORDER BY content_vector <=> %s::vector
+LIMIT %s
+"""
+_SELECT_BY_IDS = """
+SELECT {columns}, EXTRACT(EPOCH FROM create_time)::BIGINT AS created_at
+FROM {table} WHERE workspace = %s AND id = ANY(%s)
+"""
+_SELECT_VECTORS = "SELECT id, content_vector FROM {table} WHERE workspace = %s AND id = ANY(%s)"
+_DELETE_IDS = "DELETE FROM {table} WHERE workspace = %s AND id = ANY(%s)"
+_DELETE_ENTITY = "DELETE FROM {table} WHERE workspace = %s AND (entity_name = %s OR id = %s)"
+_DELETE_RELATIONS = (
+    "DELETE FROM {table} WHERE workspace = %s AND (source_id = %s OR target_id = %s)"
+)
+_DELETE_WORKSPACE = "DELETE FROM {table} WHERE workspace = %s"
+
+
+def _plain_identifier(name: str) -> str:
+    """A lower-case name made of [a-z0-9_] only, so it may appear unquoted in DDL text."""
+    if not re.fullmatch(r"[a-z0-9_]{1,63}", name):
+        raise AssertionError(f"not a plain identifier: {name!r}")
+    return name
+
+
+def _to_list(vector: Any) -> list[float]:
+    """A stored vector (pgvector's Vector, or a numpy array) as a list of floats."""
+    if hasattr(vector, "to_list"):
+        return vector.to_list()
+    if hasattr(vector, "tolist"):
+        return vector.tolist()
+    return [float(x) for x in vector]
+
+
+def _register_vector(conn: Any) -> None:
+    """Register pgvector's adapter and casters on ``conn``, once per connection."""
+    if conn in _registered_connections:
+        return
+    try:
+        register_vector(conn)
+    except psycopg2.ProgrammingError as exc:
+        if "vector type not found" not in str(exc):
+            raise
+        raise ExtensionMissing(
+            "the pgvector extension is not enabled in this database: call "
+            "VectorStore.ensure_tables() first, or have a superuser run CREATE EXTENSION vector."
+        ) from exc
+    _registered_connections.add(conn)
+
+
+class VectorStore(SyncStore):
+    """One LightRAG vector namespace (chunks, entities or relationships) in one workspace.
+
+    ``table_name`` is LightRAG's full table name with the embedding-model suffix, e.g.
+    ``LIGHTRAG_VDB_CHUNKS_text_embedding_3_large_3072d``. Call :meth:`ensure_tables`
+    once before use.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        table_name: str,
+        embedding_dim: int,
+        cosine_better_than_threshold: float,
+        workspace: str | None = None,
+        manager: type[PostgreSQLSyncConnectionManager] = PostgreSQLSyncConnectionManager,
+    ) -> None:
+        base_table = table_for_namespace(namespace) if isinstance(namespace, str) else None
+        if base_table not in _KINDS:
+            raise InvalidInput(
+                f"VectorStore serves LightRAG's vector namespaces chunks, entities and "
+                f"relationships, not {namespace!r}."
+            )
+        _check_table_name(table_name, base_table)
+        if type(embedding_dim) is not int or not 1 <= embedding_dim <= MAX_DIMENSION:
+            raise InvalidInput(
+                f"embedding_dim must be a whole number from 1 to {MAX_DIMENSION} "
+                f"(pgvector's limit), got {embedding_dim!r}."
+            )
+        super().__init__(namespace, workspace, manager)
+        self.kind = _KINDS[base_table]
+        self.base_table = base_table.lower()  # LightRAG's legacy table without the suffix
+        self.table_name = table_name.lower()  # the physical name LightRAG's DDL creates
+        self.embedding_dim = embedding_dim
+        self.cosine_better_than_threshold = _check_threshold(cosine_better_than_threshold)
+        self._upsert_sql, self._upsert_template = self._upsert_statement()
+
+    @property
+    def qualified_name(self) -> str:
+        """``schema.table``, for messages."""
+        return f"{self.schema}.{self.table_name}"
+
+    # -- tables ----------------------------------------------------------------
+
+    def ensure_tables(self) -> None:
+        """Enable pgvector, create the table as LightRAG does, check the table's vector
+        dimension and create the vector index chosen by POSTGRES_VECTOR_INDEX_TYPE.
+        """
+        self._ensure_pgvector()
+        self.ensure_table(self.table_name, self._create_statements())
+        with self.transaction() as cur:
+            self._check_dimension(cur)
+            self._ensure_vector_index(cur)
+
+    def _ensure_pgvector(self) -> None:
+        with self.transaction() as cur:
+            cur.execute(_PGVECTOR_INSTALLED)
+            if cur.fetchone() is not None:
+                return  # no privilege needed to use an installed extension
+            cur.execute(_LOCK, (_VECTOR_LOCK_NAMESPACE, "pgvector"))
+            try:
+                cur.execute(_CREATE_PGVECTOR)
+            except (psycopg2.errors.FeatureNotSupported, psycopg2.errors.UndefinedFile) as exc:
+                raise ExtensionMissing(
+                    f"the pgvector extension is not installed on the PostgreSQL server "
+                    f"{self.manager.settings().describe()} ({_first_line(exc)}). Fix: install "
+                    "pgvector on the server (e.g. the postgresql-<version>-pgvector package, "
+                    "or run the pgvector/pgvector:pg<version> Docker image), then run again."
+                ) from exc
+            except psycopg2.errors.InsufficientPrivilege as exc:
+                settings = self.manager.settings()
+                raise ExtensionMissing(
+                    f"the pgvector extension is not enabled in database {settings.database!r} "
+                    f"and role {settings.user!r} may not enable it ({_first_line(exc)}). Fix: "
+                    f'have a superuser run CREATE EXTENSION vector in database "'
+                    f'{settings.database}" once, then run again.'
+                ) from exc
+
+    def _create_statements(self) -> list[str]:
+        """LightRAG's DDL for this table (``{table}`` is filled in by ensure_table)."""
+        columns = ",\n    ".join(f"{name} {kind}" for name, kind in self.kind.columns)
+        columns = columns.replace("VECTOR(dimension)", f"VECTOR({self.embedding_dim})")
+        # LightRAG names the key "<table>_PK", which PostgreSQL cuts to 63 bytes; at exactly
+        # 63 that would be the table's own name, so PostgreSQL then chooses one.
+        pk_name = _plain_identifier(f"{self.table_name}_pk"[:PG_MAX_IDENTIFIER_LENGTH])
+        constraint = "" if pk_name == self.table_name else f"CONSTRAINT {pk_name} "
+        id_index = _plain_identifier(safe_index_name(self.table_name, "id"))
+        ws_index = _plain_identifier(safe_index_name(self.table_name, "workspace_id"))
+        return [
+            f"CREATE TABLE IF NOT EXISTS {{table}} (\n    {columns},\n"
+            f"    {constraint}PRIMARY KEY (workspace, id)\n)",
+            f"CREATE INDEX IF NOT EXISTS {id_index} ON {{table}} (id)",
+            f"CREATE INDEX IF NOT EXISTS {ws_index} ON {{table}} (workspace, id)",
+        ]
+
+    def _check_dimension(self, cur: Any) -> None:
+        cur.execute(_VECTOR_COLUMN, (self.schema, self.table_name))
+        row = cur.fetchone()
+        if row is None:
+            raise SchemaError(
+                f"table {self.qualified_name} has no content_vector column, so it is not a "
+                "LightRAG vector table: choose another table name or drop that table."
+            )
+        if row["dim"] != self.embedding_dim:
+            stored = f"{row['dim']}-dimensional" if row["dim"] > 0 else "undimensioned"
+            raise VectorDimensionMismatch(
+                f"table {self.qualified_name} stores {stored} vectors (content_vector "
+                f"{row['type']}) but this store's embedding_dim is {self.embedding_dim}. "
+                "Fix: use the embedding model the table was made for, or a table name whose "
+                "model suffix matches this model (LightRAG names it <base>_<model>_<dim>d), "
+                "or drop the table to start over."
+            )
+
+    def _ensure_vector_index(self, cur: Any) -> None:
+        settings = self.manager.settings()
+        index_type = settings.vector_index_type
+        if index_type not in _CREATE_INDEX:
+            return  # NONE: exact search, no index
+        if self.embedding_dim > MAX_INDEXED_DIMENSION:
+            # LightRAG tries, fails and logs the error; the table is searched exactly.
+            logger.warning(
+                "not creating a %s index on %s: pgvector indexes vectors of at most %d "
+                "dimensions, this table has %d; queries scan the table",
+                index_type,
+                self.qualified_name,
+                MAX_INDEXED_DIMENSION,
+                self.embedding_dim,
+            )
+            return
+        suffix = f"{index_type.lower()}_cosine"
+        name = safe_index_name(self.table_name, suffix)
+        if self._index_exists(cur, name):
+            return
+        cur.execute(_LOCK, (_VECTOR_LOCK_NAMESPACE, self.qualified_name))
+        if self._index_exists(cur, name):  # another process made it while we waited
+            return
+        for other in _VECTOR_INDEX_SUFFIXES:
+            if other != suffix:
+                other_name = safe_index_name(self.table_name, other)
+                cur.execute(
+                    sql.SQL(_DROP_INDEX).format(
+                        schema=sql.Identifier(self.schema), index=sql.Identifier(other_name)
+                    )
+                )
+        options = {
+            "m": _index_option(settings.hnsw_m, "POSTGRES_HNSW_M"),
+            "ef": _index_option(settings.hnsw_ef, "POSTGRES_HNSW_EF"),
+            "lists": _index_option(settings.ivfflat_lists, "POSTGRES_IVFFLAT_LISTS"),
+        }
+        logger.info("creating %s index %s on %s", index_type, name, self.qualified_name)
+        cur.execute(
+            sql.SQL(_CREATE_INDEX[index_type]).format(
+                index=sql.Identifier(name),
+                table=self.table(self.table_name),
+                **{key: sql.Literal(value) for key, value in options.items()},
+            )
+        )
+
+    def _index_exists(self, cur: Any, name: str) -> bool:
+        cur.execute(_INDEX_EXISTS, (self.schema, self.table_name, name))
+        return cur.fetchone() is not None
+
+    # -- writes ----------------------------------------------------------------
+
+    def upsert(self, data: Mapping[str, Mapping[str, Any]]) -> None:
+        """Insert or update rows ``{id: {LightRAG's fields..., "__vector__": embedding}}``.
+
+        The whole batch is checked first; then it is written in one transaction.
+        """
+        if not data:
+            return
+        if not isinstance(data, Mapping):
+            raise InvalidInput(f"upsert expects a dict of id -> row, got {type(data).__name__}.")
+        now = utc_now()
+        rows = [self._row(key, item, now) for key, item in data.items()]
+        with self._vector_transaction() as cur:
+            execute_values_chunked(cur, self._upsert_sql, rows, template=self._upsert_template)
+        logger.debug("upserted %d rows into %s", len(rows), self.qualified_name)
+
+    def _row(self, key: Any, item: Any, now: Any) -> tuple[Any, ...]:
+        check_key(key, "vector id")
+        if not isinstance(item, Mapping):
+            raise InvalidInput(
+                f"vector row {key!r:.80} must be a dict of fields, got {type(item).__name__}."
+            )
+        if "__vector__" not in item:
+            raise InvalidInput(
+                f"vector row {key!r:.80} has no '__vector__' (its embedding); nothing was written."
+            )
+        vector = self._vector(item["__vector__"], f"vector row {key!r:.80}")
+        return (self.workspace, key, *self.kind.build(item, key), vector, now, now)
+
+    def _vector(self, value: Any, what: str) -> np.ndarray:
+        """``value`` as a float32 array of embedding_dim finite numbers, or raise."""
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                array = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"{what}: the vector is not a list of numbers ({exc}).") from None
+        if array.ndim != 1:
+            raise InvalidInput(f"{what}: the vector must be flat, got shape {array.shape}.")
+        if array.shape[0] != self.embedding_dim:
+            raise VectorDimensionMismatch(
+                f"{what} has a {array.shape[0]}-dimensional vector but table "
+                f"{self.qualified_name} stores {self.embedding_dim}-dimensional vectors; nothing "
+                "was written. Fix: use the embedding model this table was made for."
+            )
+        finite = np.isfinite(array)
+        if not finite.all():
+            position = int(np.flatnonzero(~finite)[0])
+            raise InvalidInput(
+                f"{what} has NaN or an infinite value at position {position} (or a value "
+                "beyond float32's range), which pgvector cannot store; nothing was written. "
+                "Fix the embedding (e.g. check the model's output) and try again."
+            )
+        return array
+
+    def delete(self, ids: Iterable[str]) -> None:
+        """Delete rows by id; unknown ids are ignored."""
+        keys = _unique_keys(ids, "vector id")
+        if not keys:
+            return
+        with self.transaction() as cur:
+            statement = self.render(_DELETE_IDS, table=self.table_name)
+            for chunk in chunked(keys, _READ_CHUNK):
+                cur.execute(statement, (self.workspace, chunk))
+
+    def delete_entity(self, entity_name: str) -> None:
+        """Delete the entity's vector (entities namespace): rows with this entity_name, and
+        the row with LightRAG's id for it, ``compute_mdhash_id(entity_name, "ent-")``.
+        """
+        self._require_kind("LIGHTRAG_VDB_ENTITY", "delete_entity")
+        name = _check_name(entity_name, "entity_name")
+        with self.transaction() as cur:
+            cur.execute(
+                self.render(_DELETE_ENTITY, table=self.table_name),
+                (self.workspace, name, compute_mdhash_id(name, prefix="ent-")),
+            )
+
+    def delete_entity_relation(self, entity_name: str) -> None:
+        """Delete every relation whose source or target is ``entity_name`` (relationships)."""
+        self._require_kind("LIGHTRAG_VDB_RELATION", "delete_entity_relation")
+        name = _check_name(entity_name, "entity_name")
+        with self.transaction() as cur:
+            cur.execute(
+                self.render(_DELETE_RELATIONS, table=self.table_name),
+                (self.workspace, name, name),
+            )
+
+    def drop(self) -> dict[str, str]:
+        """Delete this workspace's rows, here and in LightRAG's legacy table without the
+        model suffix if it exists (else LightRAG would migrate them back on its next start).
+
+        Like LightRAG, a database error is returned, not raised:
+        ``{"status": "success" | "error", "message": ...}``.
+        """
+        try:
+            with self.transaction() as cur:
+                tables = [self.table_name]
+                if self.base_table != self.table_name:
+                    cur.execute(_TABLE_EXISTS, (self.schema, self.base_table))
+                    if cur.fetchone()["found"]:
+                        tables.append(self.base_table)
+                for table in tables:
+                    cur.execute(self.render(_DELETE_WORKSPACE, table=table), (self.workspace,))
+        except (psycopg2.Error, AperagPGError) as exc:
+            logger.error(
+                "dropping workspace rows of %s failed: %s", self.qualified_name, type(exc).__name__
+            )
+            return {"status": "error", "message": str(exc)}
+        return {"status": "success", "message": "data dropped"}
+
+    # -- reads -----------------------------------------------------------------
+
+    def query(
+        self, vector: Any, top_k: int, cosine_better_than_threshold: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The ``top_k`` rows nearest to ``vector`` whose cosine similarity is above the
+        threshold (the store's unless given), nearest first, with LightRAG's fields:
+        chunks ``id, content, file_path, created_at``; entities ``entity_name, created_at``;
+        relationships ``src_id, tgt_id, created_at``.
+        """
+        if type(top_k) is not int or top_k < 0:
+            raise InvalidInput(f"top_k must be a whole number >= 0, got {top_k!r}.")
+        threshold = (
+            self.cosine_better_than_threshold
+            if cosine_better_than_threshold is None
+            else _check_threshold(cosine_better_than_threshold)
+        )
+        embedding = self._vector(vector, "the query")
+        statement = sql.SQL(_QUERY).format(
+            select=sql.SQL(self.kind.select), table=self.table(self.table_name)
+        )
+        with self._vector_transaction() as cur:
+            # LightRAG's rule: cosine distance strictly below 1 - threshold.
+            cur.execute(statement, (self.workspace, embedding, 1 - threshold, embedding, top_k))
+            return [dict(row) for row in cur.fetchall()]
+
+    def get_by_id(self, id: str) -> dict[str, Any] | None:
+        """The row without its vector, plus ``created_at`` (epoch seconds); None if missing."""
+        return self.get_by_ids([id])[0]
+
+    def get_by_ids(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Rows as :meth:`get_by_id`, in the order of ``ids``, None where missing."""
+        if isinstance(ids, str):
+            raise InvalidInput(f"expected a list of vector ids, got the single string {ids!r:.80}.")
+        keys = [check_key(key, "vector id") for key in ids]
+        if not keys:
+            return []
+        statement = sql.SQL(_SELECT_BY_IDS).format(
+            columns=sql.SQL(", ").join(map(sql.Identifier, self.kind.stored)),
+            table=self.table(self.table_name),
+        )
+        found: dict[str, dict[str, Any]] = {}
+        with self.transaction() as cur:
+            for chunk in chunked(dict.fromkeys(keys), _READ_CHUNK):
+                cur.execute(statement, (self.workspace, chunk))
+                found.update((row["id"], dict(row)) for row in cur.fetchall())
+        return [found.get(key) for key in keys]
+
+    def get_vectors_by_ids(self, ids: Iterable[str]) -> dict[str, list[float]]:
+        """``{id: embedding as a list of floats}`` for the ids that exist."""
+        keys = _unique_keys(ids, "vector id")
+        if not keys:
+            return {}
+        result: dict[str, list[float]] = {}
+        with self._vector_transaction() as cur:
+            statement = self.render(_SELECT_VECTORS, table=self.table_name)
+            for chunk in chunked(keys, _READ_CHUNK):
+                cur.execute(statement, (self.workspace, chunk))
+                for row in cur.fetchall():
+                    result[row["id"]] = _to_list(row["content_vector"])
+        return result
+
+    # -- helpers ---------------------------------------------------------------
+
+    @contextmanager
+    def _vector_transaction(self) -> Iterator[Any]:
+        """``self.transaction()`` on a connection that can send and receive pgvector values."""
+        with self.transaction() as cur:
+            _register_vector(cur.connection)
+            yield cur
+
+    def _upsert_statement(self) -> tuple[sql.Composed, str]:
+        written = self.kind.written
+        statement = sql.SQL(_UPSERT).format(
+            table=self.table(self.table_name),
+            columns=sql.SQL(", ").join(map(sql.Identifier, written)),
+            updates=sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(column))
+                for column in (*written, "content_vector")
+            ),
+        )
+        casts = ["%s::varchar[]" if column == "chunk_ids" else "%s" for column in written]
+        template = f"(%s, %s, {', '.join(casts)}, %s::vector, %s, %s)"
+        return statement, template
+
+    def _require_kind(self, base_table: str, method: str) -> None:
+        if self.kind is not _KINDS[base_table]:
+            raise InvalidInput(
+                f"{method} works on the {base_table} table, but this store serves namespace "
+                f"{self.namespace!r} ({self.qualified_name})."
+            )
+
+
+# -- checks -----------------------------------------------------------------------------
+
+
+def _check_table_name(table_name: Any, base_table: str) -> None:
+    if not isinstance(table_name, str) or not _TABLE_NAME.match(table_name):
+        raise InvalidInput(
+            f"vector table name {table_name!r:.80} must consist of letters, digits and "
+            "underscores only (LightRAG's <base>_<model>_<dim>d)."
+        )
+    if len(table_name) > PG_MAX_IDENTIFIER_LENGTH:
+        raise InvalidInput(
+            f"vector table name {table_name!r} is {len(table_name)} characters long; "
+            f"PostgreSQL allows {PG_MAX_IDENTIFIER_LENGTH}: use a shorter embedding model name."
+        )
+    upper = table_name.upper()
+    if upper != base_table and not upper.startswith(base_table + "_"):
+        raise InvalidInput(
+            f"vector table name {table_name!r} must be {base_table}, LightRAG's table for "
+            f"this namespace, or start with {base_table}_ (followed by the model suffix)."
+        )
+
+
+def _check_threshold(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise InvalidInput(
+            f"cosine_better_than_threshold must be a finite number (e.g. 0.2), got {value!r}."
+        )
+    return float(value)
+
+
+def _index_option(value: Any, variable: str) -> int:
+    """An index option from the settings: a positive whole number, rendered as a literal."""
+    if type(value) is not int or value < 1:
+        raise InvalidInput(f"{variable} must be a positive whole number, got {value!r}.")
+    return value
+
+
+def _check_name(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, got {type(value).__name__}.")
+    return check_no_nul(value, what)
+
+
+def _unique_keys(ids: Iterable[str], what: str) -> list[str]:
+    if isinstance(ids, str):
+        raise InvalidInput(f"expected a list of {what}s, got the single string {ids!r:.80}.")
+    return list(dict.fromkeys(check_key(key, what) for key in ids))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
