@@ -52,3 +52,22 @@ class VectorDimensionMismatch(InvalidInput):
 
 class ExtensionMissing(SchemaError):
     """A PostgreSQL extension the store needs (pgvector) is not installed on the server."""
+
+
+class DocStatusNotFound(AperagPGError, KeyError):
+    """update_doc_status_fields named a doc that does not exist (LightRAG:
+    StorageRecordNotFoundError)."""
+
+
+class MalformedCursor(InvalidInput):
+    """A page cursor is not one this store or LightRAG made (LightRAG:
+    StorageControlPlaneError)."""
+
+
+class UnusableDocStatusRow(AperagPGError, ValueError):
+    """A strict read met a stored row that cannot become a LightRAG record."""
+
+
+class SourceConflictChanged(AperagPGError):
+    """repair_source_conflict's compare-and-set failed: the candidates changed since the
+    dry run (LightRAG: SourceConflictRepairCASError)."""

@@ -52,7 +52,7 @@ def _extraction(text: str) -> str:
     ]
     lines += [
         f"relation{TUPLE}{a}{TUPLE}{b}{TUPLE}co-occurrence{TUPLE}{a} and {b} appear together."
-        for a, b in zip(names, names[1:])
+        for a, b in zip(names, names[1:], strict=False)
     ]
     return "\n".join([*lines, COMPLETE])
 

@@ -1,0 +1,6 @@
+"""LightRAG storages on aperag_pg's per-process sync pool (needs the ``lightrag`` extra)."""
+
+from .registry import register
+from .storages import PGSyncDocStatusStorage, PGSyncKVStorage, PGSyncVectorStorage
+
+__all__ = ["PGSyncDocStatusStorage", "PGSyncKVStorage", "PGSyncVectorStorage", "register"]

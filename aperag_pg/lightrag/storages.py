@@ -1,0 +1,307 @@
+"""LightRAG storages (``PGSyncKVStorage``, ``PGSyncVectorStorage``, ``PGSyncDocStatusStorage``)
+that run aperag_pg's sync stores in worker threads.
+
+They subclass lightrag-hku 1.5.7's base classes and use the same tables as its
+PostgreSQL storages, so a deployment can switch by configuration and keep its data.
+No connection is bound to an event loop: every call runs the store's sync method
+on the process pool through ``to_thread``, so one LightRAG instance works from any
+number of successive ``asyncio.run()`` calls, as Celery tasks make them.
+
+``to_thread`` is ``aperag_pg.threads.to_thread``: ``asyncio.to_thread`` semantics on a
+thread pool that outlives each ``asyncio.run`` (the stdlib one starts and joins a
+thread per loop; see docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import psycopg2
+from lightrag.base import (
+    CURSOR_END,
+    CURSOR_START,
+    BaseKVStorage,
+    BaseVectorStorage,
+    CursorPosition,
+    DocStatus,
+    DocStatusPage,
+    DocStatusStorage,
+    SourceConflictPage,
+    SourceConflictRepairResult,
+)
+from lightrag.constants import DEFAULT_QUERY_PRIORITY
+from lightrag.exceptions import (
+    SourceConflictRepairCASError,
+    StorageControlPlaneError,
+    StorageRecordNotFoundError,
+)
+
+from ..errors import AperagPGError, DocStatusNotFound, MalformedCursor, SourceConflictChanged
+from ..stores.base import SyncStore, table_for_namespace
+from ..stores.doc_status import DocStatusStore
+from ..stores.kv import KVStore
+from ..stores.vector import VectorStore
+from ..threads import to_thread
+from . import doc_status_convert as convert
+
+
+def runs_in_thread(name: str, result: Callable[[Any], Any] | None = None):
+    """An async method that runs the store's sync method ``name`` in a worker thread,
+    optionally turning its plain result into LightRAG's type with ``result``.
+    """
+
+    async def method(self: _SyncStoreFacade, *args: Any, **kwargs: Any) -> Any:
+        value = await to_thread(getattr(self.store, name), *args, **kwargs)
+        return value if result is None else result(value)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"Runs the sync store's ``{name}`` in a worker thread."
+    return method
+
+
+class _SyncStoreFacade:
+    """The parts every facade shares: open the store in ``initialize()``, nothing to flush."""
+
+    _store: SyncStore | None = None
+
+    def make_store(self) -> SyncStore:
+        raise NotImplementedError
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not initialized: await storage.initialize() first "
+                "(LightRAG does it in initialize_storages())."
+            )
+        return self._store
+
+    async def initialize(self) -> None:
+        self._store = await to_thread(self._open_store)
+        # The store applied LightRAG's workspace rule (POSTGRES_WORKSPACE > ours > "default").
+        self.workspace = self._store.workspace
+
+    def _open_store(self) -> SyncStore:
+        store = self.make_store()
+        store.ensure_tables()
+        return store
+
+    async def finalize(self) -> None:
+        # The pool belongs to the process, not to this storage: nothing to release.
+        self._store = None
+
+    async def index_done_callback(self) -> None:
+        # Every write is committed when its call returns; there is no buffer to flush.
+        return None
+
+    async def drop(self) -> dict[str, str]:
+        """LightRAG's contract: report a failure in the result instead of raising."""
+        try:
+            return await to_thread(self.store.drop)
+        except (psycopg2.Error, AperagPGError) as exc:
+            return {"status": "error", "message": str(exc)}
+
+
+@dataclass
+class PGSyncKVStorage(_SyncStoreFacade, BaseKVStorage):
+    """Key-value storage on LightRAG's LIGHTRAG_DOC_FULL / _DOC_CHUNKS / _LLM_CACHE / ... tables."""
+
+    supports_strict_point_reads: ClassVar[bool] = True
+
+    def make_store(self) -> KVStore:
+        return KVStore(self.namespace, self.workspace)
+
+    get_by_id = runs_in_thread("get_by_id")
+    get_by_id_strict = runs_in_thread("get_by_id_strict")
+    get_by_ids = runs_in_thread("get_by_ids")
+    filter_keys = runs_in_thread("filter_keys")
+    upsert = runs_in_thread("upsert")
+    delete = runs_in_thread("delete")
+    is_empty = runs_in_thread("is_empty")
+
+
+@dataclass
+class PGSyncVectorStorage(_SyncStoreFacade, BaseVectorStorage):
+    """pgvector storage on LightRAG's LIGHTRAG_VDB_* tables (with the embedding-model suffix).
+
+    Embeddings are computed on the event loop with LightRAG's async ``embedding_func``,
+    in batches of ``embedding_batch_num``; only the database work runs in a thread.
+    """
+
+    def __post_init__(self) -> None:
+        self._validate_embedding_func()
+        options = self.global_config.get("vector_db_storage_cls_kwargs", {})
+        threshold = options.get("cosine_better_than_threshold")
+        if threshold is None:
+            raise ValueError(
+                "cosine_better_than_threshold must be specified in vector_db_storage_cls_kwargs"
+            )
+        self.cosine_better_than_threshold = threshold
+        self._embedding_batch = self.global_config.get("embedding_batch_num", 32)
+        suffix = self._generate_collection_suffix()  # LightRAG's own rule for the table name
+        base_table = table_for_namespace(self.namespace)
+        self.table_name = f"{base_table}_{suffix}" if suffix else base_table
+
+    def make_store(self) -> VectorStore:
+        return VectorStore(
+            self.namespace,
+            self.table_name,
+            self.embedding_func.embedding_dim,
+            self.cosine_better_than_threshold,
+            self.workspace,
+        )
+
+    async def upsert(self, data: dict[str, dict[str, Any]]) -> None:
+        if not data:
+            return
+        contents = [value["content"] for value in data.values()]
+        batches = [
+            contents[i : i + self._embedding_batch]
+            for i in range(0, len(contents), self._embedding_batch)
+        ]
+        embedded = await asyncio.gather(
+            *(self.embedding_func(batch, context="document") for batch in batches)
+        )
+        vectors = np.concatenate(embedded)
+        if len(vectors) != len(data):  # zip would silently pair the wrong vectors
+            raise RuntimeError(
+                f"embedding_func returned {len(vectors)} vectors for {len(data)} texts"
+            )
+        rows = {
+            key: {**value, "__vector__": vector}
+            for (key, value), vector in zip(data.items(), vectors, strict=True)
+        }
+        await to_thread(self.store.upsert, rows)
+
+    async def query(
+        self, query: str, top_k: int, query_embedding: list[float] | None = None
+    ) -> list[dict[str, Any]]:
+        if query_embedding is None:
+            embedded = await self.embedding_func(
+                [query], context="query", _priority=DEFAULT_QUERY_PRIORITY
+            )
+            query_embedding = embedded[0]
+        return await to_thread(self.store.query, query_embedding, top_k)
+
+    delete = runs_in_thread("delete")
+    delete_entity = runs_in_thread("delete_entity")
+    delete_entity_relation = runs_in_thread("delete_entity_relation")
+    get_by_id = runs_in_thread("get_by_id")
+    get_by_ids = runs_in_thread("get_by_ids")
+    get_vectors_by_ids = runs_in_thread("get_vectors_by_ids")
+
+
+@dataclass
+class PGSyncDocStatusStorage(_SyncStoreFacade, DocStatusStorage):
+    """Document-status storage on LightRAG's LIGHTRAG_DOC_STATUS table."""
+
+    supports_strict_point_reads: ClassVar[bool] = True
+
+    def make_store(self) -> DocStatusStore:
+        return DocStatusStore(self.namespace, self.workspace)
+
+    filter_keys = runs_in_thread("filter_keys")
+    get_by_id = runs_in_thread("get_by_id")
+    get_by_id_strict = runs_in_thread("get_by_id_strict")
+    get_by_ids = runs_in_thread("get_by_ids")
+    upsert = runs_in_thread("upsert")
+    delete = runs_in_thread("delete")
+    is_empty = runs_in_thread("is_empty")
+    get_status_counts = runs_in_thread("get_status_counts")
+    get_all_status_counts = runs_in_thread("get_all_status_counts")
+    count_docs_by_statuses = runs_in_thread("count_docs_by_statuses")
+    get_doc_by_file_path = runs_in_thread("get_doc_by_file_path")
+    get_doc_by_file_basename = runs_in_thread("get_doc_by_file_basename")
+    get_doc_by_content_hash = runs_in_thread("get_doc_by_content_hash")
+    get_docs_by_statuses = runs_in_thread("get_docs_by_statuses", convert.status_map)
+    get_docs_by_track_id = runs_in_thread("get_docs_by_track_id", convert.status_map)
+    get_full_docs_by_ids = runs_in_thread("get_full_docs_by_ids", convert.status_map)
+    get_docs_by_ids = runs_in_thread("get_docs_by_ids", convert.record_map)
+    get_docs_paginated = runs_in_thread("get_docs_paginated", convert.status_page)
+    resolve_doc_source_strict = runs_in_thread("resolve_doc_source_strict", convert.source)
+
+    async def get_docs_by_statuses_page(
+        self,
+        statuses: list[DocStatus],
+        *,
+        limit: int,
+        position: CursorPosition = CURSOR_START,
+        strict: bool = False,
+    ) -> DocStatusPage:
+        if position is CURSOR_END:  # a finished sweep stays finished
+            _check_limit(limit)
+            return DocStatusPage({}, CURSOR_END)
+        with _lightrag_errors():
+            result = await to_thread(
+                self.store.get_docs_by_statuses_page,
+                statuses,
+                limit=limit,
+                position=convert.cursor_in(position),
+                strict=strict,
+            )
+        return convert.scheduling_page(result)
+
+    async def list_source_conflicts_page(
+        self, *, limit: int, position: CursorPosition = CURSOR_START
+    ) -> SourceConflictPage:
+        if position is CURSOR_END:
+            _check_limit(limit)
+            return SourceConflictPage((), CURSOR_END)
+        with _lightrag_errors():
+            result = await to_thread(
+                self.store.list_source_conflicts_page,
+                limit=limit,
+                position=convert.cursor_in(position),
+            )
+        return convert.conflict_page(result)
+
+    async def update_doc_status_fields(
+        self, doc_id: str, fields: dict[str, Any], *, missing_ok: bool = False
+    ) -> None:
+        with _lightrag_errors():
+            await to_thread(
+                self.store.update_doc_status_fields, doc_id, fields, missing_ok=missing_ok
+            )
+
+    async def repair_source_conflict(
+        self,
+        canonical_source_key: str,
+        *,
+        primary_doc_id: str,
+        expected_candidate_count: int,
+        expected_candidate_fingerprint: str,
+        dry_run: bool = True,
+    ) -> SourceConflictRepairResult:
+        with _lightrag_errors():
+            result = await to_thread(
+                self.store.repair_source_conflict,
+                canonical_source_key,
+                primary_doc_id=primary_doc_id,
+                expected_candidate_count=expected_candidate_count,
+                expected_candidate_fingerprint=expected_candidate_fingerprint,
+                dry_run=dry_run,
+            )
+        return convert.repair_result(result)
+
+
+def _check_limit(limit: int) -> None:
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+
+
+@contextmanager
+def _lightrag_errors() -> Iterator[None]:
+    """Raise the exceptions LightRAG's callers catch for the doc-status control plane."""
+    try:
+        yield
+    except DocStatusNotFound as exc:
+        raise StorageRecordNotFoundError(*exc.args) from exc
+    except MalformedCursor as exc:
+        raise StorageControlPlaneError(str(exc)) from exc
+    except SourceConflictChanged as exc:
+        raise SourceConflictRepairCASError(str(exc)) from exc

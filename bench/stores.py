@@ -1,0 +1,245 @@
+"""aperag_pg's LightRAG storages against LightRAG's own asyncpg storages, same server, one run.
+
+Operations: KV upsert of 1k records, KV get_by_ids of 100, vector upsert of 1k (with the
+same stand-in embeddings on both sides) then a top-10 query, doc-status counts and a
+paginated listing. Two patterns:
+
+  (a) one long-lived event loop, storages initialized once;
+  (b) one ``asyncio.run`` per simulated task, the way Celery runs async code, with the
+      storages either shared across those loops or re-created (initialize/finalize) per task.
+
+    python bench/stores.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import benchmark_postgres, machine_line, write_section  # noqa: E402
+
+from aperag_pg.lightrag import register  # noqa: E402
+from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
+from aperag_pg.standins import lightrag_standins  # noqa: E402
+
+SIDES = {
+    "aperag_pg": ("PGSyncKVStorage", "PGSyncVectorStorage", "PGSyncDocStatusStorage"),
+    "LightRAG asyncpg": ("PGKVStorage", "PGVectorStorage", "PGDocStatusStorage"),
+}
+N_RECORDS = 1000
+
+
+def _records(prefix: str) -> dict:
+    chunks = {
+        f"{prefix}-chunk-{i}": {
+            "tokens": 120,
+            "chunk_order_index": i,
+            "full_doc_id": f"{prefix}-doc-{i // 10}",
+            "content": f"Chunk {i} of the benchmark about Acme Robotics and warehouse robot {i}.",
+            "file_path": f"bench/{i // 10}.txt",
+        }
+        for i in range(N_RECORDS)
+    }
+    statuses = {
+        f"{prefix}-doc-{i}": {
+            "status": ("processed", "pending", "failed")[i % 3],
+            "content_summary": f"document {i}",
+            "content_length": 1000 + i,
+            "chunks_count": 10,
+            "chunks_list": [f"{prefix}-chunk-{i * 10 + j}" for j in range(10)],
+            "file_path": f"bench/{i}.txt",
+            "track_id": "bench",
+            "created_at": f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}+00:00",
+            "updated_at": "2026-01-02T00:00:00+00:00",
+            "metadata": {},
+        }
+        for i in range(N_RECORDS)
+    }
+    return {"chunks": chunks, "statuses": statuses}
+
+
+class Storages:
+    """The three storages of one side, built by LightRAG itself from the storage names."""
+
+    def __init__(self, kv, vdb, status) -> None:
+        self.kv, self.vdb, self.status = kv, vdb, status
+
+    @classmethod
+    def build(cls, names: tuple[str, str, str], workspace: str, working_dir: str) -> Storages:
+        from lightrag import LightRAG
+
+        rag = LightRAG(
+            working_dir=working_dir,
+            workspace=workspace,
+            kv_storage=names[0],
+            vector_storage=names[1],
+            doc_status_storage=names[2],
+            vector_db_storage_cls_kwargs={"cosine_better_than_threshold": 0.2},
+            **lightrag_standins(),
+        )
+        return cls(rag.text_chunks, rag.chunks_vdb, rag.doc_status)
+
+    def fresh(self) -> Storages:
+        """New storage objects over the same tables (the "re-created per task" pattern)."""
+        # LightRAG's storages keep their client in the `db` field: start without one.
+        return Storages(
+            *(
+                dataclasses.replace(s, **({"db": None} if hasattr(s, "db") else {}))
+                for s in (self.kv, self.vdb, self.status)
+            )
+        )
+
+    async def initialize(self) -> None:
+        for storage in (self.kv, self.vdb, self.status):
+            await storage.initialize()
+
+    async def finalize(self) -> None:
+        for storage in (self.kv, self.vdb, self.status):
+            await storage.finalize()
+
+
+def operations(data: dict) -> dict[str, Callable[[Storages], Awaitable[object]]]:
+    chunk_ids = list(data["chunks"])
+
+    async def vector_upsert(s: Storages) -> None:
+        await s.vdb.upsert(data["chunks"])
+        await s.vdb.index_done_callback()  # LightRAG's PG vector storage writes on flush
+
+    return {
+        "KV upsert 1k": lambda s: s.kv.upsert(data["chunks"]),
+        "KV get_by_ids 100": lambda s: s.kv.get_by_ids(chunk_ids[:100]),
+        "vector upsert 1k": vector_upsert,
+        "vector query top-10": lambda s: s.vdb.query("warehouse robot 42", top_k=10),
+        "doc-status counts": lambda s: s.status.get_all_status_counts(),
+        "doc-status page of 50": lambda s: s.status.get_docs_paginated(
+            page=3, page_size=50, sort_field="updated_at", sort_direction="desc"
+        ),
+    }
+
+
+def _median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+async def _setup(storages: Storages, data: dict) -> None:
+    await storages.initialize()
+    await storages.status.upsert(data["statuses"])
+    await storages.kv.upsert(data["chunks"])
+
+
+def measure_side(names, working_dir, reps: int) -> dict[str, dict[str, float]]:
+    workspace = f"bench_{uuid.uuid4().hex[:6]}"
+    data = _records(workspace)
+    storages = Storages.build(names, workspace, working_dir)
+    ops = operations(data)
+    results: dict[str, dict[str, float]] = {op: {} for op in ops}
+
+    async def long_lived_loop() -> None:
+        await _setup(storages, data)
+        for op, run in ops.items():
+            samples = []
+            for _ in range(reps):
+                start = time.perf_counter()
+                await run(storages)
+                samples.append(time.perf_counter() - start)
+            results[op]["a"] = _median_ms(samples)
+
+    asyncio.run(long_lived_loop())
+    for op, run in ops.items():  # (b) shared: the same objects, a new loop per task
+        samples = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            asyncio.run(run(storages))
+            samples.append(time.perf_counter() - start)
+        results[op]["b_shared"] = _median_ms(samples)
+    asyncio.run(storages.finalize())  # release the shared client before re-creating per task
+
+    async def recreated_task(run) -> None:
+        fresh = storages.fresh()
+        await fresh.initialize()
+        try:
+            await run(fresh)
+        finally:
+            await fresh.finalize()
+
+    for op, run in ops.items():  # (b) re-created: initialize + finalize inside every task
+        samples = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            asyncio.run(recreated_task(run))
+            samples.append(time.perf_counter() - start)
+        results[op]["b_recreated"] = _median_ms(samples)
+    return results
+
+
+def report(results: dict[str, dict], reps: int) -> str:
+    ours, theirs = results["aperag_pg"], results["LightRAG asyncpg"]
+    lines = [
+        "## LightRAG storages: aperag_pg vs LightRAG's asyncpg storages (`bench/stores.py`)",
+        "",
+        f"{machine_line()}; same PostgreSQL 18 + pgvector server, loopback TCP; median of "
+        f"{reps} runs per cell, in ms. Speed-up = LightRAG time / aperag_pg time.",
+        "",
+        "| operation | (a) ours | (a) LightRAG | (a) speed-up | (b) ours, shared | "
+        "(b) LightRAG, shared | (b) LightRAG, re-created | (b) speed-up vs shared | "
+        "(b) speed-up vs re-created |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for op in ours:
+        o, t = ours[op], theirs[op]
+        lines.append(
+            f"| {op} | {o['a']:.2f} | {t['a']:.2f} | {t['a'] / o['a']:.2f}x | "
+            f"{o['b_shared']:.2f} | {t['b_shared']:.2f} | {t['b_recreated']:.2f} | "
+            f"{t['b_shared'] / o['b_shared']:.1f}x | {t['b_recreated'] / o['b_shared']:.1f}x |"
+        )
+    lines += [
+        "",
+        "(b) ours re-created per task: "
+        + ", ".join(f"{op} {ours[op]['b_recreated']:.2f}" for op in ours)
+        + " ms.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs; report not written")
+    args = parser.parse_args()
+    reps = 3 if args.quick else 9
+    logging.getLogger("lightrag").setLevel(logging.CRITICAL)  # LightRAG logs each pool reset
+    register()
+    results = {}
+    with benchmark_postgres() as settings, tempfile.TemporaryDirectory() as working_dir:
+        os.environ.update(
+            POSTGRES_HOST=settings.host,
+            POSTGRES_PORT=str(settings.port),
+            POSTGRES_USER=settings.user,
+            POSTGRES_PASSWORD=settings.password,
+            POSTGRES_DATABASE=settings.database,
+        )
+        Manager.initialize(settings)
+        try:
+            for side, names in SIDES.items():
+                results[side] = measure_side(names, working_dir, reps)
+        finally:
+            Manager.close()
+    text = report(results, reps)
+    print(text)
+    if not args.quick:
+        write_section("stores", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Real LightRAG 1.5.7 end to end on the PGSync storages, offline (stand-in LLM and embeddings)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+from lightrag import QueryParam
+from lightrag.base import DocStatus
+from lightrag.utils import compute_mdhash_id
+
+from aperag_pg.errors import ConfigError
+from aperag_pg.selection import lightrag_storage_kwargs
+
+from .lightrag_support import DOCS, FILE_PATHS, LOCAL, OURS, make_rag, new_workspace
+
+MODES = ("local", "global", "hybrid", "naive", "mix")
+CHUNK_FIELDS = ("content", "tokens", "chunk_order_index", "full_doc_id", "file_path")
+STATUS_FIELDS = (
+    "status",
+    "chunks_count",
+    "chunks_list",
+    "content_summary",
+    "content_length",
+    "file_path",
+)
+
+
+async def snapshot(rag) -> dict:
+    """What a pipeline run stored, in a form that does not depend on the backend."""
+    counts = await rag.doc_status.get_all_status_counts()
+    statuses = await rag.doc_status.get_docs_by_statuses([DocStatus.PROCESSED])
+    doc_ids = sorted(statuses)
+    docs = {i: (await rag.full_docs.get_by_id(i))["content"] for i in doc_ids}
+    status = {i: {f: _plain(getattr(statuses[i], f)) for f in STATUS_FIELDS} for i in doc_ids}
+    chunk_ids = sorted({c for s in statuses.values() for c in s.chunks_list})
+    chunks = dict(zip(chunk_ids, await rag.text_chunks.get_by_ids(chunk_ids), strict=True))
+    chunks = {i: {f: c[f] for f in CHUNK_FIELDS} for i, c in chunks.items()}
+    vdb_chunks = await rag.chunks_vdb.get_by_ids(chunk_ids)
+    entities = sorted(await rag.chunk_entity_relation_graph.get_all_labels())
+    entity_rows = await rag.entities_vdb.get_by_ids(
+        [compute_mdhash_id(name, prefix="ent-") for name in entities]
+    )
+    edges = await rag.chunk_entity_relation_graph.get_all_edges()
+    relation_ids = sorted(  # the graph may list an edge either way round
+        compute_mdhash_id(a + b, prefix="rel-")
+        for e in edges
+        for a, b in ((e["source"], e["target"]), (e["target"], e["source"]))
+    )
+    relation_rows = await rag.relationships_vdb.get_by_ids(relation_ids)
+    full_entities = {i: await rag.full_entities.get_by_id(i) for i in doc_ids}
+    return {
+        # LightRAG's PG storage lists only statuses that occur; the JSON one lists all.
+        "counts": {status: n for status, n in counts.items() if n},
+        "docs": docs,
+        "status": status,
+        "chunks": chunks,
+        "vdb_chunk_contents": sorted(r["content"] for r in vdb_chunks if r),
+        "entities": entities,
+        "entity_vdb_names": sorted(r["entity_name"] for r in entity_rows if r),
+        # PG rows name the ends source_id/target_id, NanoVectorDB keeps src_id/tgt_id.
+        "relation_vdb": sorted(
+            tuple(
+                sorted((r.get("src_id", r.get("source_id")), r.get("tgt_id", r.get("target_id"))))
+            )
+            for r in relation_rows
+            if r
+        ),
+        "full_entities": {
+            i: sorted(v["entity_names"]) if v else None for i, v in full_entities.items()
+        },
+    }
+
+
+def _plain(value):
+    return getattr(value, "value", value)
+
+
+async def ingest_and_query(rag) -> tuple[dict, dict[str, str]]:
+    await rag.initialize_storages()
+    try:
+        await rag.ainsert(DOCS, file_paths=FILE_PATHS)
+        contexts = {
+            mode: await rag.aquery(
+                "How is Acme Robotics related to Globex Corporation?",
+                param=QueryParam(mode=mode, only_need_context=True, enable_rerank=False),
+            )
+            for mode in MODES
+        }
+        answers = {
+            mode: await rag.aquery("Who founded Acme Robotics?", param=QueryParam(mode=mode))
+            for mode in MODES
+        }
+        assert all(a.startswith("Stand-in answer") for a in answers.values())
+        return await snapshot(rag), contexts
+    finally:
+        await rag.finalize_storages()
+
+
+def test_pipeline_stores_what_the_local_storages_store(manager, tmp_path):
+    ours, ours_context = asyncio.run(
+        ingest_and_query(make_rag(tmp_path / "ours", new_workspace(), OURS))
+    )
+    local, local_context = asyncio.run(
+        ingest_and_query(make_rag(tmp_path / "local", new_workspace(), LOCAL))
+    )
+    assert ours["counts"]["processed"] == len(DOCS)
+    assert len(ours["chunks"]) >= len(DOCS) and len(ours["entities"]) >= 8
+    assert ours == local
+    for mode in MODES:
+        assert "Acme Robotics" in ours_context[mode] or "Globex" in ours_context[mode], mode
+        # The same knowledge is retrieved; its order may differ between vector backends.
+        assert _retrieved(ours_context[mode]) == _retrieved(local_context[mode]), mode
+
+
+def _retrieved(context: str) -> dict[str, set[str]]:
+    """The entities, relations and chunks a query context contains."""
+    found = {"entity": set(), "entity1": set(), "content": set()}
+    for line in context.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            for key in found:
+                if key in row:
+                    found[key].add(
+                        row[key] if key != "entity1" else (row["entity1"], row["entity2"])
+                    )
+    return found
+
+
+def test_one_instance_across_successive_event_loops(manager, tmp_path, caplog):
+    """The Celery pattern: every task calls asyncio.run() on the same LightRAG instance."""
+    rag = make_rag(tmp_path, new_workspace(), OURS)
+    caplog.set_level(logging.WARNING)
+    asyncio.run(rag.initialize_storages())
+    opened_before = manager.stats()["connections_num"]
+    for doc, path in zip(DOCS, FILE_PATHS, strict=True):
+        asyncio.run(rag.ainsert(doc, file_paths=path))  # a new loop per "task"
+        answer = asyncio.run(rag.aquery("Acme Robotics", param=QueryParam(mode="hybrid")))
+        assert answer.startswith("Stand-in answer")
+    counts = asyncio.run(rag.doc_status.get_all_status_counts())
+    asyncio.run(rag.finalize_storages())
+    assert counts == {"processed": len(DOCS), "all": len(DOCS)}
+    stats = manager.stats()
+    assert stats["connections_num"] - opened_before <= manager.settings().max_connections
+    assert stats["connections_lost"] == 0 and stats["requests_timeouts"] == 0
+    for bad in ("Event loop is closed", "another operation is in progress", "different loop"):
+        assert bad not in caplog.text
+
+
+def test_storage_selection_from_environment():
+    kwargs = lightrag_storage_kwargs(
+        {
+            "LIGHTRAG_KV_STORAGE": "PGSyncKVStorage",
+            "LIGHTRAG_VECTOR_DB_STORAGE": "PGSyncVectorStorage",
+            "LIGHTRAG_DOC_STATUS_STORAGE": "PGDocStatusStorage",
+            "LIGHTRAG_GRAPH_STORAGE": "NetworkXStorage",
+        }
+    )
+    assert kwargs == {
+        "kv_storage": "PGSyncKVStorage",
+        "vector_storage": "PGSyncVectorStorage",
+        "doc_status_storage": "PGDocStatusStorage",
+        "graph_storage": "NetworkXStorage",
+    }
+    assert lightrag_storage_kwargs({}) == {}
+    with pytest.raises(ConfigError) as info:
+        lightrag_storage_kwargs({"LIGHTRAG_KV_STORAGE": "PGSyncKV"})
+    message = str(info.value)
+    assert "LIGHTRAG_KV_STORAGE" in message and "PGSyncKV'" in message
+    assert "PGSyncKVStorage" in message and "JsonKVStorage" in message
