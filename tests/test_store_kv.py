@@ -12,6 +12,7 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
+import aperag_pg.batching
 from aperag_pg.devservices import create_database, drop_database
 from aperag_pg.errors import InvalidInput
 from aperag_pg.pool import PostgreSQLSyncConnectionManager
@@ -417,15 +418,22 @@ def test_unknown_or_non_kv_namespace(manager):
 # -- size, empties, hostile names, isolation --------------------------------------
 
 
+def _count_chunks(monkeypatch) -> list[int]:
+    """Record the size of every chunk the batch helper sends as one statement."""
+    sizes: list[int] = []
+    real = aperag_pg.batching.chunked
+
+    def counting(rows, size):
+        for chunk in real(rows, size):
+            sizes.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(aperag_pg.batching, "chunked", counting)
+    return sizes
+
+
 def test_twenty_thousand_records_in_one_call_are_chunked(manager, admin_conn, monkeypatch):
-    statements: list[int] = []
-    real = psycopg2.extras.execute_values
-
-    def counting(cur, sql, argslist, *args, **kwargs):
-        statements.append(len(argslist))
-        return real(cur, sql, argslist, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg2.extras, "execute_values", counting)
+    statements = _count_chunks(monkeypatch)
     ws = new_workspace()
     store = make_store("text_chunks", ws)
     data = {f"chunk-{n:05d}": record("text_chunks", n) for n in range(20_000)}
@@ -444,16 +452,15 @@ def test_a_failing_chunk_rolls_back_earlier_chunks(manager, admin_conn, monkeypa
     ws = new_workspace()
     store = make_store("full_entities", ws)
     store.chunk_size = 10
-    real = psycopg2.extras.execute_values
-    calls = []
+    real = aperag_pg.batching.chunked
 
-    def fail_third(cur, sql, argslist, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise psycopg2.OperationalError("connection lost")
-        return real(cur, sql, argslist, *args, **kwargs)
+    def fail_third(rows, size):
+        for number, chunk in enumerate(real(rows, size), 1):
+            if number == 3:  # two chunks are already written in this transaction
+                raise psycopg2.OperationalError("connection lost")
+            yield chunk
 
-    monkeypatch.setattr(psycopg2.extras, "execute_values", fail_third)
+    monkeypatch.setattr(aperag_pg.batching, "chunked", fail_third)
     with pytest.raises(psycopg2.OperationalError):
         store.upsert({f"e{n}": record("full_entities", n) for n in range(50)})
     assert count_rows(admin_conn, "full_entities", ws) == 0

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg2.extras
+import psycopg2.extensions
 from psycopg2 import sql
 
 from ..errors import InvalidInput
@@ -105,6 +105,33 @@ def check_no_nul(value: Any, where: str) -> Any:
     return value
 
 
+class DictRowCursor(psycopg2.extensions.cursor):
+    """A cursor whose rows are plain dicts. psycopg2's RealDictCursor fills each row key
+    by key in Python, which for a page of rows costs more than the query itself.
+    """
+
+    def fetchone(self) -> dict[str, Any] | None:
+        row = super().fetchone()
+        return None if row is None else dict(zip(self._names(), row, strict=True))
+
+    def fetchmany(self, size: int | None = None) -> list[dict[str, Any]]:
+        rows = super().fetchmany(size) if size is not None else super().fetchmany()
+        return self._dicts(rows)
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        return self._dicts(super().fetchall())
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.fetchall())
+
+    def _names(self) -> list[str]:
+        return [column.name for column in self.description]
+
+    def _dicts(self, rows: list[tuple]) -> list[dict[str, Any]]:
+        names = self._names()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+
 class SyncStore:
     """Base of the sync stores: one LightRAG namespace in one workspace, on the process pool.
 
@@ -133,10 +160,18 @@ class SyncStore:
         return sql.SQL(template).format(**{k: self.table(v) for k, v in tables.items()})
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
-        """A dict-row cursor in one transaction: committed on success, rolled back on error."""
+    def transaction(self, read_only: bool = False) -> Iterator[DictRowCursor]:
+        """A dict-row cursor in one transaction: committed on success, rolled back on error.
+
+        ``read_only`` runs the statements in autocommit instead: a read needs no
+        transaction under READ COMMITTED (each statement sees committed data either
+        way), and skipping BEGIN and COMMIT saves two round trips per call. The pool
+        turns autocommit off again when the connection comes back.
+        """
         with self.manager.get_connection() as conn:
-            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            if read_only:
+                conn.autocommit = True
+            with conn.cursor(cursor_factory=DictRowCursor) as cur:
                 yield cur
 
     def ensure_table(self, name: str, statements: Sequence[str]) -> None:
@@ -161,7 +196,7 @@ class SyncStore:
                 )
 
     def table_exists(self, name: str) -> bool:
-        with self.transaction() as cur:
+        with self.transaction(read_only=True) as cur:
             cur.execute(
                 "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL AS found",
                 (self.schema, name.lower()),

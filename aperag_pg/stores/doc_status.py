@@ -487,7 +487,7 @@ class DocStatusStore(SyncStore):
         return sql.SQL(template).format(table=self.table(TABLE), **parts)
 
     def _fetch(self, template: str, params: Any, **parts: sql.Composable) -> list[dict]:
-        with self.transaction() as cur:
+        with self.transaction(read_only=True) as cur:
             cur.execute(self._sql(template, **parts), params)
             return cur.fetchall()
 
@@ -627,7 +627,7 @@ class DocStatusStore(SyncStore):
             return {"kind": "absent"}
         check_no_nul(canonical_source_key, "canonical_source_key")
         params = (self.workspace, canonical_source_key)
-        with self.transaction() as cur:
+        with self.transaction(read_only=True) as cur:
             cur.execute(self._sql(_SELECT_PRIMARY_RECORDS), params)
             rows = cur.fetchall()
             count = len(rows)

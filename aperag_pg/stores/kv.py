@@ -16,7 +16,6 @@ Mirrored on purpose, because LightRAG does it and its readers expect it:
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -24,7 +23,7 @@ from typing import Any, NamedTuple
 
 from psycopg2 import sql
 
-from ..batching import DEFAULT_CHUNK_SIZE, chunked, execute_values_chunked
+from ..batching import DEFAULT_CHUNK_SIZE, chunked, execute_json_chunked
 from ..errors import InvalidInput
 from ..pool import PostgreSQLSyncConnectionManager
 from .base import (
@@ -225,9 +224,19 @@ _HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM {table} WHERE workspace = %s) AS has_d
 _DROP_WORKSPACE = "DELETE FROM {table} WHERE workspace = %s"
 
 
+_RECORD_TYPES = {"text": "text", "int": "integer", "json": "text", "json_or_null": "text"}
+
+
 def _upsert_sql(fields: tuple[_Field, ...], client_timestamps: bool) -> str:
-    """INSERT ... ON CONFLICT DO UPDATE with LightRAG's SET rules, for execute_values."""
+    """INSERT ... ON CONFLICT DO UPDATE with LightRAG's SET rules, reading the rows from
+    one JSON parameter (see ``execute_json_chunked``). JSON columns arrive as text,
+    serialized while validating, and are cast to jsonb here.
+    """
     columns = ["workspace", "id", *(f.column for f in fields)]
+    record_types = ["workspace text", "id text"]
+    record_types += [f"{f.column} {_RECORD_TYPES[f.kind]}" for f in fields]
+    values = ["workspace", "id"]
+    values += [f"{f.column}::jsonb" if f.kind.startswith("json") else f.column for f in fields]
     updates = []
     for f in fields:
         new, old = f"EXCLUDED.{f.column}", f"t.{f.column}"
@@ -242,20 +251,17 @@ def _upsert_sql(fields: tuple[_Field, ...], client_timestamps: bool) -> str:
             )
     if client_timestamps:  # create_time stays as first written
         columns += ["create_time", "update_time"]
+        record_types += ["create_time timestamp", "update_time timestamp"]
+        values += ["create_time", "update_time"]
         updates.append("update_time = EXCLUDED.update_time")
     else:
         updates.append("update_time = CURRENT_TIMESTAMP")
     return (
-        f"INSERT INTO {{table}} AS t ({', '.join(columns)}) VALUES %s "
+        f"INSERT INTO {{table}} AS t ({', '.join(columns)}) "
+        f"SELECT {', '.join(values)} FROM json_to_recordset(%s::json) "
+        f"AS r({', '.join(record_types)}) "
         f"ON CONFLICT (workspace, id) DO UPDATE SET {', '.join(updates)}"
     )
-
-
-def _row_template(fields: tuple[_Field, ...], client_timestamps: bool) -> str:
-    """One VALUES row; JSON goes in as text cast to jsonb (serialized while validating)."""
-    casts = ["%s::jsonb" if f.kind.startswith("json") else "%s" for f in fields]
-    stamps = ["%s", "%s"] if client_timestamps else []
-    return f"({', '.join(['%s', '%s', *casts, *stamps])})"
 
 
 def _layout_for(namespace: str) -> tuple[str, _Layout]:
@@ -299,7 +305,6 @@ class KVStore(SyncStore):
         super().__init__(namespace, workspace, manager)
         fields, stamped = self._layout.fields, self._layout.client_timestamps
         self._upsert = self.render(_upsert_sql(fields, stamped), table=self.table_name)
-        self._template = _row_template(fields, stamped)
 
     def ensure_tables(self) -> None:
         """Create this namespace's table and LightRAG's two indexes on it, unless it exists."""
@@ -319,7 +324,7 @@ class KVStore(SyncStore):
     def get_by_id(self, id: str) -> dict[str, Any] | None:
         """The record, shaped as LightRAG's PGKVStorage returns it, or None."""
         (id,) = _lookup_ids([id])
-        with self.transaction() as cur:
+        with self.transaction(read_only=True) as cur:
             cur.execute(self._sql(_GET_BY_ID), (self.workspace, id))
             row = cur.fetchone()
         return self._layout.fix_row(dict(row)) if row else None
@@ -333,7 +338,7 @@ class KVStore(SyncStore):
         ids = _lookup_ids(ids)
         if not ids:
             return []
-        with self.transaction() as cur:
+        with self.transaction(read_only=True) as cur:
             cur.execute(self._sql(_GET_BY_IDS), (self.workspace, list(set(ids))))
             found = {row["id"]: row for row in cur.fetchall()}
         return [self._layout.fix_row(dict(found[i])) if i in found else None for i in ids]
@@ -343,14 +348,14 @@ class KVStore(SyncStore):
         ids = _lookup_ids(keys)
         if not ids:
             return set()
-        with self.transaction() as cur:
+        with self.transaction(read_only=True) as cur:
             cur.execute(self._sql(_EXISTING_IDS), (self.workspace, ids))
             existing = {row["id"] for row in cur.fetchall()}
         return set(ids) - existing
 
     def is_empty(self) -> bool:
         """True when this workspace has no rows in the namespace's table."""
-        with self.transaction() as cur:
+        with self.transaction(read_only=True) as cur:
             cur.execute(self._sql(_HAS_ROWS), (self.workspace,))
             return not cur.fetchone()["has_data"]
 
@@ -364,12 +369,10 @@ class KVStore(SyncStore):
             raise InvalidInput(f"upsert takes a dict of id -> record, got {type(data).__name__}")
         if not data:
             return
-        now = utc_now()  # one time for the whole call, as LightRAG does
+        now = utc_now().isoformat()  # one time for the whole call, as LightRAG does
         rows = [self._row(id_, record, now) for id_, record in data.items()]
         with self.transaction() as cur:
-            execute_values_chunked(
-                cur, self._upsert, rows, template=self._template, chunk_size=self.chunk_size
-            )
+            execute_json_chunked(cur, self._upsert, rows, chunk_size=self.chunk_size)
 
     def delete(self, ids: list[str]) -> None:
         """Delete these ids (missing ones are ignored), in one transaction."""
@@ -398,17 +401,19 @@ class KVStore(SyncStore):
             select=sql.SQL(self._layout.select), table=self.table(self.table_name)
         )
 
-    def _row(self, id_: Any, record: Any, now: datetime.datetime) -> tuple[Any, ...]:
-        """The VALUES row for one record, or InvalidInput naming the id and field."""
+    def _row(self, id_: Any, record: Any, now: str) -> dict[str, Any]:
+        """The row for one record, by column, or InvalidInput naming the id and field."""
         id_ = self._check_id(id_)
         if not isinstance(record, Mapping):
             raise InvalidInput(
                 f"{self.namespace} record {id_!r:.80} must be a dict, got {type(record).__name__}"
             )
-        values = [self._value(id_, record, field) for field in self._layout.fields]
+        row = {"workspace": self.workspace, "id": id_}
+        for field in self._layout.fields:
+            row[field.column] = self._value(id_, record, field)
         if self._layout.client_timestamps:
-            values += [now, now]
-        return (self.workspace, id_, *values)
+            row["create_time"] = row["update_time"] = now
+        return row
 
     def _check_id(self, id_: Any) -> str:
         # entity_chunks / relation_chunks ids are VARCHAR(512); every other table's are 255.

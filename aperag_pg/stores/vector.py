@@ -584,7 +584,7 @@ class VectorStore(SyncStore):
         statement = sql.SQL(_QUERY).format(
             select=sql.SQL(self.kind.select), table=self.table(self.table_name)
         )
-        with self._vector_transaction() as cur:
+        with self._vector_transaction(read_only=True) as cur:
             # LightRAG's rule: cosine distance strictly below 1 - threshold.
             cur.execute(statement, (self.workspace, embedding, 1 - threshold, embedding, top_k))
             return [dict(row) for row in cur.fetchall()]
@@ -605,7 +605,7 @@ class VectorStore(SyncStore):
             table=self.table(self.table_name),
         )
         found: dict[str, dict[str, Any]] = {}
-        with self.transaction() as cur:
+        with self.transaction(read_only=True) as cur:
             for chunk in chunked(dict.fromkeys(keys), _READ_CHUNK):
                 cur.execute(statement, (self.workspace, chunk))
                 found.update((row["id"], dict(row)) for row in cur.fetchall())
@@ -617,7 +617,7 @@ class VectorStore(SyncStore):
         if not keys:
             return {}
         result: dict[str, list[float]] = {}
-        with self._vector_transaction() as cur:
+        with self._vector_transaction(read_only=True) as cur:
             statement = self.render(_SELECT_VECTORS, table=self.table_name)
             for chunk in chunked(keys, _READ_CHUNK):
                 cur.execute(statement, (self.workspace, chunk))
@@ -628,9 +628,9 @@ class VectorStore(SyncStore):
     # -- helpers ---------------------------------------------------------------
 
     @contextmanager
-    def _vector_transaction(self) -> Iterator[Any]:
+    def _vector_transaction(self, read_only: bool = False) -> Iterator[Any]:
         """``self.transaction()`` on a connection that can send and receive pgvector values."""
-        with self.transaction() as cur:
+        with self.transaction(read_only) as cur:
             _register_vector(cur.connection)
             yield cur
 
