@@ -3,6 +3,8 @@ aperag_pg's signal handlers."""
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 from celery import Celery
 from celery.signals import (
     worker_init,
@@ -25,7 +27,8 @@ app = Celery(
     "aperag_pg",
     broker=_env.get("CELERY_BROKER_URL", _redis_url),
     backend=_env.get("CELERY_RESULT_BACKEND", _redis_url),
-    include=["aperag_pg.tasks"],
+    # LightRAG's tasks need the `lightrag` extra; a worker without it still serves the rest.
+    include=["aperag_pg.tasks"] + (["aperag_pg.lightrag.tasks"] if find_spec("lightrag") else []),
 )
 app.conf.update(
     task_acks_late=True,

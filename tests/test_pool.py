@@ -478,3 +478,14 @@ def test_cut_network_connections_are_replaced(base_settings):
     finally:
         Manager.close()
         proxy.close()
+
+
+def test_autocommit_is_reset_when_a_connection_returns(manager, base_settings):
+    manager.initialize(base_settings.replace(min_connections=1, max_connections=1))
+    with manager.get_connection() as conn:
+        conn.autocommit = True  # e.g. a read-only store call, or DDL that needs it
+    with manager.get_connection() as conn:
+        assert conn.autocommit is False
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        assert conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INTRANS

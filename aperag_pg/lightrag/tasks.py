@@ -1,0 +1,92 @@
+"""Celery tasks that run LightRAG on the PGSync storages.
+
+Each worker process builds one LightRAG instance per workspace and reuses it in every
+task, and every task runs its async work with ``asyncio.run`` (a new event loop each
+time, as Celery task code usually does): the PGSync storages hold no loop-bound state,
+so nothing is rebuilt between tasks.
+
+Storages come from LIGHTRAG_*_STORAGE (default: the PGSync ones and LightRAG's default
+graph storage). LightRAG's file-based graph storage is per process, so its files go to
+``LIGHTRAG_WORKING_DIR/<pid>``; use a shared graph storage for a multi-process graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from celery import shared_task
+
+from ..pool import PostgreSQLSyncConnectionManager
+from ..selection import lightrag_storage_kwargs
+from ..settings import load_environment
+from ..standins import lightrag_standins
+from .registry import FACADES
+
+_instances: dict[tuple[int, str], Any] = {}
+_lock = threading.Lock()
+
+DEFAULT_STORAGES = {
+    "kv_storage": FACADES["KV_STORAGE"],
+    "vector_storage": FACADES["VECTOR_STORAGE"],
+    "doc_status_storage": FACADES["DOC_STATUS_STORAGE"],
+}
+
+
+def rag_for(workspace: str) -> Any:
+    """This process's LightRAG instance for ``workspace``, built and initialized once."""
+    key = (os.getpid(), workspace)
+    with _lock:
+        if key not in _instances:
+            _instances[key] = _build(workspace)
+        return _instances[key]
+
+
+def _build(workspace: str) -> Any:
+    from lightrag import LightRAG
+
+    env = load_environment()
+    working_dir = Path(env.get("LIGHTRAG_WORKING_DIR", "run/lightrag")) / str(os.getpid())
+    working_dir.mkdir(parents=True, exist_ok=True)
+    rag = LightRAG(
+        working_dir=str(working_dir),
+        workspace=workspace,
+        vector_db_storage_cls_kwargs={"cosine_better_than_threshold": 0.2},
+        **{**DEFAULT_STORAGES, **lightrag_storage_kwargs()},
+        **lightrag_standins(),
+    )
+    asyncio.run(rag.initialize_storages())
+    return rag
+
+
+def _process_report(rag: Any) -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "instance": id(rag),
+        "pool": PostgreSQLSyncConnectionManager.stats(),
+    }
+
+
+@shared_task(name="aperag_pg.lightrag_ingest")
+def lightrag_ingest(workspace: str, texts: list[str], file_paths: list[str]) -> dict[str, Any]:
+    """Insert documents through LightRAG's pipeline; returns the workspace's status counts."""
+    rag = rag_for(workspace)
+    asyncio.run(rag.ainsert(texts, file_paths=file_paths))
+    counts = asyncio.run(rag.doc_status.get_all_status_counts())
+    return {**_process_report(rag), "status_counts": counts}
+
+
+@shared_task(name="aperag_pg.lightrag_query")
+def lightrag_query(workspace: str, question: str, mode: str = "hybrid") -> dict[str, Any]:
+    """Answer ``question`` from the workspace's knowledge; returns the answer and context size."""
+    from lightrag import QueryParam
+
+    rag = rag_for(workspace)
+    context = asyncio.run(
+        rag.aquery(question, param=QueryParam(mode=mode, only_need_context=True))
+    )
+    answer = asyncio.run(rag.aquery(question, param=QueryParam(mode=mode)))
+    return {**_process_report(rag), "answer": answer, "context_chars": len(context or "")}
