@@ -3,10 +3,10 @@
 ``execute_values_chunked`` is the general helper: ``execute_values`` builds one
 multi-row VALUES statement per chunk, so no statement grows without bound.
 
-``execute_json_chunked`` is the fast path for wide rows of plain values: each chunk
-travels as ONE json parameter and the statement reads it with ``json_to_recordset``.
-The server then parses one short statement instead of thousands of literals; for
-LightRAG's KV rows that is about 1.6x faster than VALUES (docs/BENCHMARKS.md).
+``json_payloads`` + ``execute_json_payloads`` are the fast path for wide rows of plain
+values: each chunk travels as ONE json parameter and the statement reads it with
+``json_to_recordset``. The server then parses one short statement instead of thousands
+of literals; for LightRAG's KV rows that is about 1.6x faster than VALUES.
 """
 
 from __future__ import annotations
@@ -53,15 +53,22 @@ def execute_values_chunked(
     return fetched
 
 
-def execute_json_chunked(
-    cur: Any,
-    sql: Any,
-    records: Iterable[Mapping[str, Any]],
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> None:
-    """Run ``sql`` once per chunk of ``records``, the chunk bound as one JSON array to its
-    single ``%s`` (write it as ``json_to_recordset(%s::json) AS r(column type, ...)``).
-    Values must be JSON-serializable (datetimes as ISO strings).
+def json_payloads(
+    records: Iterable[Mapping[str, Any]], chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> list[str]:
+    """Each chunk of ``records`` as one JSON array, for a statement that reads it with
+    ``json_to_recordset(%s::json) AS r(column type, ...)``.
+
+    Everything is serialized before anything is sent, so a value JSON cannot hold
+    (raises TypeError / ValueError, NaN included) fails before the first write.
     """
-    for chunk in chunked(records, chunk_size):
-        cur.execute(sql, (json.dumps(chunk, separators=(",", ":"), allow_nan=False),))
+    return [
+        json.dumps(chunk, separators=(",", ":"), allow_nan=False)
+        for chunk in chunked(records, chunk_size)
+    ]
+
+
+def execute_json_payloads(cur: Any, sql: Any, payloads: Iterable[str]) -> None:
+    """Run ``sql`` once per payload from :func:`json_payloads`, in the caller's transaction."""
+    for payload in payloads:
+        cur.execute(sql, (payload,))

@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,7 +29,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import benchmark_postgres, machine_line, write_section  # noqa: E402
+from common import (  # noqa: E402
+    benchmark_postgres,
+    machine_line,
+    time_calls,
+    write_section,
+)
 
 from aperag_pg.lightrag import register  # noqa: E402
 from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
@@ -161,14 +165,14 @@ def operations(data: dict) -> dict[str, Callable[[Storages], Awaitable[object]]]
     }
 
 
-def _median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
-
-
 async def _setup(storages: Storages, data: dict) -> None:
     await storages.initialize()
     await storages.status.upsert(data["statuses"])
     await storages.kv.upsert(data["chunks"])
+
+
+def _median_ms_of(call: Callable[[], object], reps: int) -> float:
+    return statistics.median(time_calls(call, reps, warmup=0)) * 1000
 
 
 def measure_side(names, working_dir, reps: int) -> dict[str, dict[str, float]]:
@@ -180,22 +184,18 @@ def measure_side(names, working_dir, reps: int) -> dict[str, dict[str, float]]:
 
     async def long_lived_loop() -> None:
         await _setup(storages, data)
-        for op, run in ops.items():
+        loop = asyncio.get_running_loop()
+        for op, run in ops.items():  # (a): time each await inside this one loop
             samples = []
             for _ in range(reps):
-                start = time.perf_counter()
+                start = loop.time()
                 await run(storages)
-                samples.append(time.perf_counter() - start)
-            results[op]["a"] = _median_ms(samples)
+                samples.append(loop.time() - start)
+            results[op]["a"] = statistics.median(samples) * 1000
 
     asyncio.run(long_lived_loop())
     for op, run in ops.items():  # (b) shared: the same objects, a new loop per task
-        samples = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            asyncio.run(run(storages))
-            samples.append(time.perf_counter() - start)
-        results[op]["b_shared"] = _median_ms(samples)
+        results[op]["b_shared"] = _median_ms_of(lambda run=run: asyncio.run(run(storages)), reps)
     finalize_error = _finalize_quietly(storages)
     if finalize_error:
         results["_notes"] = {"finalize": finalize_error}
@@ -209,12 +209,9 @@ def measure_side(names, working_dir, reps: int) -> dict[str, dict[str, float]]:
             await fresh.finalize()
 
     for op, run in ops.items():  # (b) re-created: initialize + finalize inside every task
-        samples = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            asyncio.run(recreated_task(run))
-            samples.append(time.perf_counter() - start)
-        results[op]["b_recreated"] = _median_ms(samples)
+        results[op]["b_recreated"] = _median_ms_of(
+            lambda run=run: asyncio.run(recreated_task(run)), reps
+        )
     return results
 
 

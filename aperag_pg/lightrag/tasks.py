@@ -85,8 +85,6 @@ def lightrag_query(workspace: str, question: str, mode: str = "hybrid") -> dict[
     from lightrag import QueryParam
 
     rag = rag_for(workspace)
-    context = asyncio.run(
-        rag.aquery(question, param=QueryParam(mode=mode, only_need_context=True))
-    )
+    context = asyncio.run(rag.aquery(question, param=QueryParam(mode=mode, only_need_context=True)))
     answer = asyncio.run(rag.aquery(question, param=QueryParam(mode=mode)))
     return {**_process_report(rag), "answer": answer, "context_chars": len(context or "")}

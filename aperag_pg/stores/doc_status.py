@@ -57,22 +57,6 @@ CUSTOM_CHUNK_PATCH_METADATA_KEY = "custom_chunk_patch"  # lightrag.constants
 CONFLICT_SAMPLE_CAP = 32  # PGDocStatusStorage._CONFLICT_SAMPLE_CAP
 UNKNOWN_SOURCE = "unknown_source"
 
-# Columns update_doc_status_fields may write; created_at is the immutable sweep key.
-UPDATABLE_COLUMNS = frozenset(
-    {
-        "content_summary",
-        "content_length",
-        "chunks_count",
-        "status",
-        "file_path",
-        "chunks_list",
-        "track_id",
-        "metadata",
-        "error_msg",
-        "content_hash",
-        "updated_at",
-    }
-)
 SORT_FIELDS = ("created_at", "updated_at", "id", "file_path")  # get_docs_paginated
 _JSON_COLUMNS = frozenset({"chunks_list", "metadata"})
 _TIMESTAMP_COLUMNS = frozenset({"created_at", "updated_at"})
@@ -92,6 +76,8 @@ _UPSERT_COLUMNS = (
     "created_at",
     "updated_at",
 )
+# Columns update_doc_status_fields may write; created_at is the immutable sweep key.
+UPDATABLE_COLUMNS = frozenset(_UPSERT_COLUMNS) - {"created_at"}
 
 
 # -- SQL ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from psycopg2 import sql
 
-from ..batching import DEFAULT_CHUNK_SIZE, chunked, execute_json_chunked
+from ..batching import DEFAULT_CHUNK_SIZE, chunked, execute_json_payloads, json_payloads
 from ..errors import InvalidInput
 from ..pool import PostgreSQLSyncConnectionManager
 from .base import (
@@ -224,19 +224,20 @@ _HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM {table} WHERE workspace = %s) AS has_d
 _DROP_WORKSPACE = "DELETE FROM {table} WHERE workspace = %s"
 
 
-_RECORD_TYPES = {"text": "text", "int": "integer", "json": "text", "json_or_null": "text"}
+_RECORD_TYPES = {"text": "text", "int": "integer", "json": "jsonb", "json_or_null": "jsonb"}
+_JSON_NUL = "\\u0000"  # how json.dumps writes a NUL character
 
 
 def _upsert_sql(fields: tuple[_Field, ...], client_timestamps: bool) -> str:
     """INSERT ... ON CONFLICT DO UPDATE with LightRAG's SET rules, reading the rows from
-    one JSON parameter (see ``execute_json_chunked``). JSON columns arrive as text,
-    serialized while validating, and are cast to jsonb here.
+    one JSON parameter (see ``aperag_pg.batching.json_payloads``).
     """
     columns = ["workspace", "id", *(f.column for f in fields)]
     record_types = ["workspace text", "id text"]
     record_types += [f"{f.column} {_RECORD_TYPES[f.kind]}" for f in fields]
     values = ["workspace", "id"]
-    values += [f"{f.column}::jsonb" if f.kind.startswith("json") else f.column for f in fields]
+    # json_to_recordset reads a JSON null as SQL NULL; LightRAG stores None as JSON null.
+    values += [f"COALESCE({f.column}, 'null')" if f.kind == "json" else f.column for f in fields]
     updates = []
     for f in fields:
         new, old = f"EXCLUDED.{f.column}", f"t.{f.column}"
@@ -371,8 +372,17 @@ class KVStore(SyncStore):
             return
         now = utc_now().isoformat()  # one time for the whole call, as LightRAG does
         rows = [self._row(id_, record, now) for id_, record in data.items()]
+        # NUL characters and values JSON cannot hold are found in the serialized batch,
+        # in C, instead of value by value; only then is the culprit looked for.
+        try:
+            payloads = json_payloads(rows, self.chunk_size)
+        except (TypeError, ValueError):
+            self._raise_for_bad_value(rows)
+            raise
+        if any(_JSON_NUL in payload for payload in payloads):
+            self._raise_for_bad_value(rows)  # may be a literal backslash-u0000: then fine
         with self.transaction() as cur:
-            execute_json_chunked(cur, self._upsert, rows, chunk_size=self.chunk_size)
+            execute_json_payloads(cur, self._upsert, payloads)
 
     def delete(self, ids: list[str]) -> None:
         """Delete these ids (missing ones are ignored), in one transaction."""
@@ -415,17 +425,34 @@ class KVStore(SyncStore):
             row["create_time"] = row["update_time"] = now
         return row
 
+    def _raise_for_bad_value(self, rows: list[dict[str, Any]]) -> None:
+        """Raise InvalidInput for the first value with a NUL or that JSON cannot hold."""
+        for row in rows:
+            for field in self._layout.fields:
+                where = self._where(row["id"], field.column)
+                value = row[field.column]
+                check_no_nul(value, where)
+                try:
+                    json.dumps(value, allow_nan=False)
+                except (TypeError, ValueError) as exc:
+                    raise InvalidInput(f"{where} cannot be stored as JSON: {exc}") from None
+
+    def _where(self, id_: str, key: str) -> str:
+        # Built only for an error message: upsert checks thousands of values per call.
+        return f"{self.namespace} record {id_!r:.80}, field {key!r}"
+
     def _check_id(self, id_: Any) -> str:
         # entity_chunks / relation_chunks ids are VARCHAR(512); every other table's are 255.
         return check_key(id_, "id", max_length=self._layout.id_length)
 
     def _value(self, id_: str, record: Mapping[str, Any], field: _Field) -> Any:
         key = field.key or field.column
-        where = f"{self.namespace} record {id_!r:.80}, field {key!r}"
         if key in record:
             value = record[key]
         elif field.default is _REQUIRED:
-            raise InvalidInput(f"{where} is missing; LightRAG requires it in every record.")
+            raise InvalidInput(
+                f"{self._where(id_, key)} is missing; LightRAG requires it in every record."
+            )
         else:
             value = field.default
         if field.or_default and not value:
@@ -433,25 +460,26 @@ class KVStore(SyncStore):
         if field.kind == "json_or_null" and not value:
             return None
         if field.kind.startswith("json"):
-            check_no_nul(value, where)
-            try:
-                return json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise InvalidInput(f"{where} cannot be stored as JSON: {exc}") from None
+            return value  # checked in the serialized batch, see upsert()
         if value is None:
             return None
         if field.kind == "int":
             if not isinstance(value, int) or isinstance(value, bool):
-                raise InvalidInput(f"{where} must be an int, got {type(value).__name__}")
+                raise InvalidInput(
+                    f"{self._where(id_, key)} must be an int, got {type(value).__name__}"
+                )
             if not _INT4[0] <= value <= _INT4[1]:
-                raise InvalidInput(f"{where} = {value} does not fit the INTEGER column")
+                raise InvalidInput(
+                    f"{self._where(id_, key)} = {value} does not fit the INTEGER column"
+                )
             return value
         if not isinstance(value, str):
-            raise InvalidInput(f"{where} must be a string, got {type(value).__name__}")
-        check_no_nul(value, where)
+            raise InvalidInput(
+                f"{self._where(id_, key)} must be a string, got {type(value).__name__}"
+            )
         if field.max_length is not None and len(value) > field.max_length:
             raise InvalidInput(
-                f"{where} is {len(value)} characters long; the column allows at most "
-                f"{field.max_length}: shorten it."
+                f"{self._where(id_, key)} is {len(value)} characters long; the column "
+                f"allows at most {field.max_length}: shorten it."
             )
         return value

@@ -1,0 +1,72 @@
+"""Creates and upgrades the checkpoint tables, once per schema, under an advisory lock.
+
+The version numbers recorded in ``checkpoint_migrations`` are those of
+langgraph-checkpoint-postgres, so ``PostgresSaver.setup()`` and ours each find the
+other's tables up to date. Unlike ``PostgresSaver.setup()`` this needs no
+autocommit connection: everything runs in one transaction, and concurrent callers
+(every worker process at start) wait for the first and then find nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg2.errors
+from psycopg2 import sql as pgsql
+
+from ..errors import SchemaPrivilegeError
+from ..pool import PostgreSQLSyncConnectionManager
+from ..schema import create_schema_if_permitted
+from . import sql
+
+logger = logging.getLogger(__name__)
+
+LATEST_VERSION = len(sql.MIGRATIONS) - 1
+
+
+def setup_checkpoint_tables(
+    schema: str, manager: type[PostgreSQLSyncConnectionManager] = PostgreSQLSyncConnectionManager
+) -> list[int]:
+    """Apply every checkpoint migration not yet applied in ``schema``; return those applied."""
+    current = _current_version(schema, manager)
+    if current is not None and current >= LATEST_VERSION:  # a newer upstream may be ahead
+        return []
+    try:
+        return _migrate(schema, manager)
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        role = manager.settings().user
+        raise SchemaPrivilegeError(
+            f"role {role!r} may not create or use the LangGraph checkpoint tables in schema "
+            f"{schema!r}: {str(exc).strip().splitlines()[0]}. Fix: run setup() as the role "
+            f"that owns the tables, or have an administrator GRANT USAGE, CREATE ON SCHEMA "
+            f'"{schema}" TO "{role}", or set POSTGRES_SCHEMA to a schema the role owns.'
+        ) from exc
+
+
+def _current_version(schema: str, manager: type[PostgreSQLSyncConnectionManager]) -> int | None:
+    """The highest applied version, read without the lock; None if there is no table yet."""
+    with manager.get_connection() as conn, conn.cursor() as cur:
+        table = pgsql.Identifier(schema, sql.MIGRATIONS_TABLE).as_string(conn)
+        cur.execute(sql.REGCLASS, (table,))
+        if cur.fetchone()[0] is None:
+            return None
+        cur.execute(sql.render(sql.SELECT_MIGRATION_VERSION, conn, schema))
+        return cur.fetchone()[0]
+
+
+def _migrate(schema: str, manager: type[PostgreSQLSyncConnectionManager]) -> list[int]:
+    applied: list[int] = []
+    with manager.get_connection() as conn, conn.cursor() as cur:
+        cur.execute(sql.ADVISORY_LOCK, (sql.LOCK_NAMESPACE, schema))
+        create_schema_if_permitted(cur, schema)
+        cur.execute(sql.render(sql.MIGRATIONS[0], conn, schema))
+        cur.execute(sql.render(sql.SELECT_MIGRATION_VERSION, conn, schema))
+        current = cur.fetchone()[0]
+        start = 0 if current is None else current + 1
+        for version in range(start, len(sql.MIGRATIONS)):
+            cur.execute(sql.render(sql.MIGRATIONS[version], conn, schema))
+            cur.execute(sql.render(sql.INSERT_MIGRATION_VERSION, conn, schema), (version,))
+            applied.append(version)
+    if applied:
+        logger.info("schema %s: applied checkpoint migrations %s", schema, applied)
+    return applied
