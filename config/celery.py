@@ -13,6 +13,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
+from aperag_pg.environment import celery_urls
 from aperag_pg.settings import load_environment
 from aperag_pg.worker import (
     cleanup_worker_postgres,
@@ -20,13 +21,12 @@ from aperag_pg.worker import (
     setup_worker_postgres,
 )
 
-_env = load_environment()
-_redis_url = _env.get("REDIS_URL", "redis://localhost:6379/0")
+_broker, _backend = celery_urls(load_environment())
 
 app = Celery(
     "aperag_pg",
-    broker=_env.get("CELERY_BROKER_URL", _redis_url),
-    backend=_env.get("CELERY_RESULT_BACKEND", _redis_url),
+    broker=_broker,
+    backend=_backend,
     # LightRAG's tasks need the `lightrag` extra; a worker without it still serves the rest.
     include=["aperag_pg.tasks"] + (["aperag_pg.lightrag.tasks"] if find_spec("lightrag") else []),
 )

@@ -20,6 +20,7 @@ from typing import Any
 
 from celery import shared_task
 
+from ..environment import LIGHTRAG_WORKING_DIR
 from ..pool import PostgreSQLSyncConnectionManager
 from ..selection import lightrag_storage_kwargs
 from ..settings import load_environment
@@ -49,7 +50,7 @@ def _build(workspace: str) -> Any:
     from lightrag import LightRAG
 
     env = load_environment()
-    working_dir = Path(env.get("LIGHTRAG_WORKING_DIR", "run/lightrag")) / str(os.getpid())
+    working_dir = Path(env.get(LIGHTRAG_WORKING_DIR) or "run/lightrag") / str(os.getpid())
     working_dir.mkdir(parents=True, exist_ok=True)
     rag = LightRAG(
         working_dir=str(working_dir),

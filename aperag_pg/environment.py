@@ -1,0 +1,37 @@
+"""Every environment variable aperag_pg reads, named in one place.
+
+Modules read their variables through the names defined here (or, for POSTGRES_*, through
+``PostgresSettings``), so ``known_variables()`` stays true and deployment files (the
+docker-compose file, .env examples) can be checked against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+REDIS_URL = "REDIS_URL"
+CELERY_BROKER_URL = "CELERY_BROKER_URL"
+CELERY_RESULT_BACKEND = "CELERY_RESULT_BACKEND"
+LIGHTRAG_WORKING_DIR = "LIGHTRAG_WORKING_DIR"
+# Alternatives to the individual POSTGRES_* fields (see PostgresSettings.from_env).
+POSTGRES_ALIASES = ("POSTGRES_DB", "POSTGRES_DSN", "DATABASE_URL")
+
+
+def celery_urls(env: Mapping[str, str]) -> tuple[str, str]:
+    """(broker, result backend): CELERY_BROKER_URL / CELERY_RESULT_BACKEND, else REDIS_URL."""
+    redis_url = env.get(REDIS_URL) or DEFAULT_REDIS_URL
+    return env.get(CELERY_BROKER_URL) or redis_url, env.get(CELERY_RESULT_BACKEND) or redis_url
+
+
+def known_variables() -> set[str]:
+    """The names of all variables the package reads."""
+    from .selection import STORAGE_VARIABLES
+    from .settings import PostgresSettings
+
+    names = {f.metadata["env"] for f in dataclasses.fields(PostgresSettings) if "env" in f.metadata}
+    names.update(POSTGRES_ALIASES)
+    names.update(v for variables, _, _ in STORAGE_VARIABLES for v in variables)
+    names.update((REDIS_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, LIGHTRAG_WORKING_DIR))
+    return names
