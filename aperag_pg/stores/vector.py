@@ -708,3 +708,13 @@ def _unique_keys(ids: Iterable[str], what: str) -> list[str]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def vector_table_name(namespace: str, model_name: str | None, embedding_dim: int) -> str:
+    """LightRAG's table for a vector namespace: base name plus ``<model>_<dim>d`` (its
+    ``BaseVectorStorage._generate_collection_suffix``), or the base name without a model.
+    """
+    base = table_for_namespace(namespace)
+    if not model_name or not model_name.strip():
+        return base
+    return f"{base}_{re.sub(r'[^a-zA-Z0-9_]', '_', model_name.strip().lower())}_{embedding_dim}d"

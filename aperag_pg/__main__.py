@@ -1,0 +1,126 @@
+"""Command line: ``python -m aperag_pg doctor | init-schema | stats``.
+
+Settings come from POSTGRES_* (or POSTGRES_DSN / DATABASE_URL) and ``.env``, as for
+the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.util import find_spec
+
+from .errors import AperagPGError
+from .settings import PostgresSettings
+
+KV_NAMESPACES = (
+    "full_docs",
+    "text_chunks",
+    "llm_response_cache",
+    "full_entities",
+    "full_relations",
+    "entity_chunks",
+    "relation_chunks",
+)
+VECTOR_NAMESPACES = ("chunks", "entities", "relationships")
+
+_STATS = """
+SELECT application_name, state, count(*)
+FROM pg_stat_activity
+WHERE application_name ~ '^aperag_pg:[0-9]+$'
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+_TABLE_ROWS = """
+SELECT c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relkind = 'r'
+  AND (c.relname LIKE 'lightrag%%' OR c.relname LIKE 'checkpoint%%' OR c.relname LIKE 'aperag%%')
+ORDER BY c.relname
+"""
+
+
+def doctor(settings: PostgresSettings, _args: argparse.Namespace) -> int:
+    from .doctor import FAIL, run_checks
+
+    findings = run_checks(settings)
+    for finding in findings:
+        print(finding.line())
+    failed = sum(f.verdict == FAIL for f in findings)
+    print(f"{failed} check(s) failed" if failed else "all checks passed (warnings aside)")
+    return 1 if failed else 0
+
+
+def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
+    """Create every table the workers would create on first use, now."""
+    from .pool import PostgreSQLSyncConnectionManager
+    from .schema import ensure_schema
+    from .stores.doc_status import DocStatusStore
+    from .stores.kv import KVStore
+    from .stores.vector import VectorStore, vector_table_name
+
+    PostgreSQLSyncConnectionManager.initialize(settings.replace(min_connections=0))
+    try:
+        applied = ensure_schema()
+        print(f"schema {settings.schema!r}: migrations applied: {applied or 'none needed'}")
+        for namespace in KV_NAMESPACES:
+            KVStore(namespace).ensure_tables()
+        DocStatusStore().ensure_tables()
+        print("LightRAG key-value and doc-status tables: ready")
+        if args.embedding_dim:
+            for namespace in VECTOR_NAMESPACES:
+                table = vector_table_name(namespace, args.embedding_model, args.embedding_dim)
+                VectorStore(namespace, table, args.embedding_dim, 0.2).ensure_tables()
+                print(f"vector table {table}: ready")
+        if find_spec("langgraph") is not None:
+            from .checkpoint import PGSyncCheckpointSaver
+
+            PGSyncCheckpointSaver().setup()
+            print("LangGraph checkpoint tables: ready")
+    finally:
+        PostgreSQLSyncConnectionManager.close()
+    return 0
+
+
+def stats(settings: PostgresSettings, _args: argparse.Namespace) -> int:
+    """Connections held by aperag_pg worker processes, and the size of the package's tables."""
+    import psycopg2
+
+    conn = psycopg2.connect(**settings.connect_kwargs(application_name="aperag_pg_stats"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_STATS)
+            rows = cur.fetchall()
+            print(f"connections of aperag_pg worker processes ({len({r[0] for r in rows})}):")
+            for name, state, count in rows:
+                print(f"  pid {name.split(':', 1)[1]:>8}  {state or 'unknown':<20} {count}")
+            cur.execute(_TABLE_ROWS, (settings.schema,))
+            print(f"tables in schema {settings.schema!r}:")
+            for table, estimate, size in cur.fetchall():
+                print(f"  {table:<40} ~{max(estimate, 0):>10} rows {size / 1024:>10.0f} KiB")
+    finally:
+        conn.close()
+    return 0
+
+
+COMMANDS = {"doctor": doctor, "init-schema": init_schema, "stats": stats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aperag_pg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="check the connection, server, pgvector, privileges, tables")
+    init = sub.add_parser("init-schema", help="create the tables and extensions now")
+    init.add_argument("--embedding-dim", type=int, help="also create the vector tables")
+    init.add_argument("--embedding-model", help="embedding model name (LightRAG table suffix)")
+    sub.add_parser("stats", help="connections per worker process and table sizes")
+    args = parser.parse_args(argv)
+    try:
+        settings = PostgresSettings.from_env()
+        return COMMANDS[args.command](settings, args)
+    except AperagPGError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

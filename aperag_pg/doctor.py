@@ -1,0 +1,199 @@
+"""``python -m aperag_pg doctor``: is this database ready for aperag_pg workers?
+
+Each check prints one line with a verdict (OK, WARN, FAIL) and, when something is
+wrong, what to do about it. The command exits non-zero when a check fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+
+from .settings import PostgresSettings
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+MIN_SERVER_VERSION = 130000  # PostgreSQL 13: what pgvector 0.8 and the SQL here need
+
+LIGHTRAG_TABLES = (
+    "lightrag_doc_full",
+    "lightrag_doc_chunks",
+    "lightrag_llm_cache",
+    "lightrag_full_entities",
+    "lightrag_full_relations",
+    "lightrag_entity_chunks",
+    "lightrag_relation_chunks",
+    "lightrag_doc_status",
+)
+CHECKPOINT_TABLES = (
+    "checkpoint_migrations",
+    "checkpoints",
+    "checkpoint_blobs",
+    "checkpoint_writes",
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    verdict: str
+    detail: str
+
+    def line(self) -> str:
+        return f"[{self.verdict:<4}] {self.check:<14} {self.detail}"
+
+
+def run_checks(settings: PostgresSettings) -> list[Finding]:
+    """All checks, in order; later checks are skipped when the server cannot be reached."""
+    try:
+        conn = psycopg2.connect(**settings.connect_kwargs(application_name="aperag_pg_doctor"))
+    except psycopg2.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        return [
+            Finding(
+                "connection",
+                FAIL,
+                f"cannot connect to {settings.describe()}: {reason}. Check POSTGRES_HOST, "
+                "POSTGRES_PORT, POSTGRES_USER and POSTGRES_PASSWORD (or POSTGRES_DSN).",
+            )
+        ]
+    conn.autocommit = True
+    try:
+        findings = [Finding("connection", OK, f"connected to {settings.describe()}")]
+        with conn.cursor() as cur:
+            for check in CHECKS:
+                findings.extend(check(cur, settings))
+        return findings
+    finally:
+        conn.close()
+
+
+def _one(cur: Any, query: str, params: tuple = ()) -> Any:
+    cur.execute(query, params)
+    return cur.fetchone()
+
+
+def check_server(cur: Any, _settings: PostgresSettings) -> Iterator[Finding]:
+    version, number = _one(
+        cur, "SELECT current_setting('server_version'), current_setting('server_version_num')::int"
+    )
+    if number < MIN_SERVER_VERSION:
+        yield Finding("server", FAIL, f"PostgreSQL {version}: upgrade to 13 or later.")
+    else:
+        yield Finding("server", OK, f"PostgreSQL {version}")
+
+
+def check_pgvector(cur: Any, _settings: PostgresSettings) -> Iterator[Finding]:
+    available, installed = _one(
+        cur,
+        "SELECT (SELECT default_version FROM pg_available_extensions WHERE name = 'vector'), "
+        "(SELECT extversion FROM pg_extension WHERE extname = 'vector')",
+    )
+    if installed:
+        yield Finding("pgvector", OK, f"installed, version {installed}")
+    elif available:
+        yield Finding(
+            "pgvector",
+            WARN,
+            f"available ({available}) but not installed in this database: run "
+            "`python -m aperag_pg init-schema` or CREATE EXTENSION vector as a privileged role.",
+        )
+    else:
+        yield Finding(
+            "pgvector",
+            FAIL,
+            "not available on this server: install pgvector (e.g. the pgvector/pgvector image) "
+            "before using the vector storage.",
+        )
+
+
+def check_privileges(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
+    schema = settings.schema
+    role, exists, usage, create, db_create = _one(
+        cur,
+        "SELECT current_user, n.oid IS NOT NULL, "
+        "n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE'), "
+        "n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'CREATE'), "
+        "has_database_privilege(current_database(), 'CREATE') "
+        "FROM (SELECT 1) one LEFT JOIN pg_namespace n ON n.nspname = %s",
+        (schema,),
+    )
+    if not exists:
+        verdict = OK if db_create else FAIL
+        detail = (
+            f"schema {schema!r} does not exist; role {role!r} may create it"
+            if db_create
+            else f"schema {schema!r} does not exist and role {role!r} lacks CREATE on the "
+            f'database: run CREATE SCHEMA "{schema}" AUTHORIZATION "{role}" as an administrator.'
+        )
+        yield Finding("privileges", verdict, detail)
+    elif usage and create:
+        yield Finding("privileges", OK, f"role {role!r} has USAGE and CREATE on schema {schema!r}")
+    else:
+        missing = [p for p, has in (("USAGE", usage), ("CREATE", create)) if not has]
+        yield Finding(
+            "privileges",
+            FAIL,
+            f"role {role!r} lacks {' and '.join(missing)} on schema {schema!r}: GRANT "
+            f'{", ".join(missing)} ON SCHEMA "{schema}" TO "{role}", or set POSTGRES_SCHEMA to '
+            "a schema the role owns.",
+        )
+
+
+def check_tables(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
+    cur.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
+        (settings.schema,),
+    )
+    present = {row[0] for row in cur.fetchall()}
+    for label, tables in (("LightRAG", LIGHTRAG_TABLES), ("checkpoint", CHECKPOINT_TABLES)):
+        missing = [t for t in tables if t not in present]
+        if not missing:
+            yield Finding("tables", OK, f"{label} tables present in schema {settings.schema!r}")
+        else:
+            yield Finding(
+                "tables",
+                WARN,
+                f"{label} tables missing in schema {settings.schema!r}: {', '.join(missing)}. "
+                "Workers create them on first use; `python -m aperag_pg init-schema` does it now.",
+            )
+
+
+def check_budget(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
+    max_conn, reserved, in_use = _one(
+        cur,
+        "SELECT current_setting('max_connections')::int, "
+        "current_setting('superuser_reserved_connections')::int, "
+        "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+    )
+    free = max_conn - reserved - in_use
+    per_process = settings.max_connections
+    room = free // per_process
+    detail = (
+        f"POSTGRES_MAX_CONNECTIONS={per_process} per worker process; server max_connections="
+        f"{max_conn} ({reserved} reserved, {in_use} in use): room for {room} more worker "
+        "process(es)"
+    )
+    if room < 1:
+        yield Finding(
+            "pool budget",
+            FAIL,
+            detail + ". Lower POSTGRES_MAX_CONNECTIONS or worker concurrency, raise "
+            "max_connections, or put PgBouncer in front (docs/DEPLOYMENT.md).",
+        )
+    elif room < 4:
+        yield Finding("pool budget", WARN, detail + ": little headroom for scaling.")
+    else:
+        yield Finding("pool budget", OK, detail)
+
+
+CHECKS: tuple[Callable[[Any, PostgresSettings], Iterator[Finding]], ...] = (
+    check_server,
+    check_pgvector,
+    check_privileges,
+    check_tables,
+    check_budget,
+)

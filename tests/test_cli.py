@@ -1,0 +1,151 @@
+"""``python -m aperag_pg doctor | init-schema | stats`` as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from aperag_pg.stores.vector import vector_table_name
+
+from .conftest import REPO_ROOT
+
+
+def run_cli(settings, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTGRES_")}
+    env.update(
+        POSTGRES_HOST=settings.host,
+        POSTGRES_PORT=str(settings.port),
+        POSTGRES_USER=settings.user,
+        POSTGRES_PASSWORD=settings.password,
+        POSTGRES_DATABASE=settings.database,
+    )
+    env.update(extra_env)
+    return subprocess.run(
+        [sys.executable, "-m", "aperag_pg", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def verdicts(output: str) -> dict[str, str]:
+    """check name -> worst verdict on its lines."""
+    order = {"OK": 0, "WARN": 1, "FAIL": 2}
+    found: dict[str, str] = {}
+    for line in output.splitlines():
+        if line.startswith("["):
+            verdict, rest = line[1:].split("]", 1)
+            check = rest.strip().split("  ")[0]
+            verdict = verdict.strip()
+            if order[verdict] >= order.get(found.get(check, "OK"), 0):
+                found[check] = verdict
+    return found
+
+
+def test_init_schema_then_doctor_reports_all_ok(base_settings):
+    schema = f"cli_{uuid.uuid4().hex[:6]}"
+    before = run_cli(base_settings, "doctor", POSTGRES_SCHEMA=schema)
+    assert before.returncode == 0, before.stdout + before.stderr
+    assert verdicts(before.stdout)["tables"] == "WARN"  # nothing created yet
+    assert "init-schema" in before.stdout
+
+    for _ in range(2):  # idempotent
+        init = run_cli(
+            base_settings,
+            "init-schema",
+            "--embedding-dim",
+            "8",
+            "--embedding-model",
+            "Test-Model.v2",
+            POSTGRES_SCHEMA=schema,
+        )
+        assert init.returncode == 0, init.stdout + init.stderr
+    assert "lightrag_vdb_chunks_test_model_v2_8d" in init.stdout.lower()
+    assert "LangGraph checkpoint tables: ready" in init.stdout
+
+    after = run_cli(base_settings, "doctor", POSTGRES_SCHEMA=schema)
+    assert after.returncode == 0
+    assert verdicts(after.stdout) == {
+        "connection": "OK",
+        "server": "OK",
+        "pgvector": "OK",
+        "privileges": "OK",
+        "tables": "OK",
+        "pool budget": "OK",
+    }
+    assert "PostgreSQL 1" in after.stdout and "installed, version 0.8" in after.stdout
+
+    stats = run_cli(base_settings, "stats", POSTGRES_SCHEMA=schema)
+    assert stats.returncode == 0
+    assert "lightrag_doc_status" in stats.stdout and "checkpoints" in stats.stdout
+
+
+def test_doctor_fails_clearly_when_the_server_is_unreachable(base_settings):
+    settings = base_settings.replace(port=1, password="not-the-password-xyz")
+    result = run_cli(settings, "doctor")
+    assert result.returncode == 1
+    assert verdicts(result.stdout) == {"connection": "FAIL"}
+    assert "POSTGRES_HOST" in result.stdout
+    assert "not-the-password-xyz" not in result.stdout + result.stderr
+
+
+def test_doctor_fails_on_missing_privileges(base_settings, admin_conn):
+    role, schema = f"cli_role_{uuid.uuid4().hex[:6]}", f"ro_{uuid.uuid4().hex[:6]}"
+    with admin_conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'cli-test-pw'")
+        cur.execute(f"CREATE SCHEMA {schema}")
+        cur.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+    try:
+        limited = base_settings.replace(user=role, password="cli-test-pw")
+        result = run_cli(limited, "doctor", POSTGRES_SCHEMA=schema)
+    finally:
+        with admin_conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA {schema} CASCADE")
+            cur.execute(f"DROP ROLE {role}")
+    assert result.returncode == 1
+    assert verdicts(result.stdout)["privileges"] == "FAIL"
+    assert f'GRANT CREATE ON SCHEMA "{schema}" TO "{role}"' in result.stdout
+
+
+def test_doctor_fails_when_the_pool_cannot_fit(base_settings):
+    result = run_cli(base_settings, "doctor", POSTGRES_MAX_CONNECTIONS="1000")
+    assert result.returncode == 1
+    assert verdicts(result.stdout)["pool budget"] == "FAIL"
+    assert "PgBouncer" in result.stdout
+
+
+def test_invalid_settings_exit_2_with_the_variable_named(base_settings):
+    result = run_cli(base_settings, "doctor", POSTGRES_PORT="eighty")
+    assert result.returncode == 2
+    assert "POSTGRES_PORT" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("model", "dim"), [("text-embedding-3-large", 3072), ("BAAI/bge-m3", 1024), (None, 8)]
+)
+def test_vector_table_name_follows_lightrag(model, dim):
+    from lightrag.kg.postgres_impl import namespace_to_table_name
+    from lightrag.utils import EmbeddingFunc
+
+    from aperag_pg.lightrag.storages import PGSyncVectorStorage
+
+    async def embed(texts):
+        raise AssertionError("not called")
+
+    storage = PGSyncVectorStorage(
+        namespace="entities",
+        workspace="w",
+        global_config={
+            "vector_db_storage_cls_kwargs": {"cosine_better_than_threshold": 0.2},
+            "embedding_batch_num": 8,
+        },
+        embedding_func=EmbeddingFunc(embedding_dim=dim, func=embed, model_name=model),
+    )
+    assert vector_table_name("entities", model, dim) == storage.table_name
+    assert storage.table_name.startswith(namespace_to_table_name("entities"))
