@@ -6,8 +6,16 @@ EXTRAS ?= dev,bench,lightrag,langgraph
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 SERVICES_DIR ?= run/services
+RUN_DIR ?= run
+WORKER_NAME ?= aperag
+CONCURRENCY ?= 2
+# celery multi: one detached prefork worker with its pid and log files under $(RUN_DIR).
+MULTI = $(PY) -m celery multi
+MULTI_ARGS = $(WORKER_NAME) -A config.celery --pool=prefork --concurrency=$(CONCURRENCY) \
+	--loglevel=INFO --pidfile=$(RUN_DIR)/%n.pid --logfile=$(RUN_DIR)/%n%I.log
 
-.PHONY: install test demo bench lint format worker services-up services-down clean
+.PHONY: install test demo bench lint format worker worker-start worker-stop worker-restart \
+	worker-status services-up services-down clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +45,24 @@ format: $(STAMP)
 # A prefork worker in the foreground, on the services named by POSTGRES_* / REDIS_URL (or .env).
 worker: $(STAMP)
 	$(PY) -m celery -A config.celery worker --pool=prefork --loglevel=INFO
+
+# Detached worker. stop and restart are warm: running tasks finish first (SIGTERM).
+worker-start: $(STAMP)
+	@mkdir -p $(RUN_DIR)
+	$(MULTI) start $(MULTI_ARGS)
+
+worker-stop: $(STAMP)
+	$(MULTI) stopwait $(MULTI_ARGS)
+
+worker-restart: $(STAMP)
+	@mkdir -p $(RUN_DIR)
+	$(MULTI) restart $(MULTI_ARGS)
+
+worker-status: $(STAMP)
+	@pidfile=$(RUN_DIR)/$(WORKER_NAME).pid; \
+	if [ -f $$pidfile ] && kill -0 $$(cat $$pidfile) 2>/dev/null; then \
+		echo "worker $(WORKER_NAME) running, pid $$(cat $$pidfile)"; \
+	else echo "worker $(WORKER_NAME) not running"; exit 1; fi
 
 # Local PostgreSQL (with pgvector) and Redis that keep their data in $(SERVICES_DIR).
 services-up: $(STAMP)

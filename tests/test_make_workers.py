@@ -1,0 +1,75 @@
+"""``make worker-start / worker-restart / worker-stop / worker-status`` driven like a user."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from celery import Celery
+
+from aperag_pg.devservices import connections_per_process, wait_for_no_connections
+
+from .conftest import REPO_ROOT
+
+
+def make(target: str, env: dict[str, str], run_dir) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", target, f"RUN_DIR={run_dir}", "WORKER_NAME=maketest"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def wait_ready(run_dir, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = "".join(p.read_text(errors="replace") for p in run_dir.glob("maketest*.log"))
+        if logs.count(" ready.") >= 1:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"worker did not become ready:\n{logs[-3000:]}")
+
+
+def run_batch(client: Celery, count: int, hold: float) -> list:
+    return [client.send_task("aperag_pg.pool_probe", args=(hold,)) for _ in range(count)]
+
+
+def test_start_tasks_restart_tasks_stop(service_env, base_settings, tmp_path):
+    run_dir = tmp_path / "run"
+    client = Celery(broker=service_env["REDIS_URL"], backend=service_env["REDIS_URL"])
+    try:
+        started = make("worker-start", service_env, run_dir)
+        assert started.returncode == 0, started.stdout + started.stderr
+        wait_ready(run_dir)
+        status = make("worker-status", service_env, run_dir)
+        assert status.returncode == 0 and "running" in status.stdout
+        first_main = int((run_dir / "maketest.pid").read_text())
+
+        before = [r.get(timeout=60) for r in run_batch(client, 12, 0.05)]
+        pids_before = {r["pid"] for r in before}
+        in_flight = run_batch(client, 8, 1.0)  # running and queued while the restart happens
+        time.sleep(0.5)
+        restarted = make("worker-restart", service_env, run_dir)
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        wait_ready(run_dir)
+        survived = [r.get(timeout=120) for r in in_flight]  # no task lost
+        after = [r.get(timeout=60) for r in run_batch(client, 12, 0.05)]
+        pids_after = {r["pid"] for r in after}
+        second_main = int((run_dir / "maketest.pid").read_text())
+
+        assert len(survived) == 8 and all(r["backend_pid"] > 0 for r in survived)
+        assert second_main != first_main
+        assert pids_before and pids_after and not (pids_before & pids_after)
+        assert all(r["application_name"] == f"aperag_pg:{r['pid']}" for r in before + after)
+        open_now = connections_per_process(base_settings)
+        assert not (set(open_now) & pids_before)  # the old processes left nothing behind
+    finally:
+        stopped = make("worker-stop", service_env, run_dir)
+        client.close()
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert make("worker-status", service_env, run_dir).returncode != 0
+    every_pid = pids_before | pids_after | {first_main, second_main}
+    assert wait_for_no_connections(base_settings, every_pid) == {}
