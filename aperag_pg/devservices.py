@@ -411,6 +411,7 @@ def celery_worker(
     concurrency: int = 2,
     app: str = "config.celery",
     cwd: str | os.PathLike[str] | None = None,
+    include: tuple[str, ...] = (),
 ):
     """A real ``celery worker`` process consuming a queue of its own.
 
@@ -438,6 +439,7 @@ def celery_worker(
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
+        *(["--include", ",".join(include)] if include else []),
     ]
     with open(log, "wb") as out:
         process = subprocess.Popen(

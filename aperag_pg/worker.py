@@ -15,6 +15,11 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import psycopg2
+import psycopg2.errors
+from celery import Task
+
+from .errors import PoolTimeout
 from .pool import PostgreSQLSyncConnectionManager
 from .schema import ensure_schema
 from .threads import shutdown_executor
@@ -59,6 +64,22 @@ def install_worker_signals() -> None:
     signals.worker_process_shutdown.connect(cleanup_worker_postgres, weak=False)
     signals.worker_init.connect(setup_main_process, weak=False)
     signals.worker_shutdown.connect(cleanup_worker_postgres, weak=False)
+
+
+class DatabaseTask(Task):
+    """A Celery task that retries, with exponential backoff and jitter, when the database
+    is briefly unreachable or busy: ``OperationalError`` (a lost connection, a restart, a
+    deadlock or serialization failure) and ``PoolTimeout``. Statement timeouts and
+    programming errors (bad SQL, bad input) are not retried: running them again cannot
+    help. Use it as the app's ``task_cls``.
+    """
+
+    autoretry_for = (psycopg2.OperationalError, PoolTimeout)
+    dont_autoretry_for = (psycopg2.errors.QueryCanceled,)
+    retry_backoff = 1
+    retry_backoff_max = 60
+    retry_jitter = True
+    retry_kwargs = {"max_retries": 5}
 
 
 def _is_prefork(worker: Any) -> bool:

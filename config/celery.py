@@ -16,6 +16,7 @@ from celery.signals import (
 from aperag_pg.environment import celery_urls
 from aperag_pg.settings import load_environment
 from aperag_pg.worker import (
+    DatabaseTask,
     cleanup_worker_postgres,
     setup_main_process,
     setup_worker_postgres,
@@ -27,6 +28,8 @@ app = Celery(
     "aperag_pg",
     broker=_broker,
     backend=_backend,
+    # Every task retries with backoff on transient database errors, never on bad SQL or input.
+    task_cls=DatabaseTask,
     # LightRAG's tasks need the `lightrag` extra; a worker without it still serves the rest.
     include=["aperag_pg.tasks"] + (["aperag_pg.lightrag.tasks"] if find_spec("lightrag") else []),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import pytest
@@ -48,3 +49,33 @@ def test_worker_processes_own_their_pools(pool, service_env, base_settings, tmp_
     for pid in task_pids:
         assert f"aperag_pg closed in worker process {pid}" in log
     assert "Traceback" not in log
+
+
+def _attempts(admin_conn, task_id: str) -> int:
+    with admin_conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM celery_task_attempts WHERE task_id = %s", (task_id,))
+        return cur.fetchone()[0]
+
+
+def test_transient_database_errors_are_retried_programming_errors_are_not(
+    service_env, admin_conn, tmp_path
+):
+    with celery_worker(
+        service_env,
+        tmp_path,
+        pool="prefork",
+        concurrency=1,
+        cwd=REPO_ROOT,
+        include=("tests.celery_test_tasks",),
+    ) as worker:
+        flaky = worker.send("tests.loses_connection", 2)
+        assert flaky.get(timeout=90) == 2  # succeeded on the third attempt
+        broken = worker.send("tests.bad_sql")
+        with pytest.raises(Exception, match="table_that_does_not_exist"):
+            broken.get(timeout=60)
+        time.sleep(3)  # longer than the first backoff: a retry would have run by now
+        log = worker.log_text()
+    assert _attempts(admin_conn, flaky.id) == 3
+    assert _attempts(admin_conn, broken.id) == 1
+    assert broken.state == "FAILURE"
+    assert "Retry in" in log and "UndefinedTable" in log

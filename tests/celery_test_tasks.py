@@ -1,0 +1,34 @@
+"""Tasks that only the tests load into a worker (``--include tests.celery_test_tasks``)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager
+
+ATTEMPTS_TABLE = "celery_task_attempts"
+
+
+def _record_attempt(task_id: str) -> None:
+    Manager.execute_query(
+        f"CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (task_id text, at timestamptz default now())"
+    )
+    Manager.execute_query(f"INSERT INTO {ATTEMPTS_TABLE} (task_id) VALUES (%s)", (task_id,))
+
+
+@shared_task(bind=True, name="tests.loses_connection")
+def loses_connection(self, failures: int) -> int:
+    """Its server session is killed on the first ``failures`` attempts: a real transient error."""
+    _record_attempt(self.request.id)
+    with Manager.get_connection() as conn, conn.cursor() as cur:
+        if self.request.retries < failures:
+            cur.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        cur.execute("SELECT 1")
+    return self.request.retries
+
+
+@shared_task(bind=True, name="tests.bad_sql")
+def bad_sql(self) -> None:
+    """A programming error: must fail at once, never be retried."""
+    _record_attempt(self.request.id)
+    Manager.execute_query("SELECT * FROM table_that_does_not_exist")
