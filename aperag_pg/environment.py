@@ -15,6 +15,15 @@ REDIS_URL = "REDIS_URL"
 CELERY_BROKER_URL = "CELERY_BROKER_URL"
 CELERY_RESULT_BACKEND = "CELERY_RESULT_BACKEND"
 LIGHTRAG_WORKING_DIR = "LIGHTRAG_WORKING_DIR"
+# A real OpenAI-compatible endpoint for LightRAG (aperag_pg.lightrag.models).
+OPENAI_API_KEY = "OPENAI_API_KEY"
+OPENAI_BASE_URL = "OPENAI_BASE_URL"
+LLM_MODEL = "LLM_MODEL"
+EMBEDDING_MODEL = "EMBEDDING_MODEL"
+EMBEDDING_DIM = "EMBEDDING_DIM"
+DEFAULT_LLM_MODEL = "gpt-4o-mini"
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
+DEFAULT_EMBEDDING_DIM = 1536
 # Alternatives to the individual POSTGRES_* fields (see PostgresSettings.from_env).
 POSTGRES_ALIASES = ("POSTGRES_DB", "POSTGRES_DSN", "DATABASE_URL")
 
@@ -34,4 +43,5 @@ def known_variables() -> set[str]:
     names.update(POSTGRES_ALIASES)
     names.update(v for variables, _, _ in STORAGE_VARIABLES for v in variables)
     names.update((REDIS_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, LIGHTRAG_WORKING_DIR))
+    names.update((OPENAI_API_KEY, OPENAI_BASE_URL, LLM_MODEL, EMBEDDING_MODEL, EMBEDDING_DIM))
     return names

@@ -41,7 +41,7 @@ class PooledConnection(psycopg2.extensions.connection):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.opened_at = self.idle_since = time.monotonic()
+        self.opened_at = self.idle_since = self.checked_out_at = time.monotonic()
 
 
 class _KeepIdleThreadedPool(psycopg2.pool.ThreadedConnectionPool):
@@ -104,6 +104,7 @@ class SyncConnectionPool:
                 "connections_lost",
                 "connections_recycled",
                 "returns_bad",
+                "usage_ms",
             ),
             0,
         )
@@ -167,7 +168,7 @@ class SyncConnectionPool:
     def stats(self) -> dict[str, int]:
         """Counters named like psycopg_pool's ``get_stats()``."""
         with self._cond:
-            counters = dict(self._counters)
+            counters = {name: int(value) for name, value in self._counters.items()}
             in_use = self._in_use
         idle = len(self._pool.idle_connections())
         return {
@@ -221,9 +222,10 @@ class SyncConnectionPool:
                 self._counters["requests_waiting"] -= 1
                 self._counters["requests_wait_ms"] += int((time.monotonic() - started) * 1000)
 
-    def _release_slot(self) -> None:
+    def _release_slot(self, used_ms: float = 0.0) -> None:
         with self._cond:
             self._in_use -= 1
+            self._counters["usage_ms"] += used_ms  # time the connection spent checked out
             self._cond.notify()
 
     def _usable_connection(self) -> PooledConnection:
@@ -238,10 +240,12 @@ class SyncConnectionPool:
                 raise
             problem = self._problem_with(conn)
             if problem is None:
+                conn.checked_out_at = time.monotonic()
                 return conn
             self._discard(conn, problem)
 
     def _checkin(self, conn: PooledConnection) -> None:
+        used_ms = (time.monotonic() - conn.checked_out_at) * 1000
         try:
             if self._closed:
                 self._pool.putconn(conn, close=True)
@@ -257,7 +261,7 @@ class SyncConnectionPool:
             else:
                 self._discard(conn, problem if problem == "recycled" else "returned_bad")
         finally:
-            self._release_slot()
+            self._release_slot(used_ms)
         self._trim_idle()
 
     # -- connection health -----------------------------------------------------

@@ -54,14 +54,16 @@ KV_ATTRIBUTES = (
 VECTOR_ATTRIBUTES = ("chunks_vdb", "entities_vdb", "relationships_vdb")
 
 
-def make_rag(working_dir: Path, workspace: str, storages: dict[str, str]) -> LightRAG:
+def make_rag(
+    working_dir: Path, workspace: str, storages: dict[str, str], models: dict | None = None
+) -> LightRAG:
     register()
     return LightRAG(
         working_dir=str(working_dir),
         workspace=workspace,
         vector_db_storage_cls_kwargs={"cosine_better_than_threshold": 0.2},
         **storages,
-        **lightrag_standins(),
+        **(models or lightrag_standins()),
     )
 
 

@@ -343,6 +343,7 @@ def test_execute_query_modes(manager):
 def test_stats_names_and_consistency(manager):
     for _ in range(5):
         backend_pid()
+    manager.execute_query("SELECT pg_sleep(0.05)")  # 50 ms holding a connection
     stats = manager.stats()
     for name in (
         "pool_min",
@@ -356,10 +357,12 @@ def test_stats_names_and_consistency(manager):
         "connections_num",
         "connections_lost",
         "returns_bad",
+        "usage_ms",
         "pid",
     ):
         assert isinstance(stats[name], int), name
-    assert stats["requests_num"] == 5
+    assert stats["requests_num"] == 6
+    assert 50 <= stats["usage_ms"] < 5000
     assert_consistent(stats)
 
 

@@ -24,7 +24,7 @@ from ..environment import LIGHTRAG_WORKING_DIR
 from ..pool import PostgreSQLSyncConnectionManager
 from ..selection import lightrag_storage_kwargs
 from ..settings import load_environment
-from ..standins import lightrag_standins
+from .models import lightrag_models
 from .registry import FACADES
 
 _instances: dict[tuple[int, str], Any] = {}
@@ -57,7 +57,7 @@ def _build(workspace: str) -> Any:
         workspace=workspace,
         vector_db_storage_cls_kwargs={"cosine_better_than_threshold": 0.2},
         **{**DEFAULT_STORAGES, **lightrag_storage_kwargs()},
-        **lightrag_standins(),
+        **lightrag_models()[0],
     )
     asyncio.run(rag.initialize_storages())
     return rag

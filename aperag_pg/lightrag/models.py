@@ -1,0 +1,85 @@
+"""The LLM, embedding function and tokenizer LightRAG runs with in the Celery tasks and the demo.
+
+A real OpenAI-compatible endpoint when ``OPENAI_API_KEY`` is set (with ``OPENAI_BASE_URL``
+for other providers, ``LLM_MODEL``, ``EMBEDDING_MODEL`` and ``EMBEDDING_DIM``); otherwise
+the deterministic offline stand-ins of ``aperag_pg.standins``, which say so in their label.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ..environment import (
+    DEFAULT_EMBEDDING_DIM,
+    DEFAULT_EMBEDDING_MODEL,
+    DEFAULT_LLM_MODEL,
+    EMBEDDING_DIM,
+    EMBEDDING_MODEL,
+    LLM_MODEL,
+    OPENAI_API_KEY,
+    OPENAI_BASE_URL,
+)
+from ..errors import ConfigError
+from ..settings import load_environment
+from ..standins import lightrag_standins
+
+logger = logging.getLogger(__name__)
+
+
+def lightrag_models(environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], str]:
+    """(LightRAG constructor arguments, a one-line description for logs and the demo)."""
+    env = load_environment(environ)
+    api_key = env.get(OPENAI_API_KEY, "").strip()
+    if not api_key:
+        return lightrag_standins(), "offline stand-ins (deterministic LLM and embeddings)"
+    from lightrag.llm.openai import openai_complete_if_cache, openai_embed
+    from lightrag.utils import EmbeddingFunc
+
+    base_url = env.get(OPENAI_BASE_URL, "").strip() or None
+    llm_model = env.get(LLM_MODEL, "").strip() or DEFAULT_LLM_MODEL
+    embedding_model = env.get(EMBEDDING_MODEL, "").strip() or DEFAULT_EMBEDDING_MODEL
+    raw_dim = env.get(EMBEDDING_DIM, "").strip() or str(DEFAULT_EMBEDDING_DIM)
+    if not raw_dim.isdigit() or not 1 <= int(raw_dim) <= 16000:
+        raise ConfigError(
+            f"{EMBEDDING_DIM}={raw_dim!r} is not a vector size: use a whole number from 1 to "
+            "16000 matching the embedding model."
+        )
+    common = {"base_url": base_url, "api_key": api_key}
+
+    async def llm(prompt: str, system_prompt: str | None = None, history_messages=None, **kw):
+        return await openai_complete_if_cache(
+            llm_model,
+            prompt,
+            system_prompt=system_prompt,
+            history_messages=history_messages or [],
+            **common,
+            **kw,
+        )
+
+    embed = functools.partial(openai_embed.func, model=embedding_model, **common)
+    kwargs = {
+        "llm_model_func": llm,
+        "embedding_func": EmbeddingFunc(
+            embedding_dim=int(raw_dim), func=embed, model_name=embedding_model
+        ),
+        **_tokenizer(),
+    }
+    where = base_url or "api.openai.com"
+    return kwargs, f"OpenAI-compatible endpoint {where}: {llm_model} + {embedding_model}"
+
+
+def _tokenizer() -> dict[str, Any]:
+    """LightRAG's default tiktoken tokenizer when its encoding can be loaded; otherwise
+    (no network to fetch it) the byte tokenizer, which only makes chunks smaller.
+    """
+    try:
+        import tiktoken
+
+        tiktoken.get_encoding("cl100k_base")
+        return {}
+    except Exception:  # noqa: BLE001 - any failure to load means: fall back
+        logger.warning("tiktoken's encoding is not available; counting UTF-8 bytes as tokens")
+        return {"tokenizer": lightrag_standins()["tokenizer"]}

@@ -1,0 +1,128 @@
+"""LightRAG's models: offline stand-ins by default, an OpenAI-compatible endpoint when set.
+
+The endpoint here is a small OpenAI-compatible HTTP server on loopback that answers with
+the stand-ins, so the real ``openai`` client and LightRAG's OpenAI bindings are exercised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from lightrag import QueryParam
+
+from aperag_pg.errors import ConfigError
+from aperag_pg.lightrag.models import lightrag_models
+from aperag_pg.standins import embed_texts, standin_llm
+
+from .lightrag_support import DOCS, OURS, make_rag, new_workspace
+
+
+class _OpenAICompatible(BaseHTTPRequestHandler):
+    requests: list[tuple[str, str]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append((self.path, body["model"]))
+        if self.path.endswith("/embeddings"):
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            vectors = embed_texts(texts, dim=int(body.get("dimensions") or 64))
+            data = [
+                {"object": "embedding", "index": i, "embedding": v.tolist()}
+                for i, v in enumerate(vectors)
+            ]
+            reply = {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
+        else:
+            system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+            prompt = body["messages"][-1]["content"]
+            text = asyncio.run(standin_llm(prompt, system_prompt=system))
+            reply = {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": text},
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        payload = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def endpoint():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OpenAICompatible)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _OpenAICompatible.requests = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_default_is_the_labelled_offline_stand_ins():
+    kwargs, label = lightrag_models({})
+    assert "stand-in" in label
+    assert kwargs["embedding_func"].model_name == "standin-hash"
+
+
+def test_a_configured_endpoint_is_used_end_to_end(manager, endpoint, tmp_path):
+    env = {
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": endpoint,
+        "LLM_MODEL": "chat-model-x",
+        "EMBEDDING_MODEL": "embed-model-y",
+        "EMBEDDING_DIM": "64",
+    }
+    kwargs, label = lightrag_models(env)
+    assert endpoint in label and "chat-model-x" in label
+    rag = make_rag(tmp_path, new_workspace("api"), OURS)
+    rag = type(rag)(
+        **{
+            **{
+                f: getattr(rag, f)
+                for f in ("working_dir", "workspace", "vector_db_storage_cls_kwargs")
+            },
+            **OURS,
+            **kwargs,
+        }
+    )
+
+    async def run() -> str:
+        await rag.initialize_storages()
+        try:
+            await rag.ainsert(DOCS[:2])
+            return await rag.aquery("Who founded Acme Robotics?", param=QueryParam(mode="hybrid"))
+        finally:
+            await rag.finalize_storages()
+
+    answer = asyncio.run(run())
+    assert answer.startswith("Stand-in answer")  # what the endpoint said
+    paths = {path for path, _ in _OpenAICompatible.requests}
+    models = {model for _, model in _OpenAICompatible.requests}
+    assert paths == {"/v1/chat/completions", "/v1/embeddings"}
+    assert models == {"chat-model-x", "embed-model-y"}
+    assert rag.chunks_vdb.table_name.lower().endswith("embed_model_y_64d")
+
+
+def test_bad_embedding_dim_names_the_variable():
+    with pytest.raises(ConfigError, match="EMBEDDING_DIM"):
+        lightrag_models({"OPENAI_API_KEY": "k", "EMBEDDING_DIM": "big"})
