@@ -7,13 +7,14 @@ so nothing is rebuilt between tasks.
 
 Storages come from LIGHTRAG_*_STORAGE (default: the PGSync ones and LightRAG's default
 graph storage). LightRAG's file-based graph storage is per process, so its files go to
-``LIGHTRAG_WORKING_DIR/<pid>``; use a shared graph storage for a multi-process graph.
+``LIGHTRAG_WORKING_DIR/<host>-<pid>``; use a shared graph storage for a multi-process graph.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from ..environment import LIGHTRAG_WORKING_DIR
 from ..pool import PostgreSQLSyncConnectionManager
 from ..selection import lightrag_storage_kwargs
 from ..settings import load_environment
+from ..worker import database_time
 from .models import lightrag_models
 from .registry import FACADES
 
@@ -50,7 +52,9 @@ def _build(workspace: str) -> Any:
     from lightrag import LightRAG
 
     env = load_environment()
-    working_dir = Path(env.get(LIGHTRAG_WORKING_DIR) or "run/lightrag") / str(os.getpid())
+    # Keyed by host and pid: scaled containers share pid numbers, and may share a volume.
+    process_key = f"{socket.gethostname()}-{os.getpid()}"
+    working_dir = Path(env.get(LIGHTRAG_WORKING_DIR) or "run/lightrag") / process_key
     working_dir.mkdir(parents=True, exist_ok=True)
     rag = LightRAG(
         working_dir=str(working_dir),
@@ -63,11 +67,12 @@ def _build(workspace: str) -> Any:
     return rag
 
 
-def _process_report(rag: Any) -> dict[str, Any]:
+def _process_report(rag: Any, usage: dict[str, int]) -> dict[str, Any]:
     return {
         "pid": os.getpid(),
         "instance": id(rag),
         "pool": PostgreSQLSyncConnectionManager.stats(),
+        **usage,
     }
 
 
@@ -75,9 +80,10 @@ def _process_report(rag: Any) -> dict[str, Any]:
 def lightrag_ingest(workspace: str, texts: list[str], file_paths: list[str]) -> dict[str, Any]:
     """Insert documents through LightRAG's pipeline; returns the workspace's status counts."""
     rag = rag_for(workspace)
-    asyncio.run(rag.ainsert(texts, file_paths=file_paths))
-    counts = asyncio.run(rag.doc_status.get_all_status_counts())
-    return {**_process_report(rag), "status_counts": counts}
+    with database_time() as usage:
+        asyncio.run(rag.ainsert(texts, file_paths=file_paths))
+        counts = asyncio.run(rag.doc_status.get_all_status_counts())
+    return {**_process_report(rag, usage), "status_counts": counts}
 
 
 @shared_task(name="aperag_pg.lightrag_query")
