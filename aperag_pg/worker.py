@@ -12,7 +12,8 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg2
@@ -150,6 +151,22 @@ class _ProcessLoop:
 
 
 _loop = _ProcessLoop()
+
+
+@contextmanager
+def database_time() -> Iterator[dict[str, int]]:
+    """Measure a block's use of this process's pool: yields a dict that, on exit, holds
+    ``db_ms`` (time connections were held) and ``checkouts``. Meant for task reports; in a
+    prefork child only one task runs at a time, so the figures are the task's own.
+    """
+    before = PostgreSQLSyncConnectionManager.stats()
+    report: dict[str, int] = {}
+    try:
+        yield report
+    finally:
+        after = PostgreSQLSyncConnectionManager.stats()
+        report["db_ms"] = after.get("usage_ms", 0) - before.get("usage_ms", 0)
+        report["checkouts"] = after.get("requests_num", 0) - before.get("requests_num", 0)
 
 
 def run_async(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:

@@ -92,6 +92,9 @@ def lightrag_query(workspace: str, question: str, mode: str = "hybrid") -> dict[
     from lightrag import QueryParam
 
     rag = rag_for(workspace)
-    context = asyncio.run(rag.aquery(question, param=QueryParam(mode=mode, only_need_context=True)))
-    answer = asyncio.run(rag.aquery(question, param=QueryParam(mode=mode)))
-    return {**_process_report(rag), "answer": answer, "context_chars": len(context or "")}
+    with database_time() as usage:
+        context_param = QueryParam(mode=mode, only_need_context=True)
+        context = asyncio.run(rag.aquery(question, param=context_param))
+        answer = asyncio.run(rag.aquery(question, param=QueryParam(mode=mode)))
+    report = _process_report(rag, usage)
+    return {**report, "answer": answer, "context_chars": len(context or "")}
