@@ -33,6 +33,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/task_overhead.py
+	$(PY) bench/stores.py
+	$(PY) bench/checkpoint.py
+	$(PY) bench/worker_throughput.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check aperag_pg config tests bench

@@ -24,6 +24,9 @@ EMBEDDING_DIM = "EMBEDDING_DIM"
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
 DEFAULT_EMBEDDING_DIM = 1536
+# LangGraph checkpoint retention (aperag_pg.checkpoint.retention); unset: keep everything.
+CHECKPOINT_THREAD_TTL_DAYS = "CHECKPOINT_THREAD_TTL_DAYS"
+CHECKPOINT_HISTORY_TTL_DAYS = "CHECKPOINT_HISTORY_TTL_DAYS"
 # Alternatives to the individual POSTGRES_* fields (see PostgresSettings.from_env).
 POSTGRES_ALIASES = ("POSTGRES_DB", "POSTGRES_DSN", "DATABASE_URL")
 
@@ -44,4 +47,5 @@ def known_variables() -> set[str]:
     names.update(v for variables, _, _ in STORAGE_VARIABLES for v in variables)
     names.update((REDIS_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, LIGHTRAG_WORKING_DIR))
     names.update((OPENAI_API_KEY, OPENAI_BASE_URL, LLM_MODEL, EMBEDDING_MODEL, EMBEDDING_DIM))
+    names.update((CHECKPOINT_THREAD_TTL_DAYS, CHECKPOINT_HISTORY_TTL_DAYS))
     return names

@@ -6,6 +6,7 @@ from __future__ import annotations
 from importlib.util import find_spec
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import (
     worker_init,
     worker_process_init,
@@ -41,6 +42,14 @@ app.conf.update(
     accept_content=["json"],
     result_expires=3600,
     broker_connection_retry_on_startup=True,
+    # `celery -A config.celery beat`: hourly checkpoint retention, by
+    # CHECKPOINT_THREAD_TTL_DAYS / CHECKPOINT_HISTORY_TTL_DAYS (unset: nothing is deleted).
+    beat_schedule={
+        "prune-langgraph-checkpoints": {
+            "task": "aperag_pg.prune_checkpoints",
+            "schedule": crontab(minute=17),
+        },
+    },
 )
 
 # Prefork children: one pool each, opened after fork and closed on exit.

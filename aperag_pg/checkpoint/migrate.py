@@ -1,10 +1,12 @@
-"""Creates and upgrades the checkpoint tables, once per schema, under an advisory lock.
+"""Creates and upgrades the checkpoint tables and the saver's functions, under an advisory lock.
 
 The version numbers recorded in ``checkpoint_migrations`` are those of
 langgraph-checkpoint-postgres, so ``PostgresSaver.setup()`` and ours each find the
-other's tables up to date. Unlike ``PostgresSaver.setup()`` this needs no
-autocommit connection: everything runs in one transaction, and concurrent callers
-(every worker process at start) wait for the first and then find nothing to do.
+other's tables up to date; our functions are not versions there (upstream would
+skip its own next migration), they are checked by name. Unlike
+``PostgresSaver.setup()`` this needs no autocommit connection: everything runs in
+one transaction, and concurrent callers (every worker process at start) wait for
+the first and then find nothing to do. Nothing depends on ``search_path``.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ LATEST_VERSION = len(sql.MIGRATIONS) - 1
 def setup_checkpoint_tables(
     schema: str, manager: type[PostgreSQLSyncConnectionManager] = PostgreSQLSyncConnectionManager
 ) -> list[int]:
-    """Apply every checkpoint migration not yet applied in ``schema``; return those applied."""
-    current = _current_version(schema, manager)
-    if current is not None and current >= LATEST_VERSION:  # a newer upstream may be ahead
-        return []
+    """Apply every checkpoint migration not yet applied in ``schema`` and (re)create the
+    saver's functions; return the migration versions applied."""
     try:
+        if _up_to_date(schema, manager):
+            return []
         return _migrate(schema, manager)
     except psycopg2.errors.InsufficientPrivilege as exc:
         role = manager.settings().user
@@ -39,19 +41,27 @@ def setup_checkpoint_tables(
             f"role {role!r} may not create or use the LangGraph checkpoint tables in schema "
             f"{schema!r}: {str(exc).strip().splitlines()[0]}. Fix: run setup() as the role "
             f"that owns the tables, or have an administrator GRANT USAGE, CREATE ON SCHEMA "
-            f'"{schema}" TO "{role}", or set POSTGRES_SCHEMA to a schema the role owns.'
+            f'"{schema}" and SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" '
+            f'TO "{role}", or set POSTGRES_SCHEMA to a schema the role owns.'
         ) from exc
 
 
-def _current_version(schema: str, manager: type[PostgreSQLSyncConnectionManager]) -> int | None:
-    """The highest applied version, read without the lock; None if there is no table yet."""
+def _up_to_date(schema: str, manager: type[PostgreSQLSyncConnectionManager]) -> bool:
+    """Whether tables and functions are all there, read without the lock (the common case).
+
+    A version above ours means a newer langgraph-checkpoint-postgres migrated the
+    tables; that is left alone.
+    """
     with manager.get_connection() as conn, conn.cursor() as cur:
         table = pgsql.Identifier(schema, sql.MIGRATIONS_TABLE).as_string(conn)
-        cur.execute(sql.REGCLASS, (table,))
-        if cur.fetchone()[0] is None:
-            return None
+        functions = [f"{sql.quote_schema(conn, schema)}.{f}" for f in sql.FUNCTION_SIGNATURES]
+        cur.execute(sql.SCHEMA_STATE, (table, functions))
+        has_table, has_functions = cur.fetchone()
+        if not has_table or not all(has_functions):
+            return False
         cur.execute(sql.render(sql.SELECT_MIGRATION_VERSION, conn, schema))
-        return cur.fetchone()[0]
+        current = cur.fetchone()[0]
+        return current is not None and current >= LATEST_VERSION
 
 
 def _migrate(schema: str, manager: type[PostgreSQLSyncConnectionManager]) -> list[int]:
@@ -67,6 +77,8 @@ def _migrate(schema: str, manager: type[PostgreSQLSyncConnectionManager]) -> lis
             cur.execute(sql.render(sql.MIGRATIONS[version], conn, schema))
             cur.execute(sql.render(sql.INSERT_MIGRATION_VERSION, conn, schema), (version,))
             applied.append(version)
+        for statement in sql.CREATE_FUNCTIONS:  # idempotent; serialized by the lock
+            cur.execute(sql.render(statement, conn, schema))
     if applied:
         logger.info("schema %s: applied checkpoint migrations %s", schema, applied)
     return applied

@@ -7,9 +7,10 @@ schema in, quoted by ``psycopg2.sql.Identifier``, so nothing depends on
 Reads look each blob up by its primary key ``(thread_id, checkpoint_ns,
 channel, version)`` from the checkpoint's ``channel_versions`` (``LATERAL ...
 LIMIT 1`` keeps the planner from joining all blobs of the thread), so a read
-costs the size of the checkpoint, not the length of the thread. Each public
-read or write is one statement: one round trip and, in PostgreSQL, one
-transaction.
+costs the size of the checkpoint, not the length of the thread. get_tuple, put
+and put_writes each call one PL/pgSQL function (created by setup()) whose plans the
+server caches; every public read or write is one statement: one round trip and,
+in PostgreSQL, one transaction.
 """
 
 from __future__ import annotations
@@ -68,10 +69,151 @@ MIGRATIONS: tuple[str, ...] = (
 MIGRATIONS_TABLE = "checkpoint_migrations"
 SELECT_MIGRATION_VERSION = "SELECT max(v) FROM {schema}.checkpoint_migrations"
 INSERT_MIGRATION_VERSION = "INSERT INTO {schema}.checkpoint_migrations (v) VALUES (%s)"
-# Two-key advisory lock: b"apgc" as an int, then the schema name's hash.
+# The two-key advisory lock aperag_pg.schema takes for the same schema (b"apg1" as an int,
+# then the schema name's hash): all of the package's DDL on one schema runs one at a time,
+# so two processes never race to create the schema itself.
 ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
-LOCK_NAMESPACE = 0x61706763
+LOCK_NAMESPACE = 0x61706731
 REGCLASS = "SELECT to_regclass(%s)"
+
+# -- functions: the hot paths, whose plans PL/pgSQL caches per server process ----------
+
+# A statement sent as text is parsed and planned on every call, and for a read that
+# is most of its cost (prepared statements would avoid it but break behind PgBouncer
+# in transaction mode). A PL/pgSQL function plans its statements once per server
+# process and keeps nothing per client session, so it suits PgBouncer too. They are
+# ours alone: created by setup() next to the tables, ignored by PostgresSaver, named
+# with a version so a changed signature is a new function.
+GET_FUNCTION = "aperag_checkpoint_get_v1"
+PUT_FUNCTION = "aperag_checkpoint_put_v1"
+PUT_WRITES_FUNCTION = "aperag_checkpoint_put_writes_v1"
+FUNCTION_SIGNATURES = (
+    f"{GET_FUNCTION}(text,text,text)",
+    f"{PUT_FUNCTION}(text,text,text,text,jsonb,jsonb,text[],text[],text[],bytea[])",
+    f"{PUT_WRITES_FUNCTION}(text,text,text,text,text,integer[],text[],text[],bytea[],boolean)",
+)
+
+# STABLE: every statement inside reads the caller's snapshot, so the checkpoint, its
+# blobs and its writes are one consistent read. Output columns are those of LIST_PAGE.
+CREATE_GET_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION {{schema}}.{GET_FUNCTION}(
+    p_thread_id text, p_checkpoint_ns text, p_checkpoint_id text
+) RETURNS TABLE (
+    o_kind integer, o_thread_id text, o_checkpoint_ns text, o_a text, o_b text, o_c text,
+    o_d text, o_e text, o_blob bytea, o_idx integer
+) LANGUAGE plpgsql STABLE AS $body$
+DECLARE
+    cp record;
+BEGIN
+    IF p_checkpoint_id IS NULL THEN
+        SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint, c.metadata INTO cp
+        FROM {{schema}}.checkpoints AS c
+        WHERE c.thread_id = p_thread_id AND c.checkpoint_ns = p_checkpoint_ns
+        ORDER BY c.checkpoint_id DESC LIMIT 1;
+    ELSE
+        SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint, c.metadata INTO cp
+        FROM {{schema}}.checkpoints AS c
+        WHERE c.thread_id = p_thread_id AND c.checkpoint_ns = p_checkpoint_ns
+          AND c.checkpoint_id = p_checkpoint_id;
+    END IF;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT 0, p_thread_id, p_checkpoint_ns, cp.checkpoint_id,
+        cp.parent_checkpoint_id, cp.checkpoint::text, cp.metadata::text, NULL::text,
+        NULL::bytea, 1;
+    RETURN QUERY SELECT 1, p_thread_id, p_checkpoint_ns, v.key, v.value, bl.type, NULL::text,
+        NULL::text, bl.blob, NULL::integer
+    FROM jsonb_each_text(cp.checkpoint -> 'channel_versions') AS v
+    CROSS JOIN LATERAL (
+        SELECT b.type, b.blob FROM {{schema}}.checkpoint_blobs AS b
+        WHERE b.thread_id = p_thread_id AND b.checkpoint_ns = p_checkpoint_ns
+          AND b.channel = v.key AND b.version = v.value
+        LIMIT 1
+    ) AS bl;
+    RETURN QUERY SELECT 2, p_thread_id, p_checkpoint_ns, w.checkpoint_id, w.task_id,
+        w.channel, w.type, w.task_path, w.blob, w.idx
+    FROM {{schema}}.checkpoint_writes AS w
+    WHERE w.thread_id = p_thread_id AND w.checkpoint_ns = p_checkpoint_ns
+      AND w.checkpoint_id = cp.checkpoint_id;
+    IF cp.parent_checkpoint_id IS NOT NULL AND (cp.checkpoint ->> 'v')::integer < 4 THEN
+        RETURN QUERY SELECT 3, p_thread_id, p_checkpoint_ns, w.checkpoint_id, w.task_id,
+            w.channel, w.type, w.task_path, w.blob, w.idx
+        FROM {{schema}}.checkpoint_writes AS w
+        WHERE w.thread_id = p_thread_id AND w.checkpoint_ns = p_checkpoint_ns
+          AND w.checkpoint_id = cp.parent_checkpoint_id AND w.channel = '__pregel_tasks';
+    END IF;
+END
+$body$
+"""
+
+# The blobs and the checkpoint in one call, so in one transaction: the checkpoint never
+# exists without its blobs. A blob version is written once and never changes; on a
+# repeated checkpoint ID only checkpoint and metadata are replaced, as in PostgresSaver.
+CREATE_PUT_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION {{schema}}.{PUT_FUNCTION}(
+    p_thread_id text, p_checkpoint_ns text, p_checkpoint_id text, p_parent_id text,
+    p_checkpoint jsonb, p_metadata jsonb,
+    p_channels text[], p_versions text[], p_types text[], p_blobs bytea[]
+) RETURNS void LANGUAGE plpgsql VOLATILE AS $body$
+BEGIN
+    IF cardinality(p_channels) > 0 THEN
+        INSERT INTO {{schema}}.checkpoint_blobs
+            (thread_id, checkpoint_ns, channel, version, type, blob)
+        SELECT p_thread_id, p_checkpoint_ns, b.channel, b.version, b.type, b.blob
+        FROM unnest(p_channels, p_versions, p_types, p_blobs) AS b (channel, version, type, blob)
+        ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING;
+    END IF;
+    INSERT INTO {{schema}}.checkpoints
+        (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
+    VALUES (p_thread_id, p_checkpoint_ns, p_checkpoint_id, p_parent_id, p_checkpoint, p_metadata)
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
+    DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata;
+END
+$body$
+"""
+
+# Special channels (errors, interrupts...) have fixed negative idx and are replaced
+# (p_replace); ordinary writes keep the first attempt. Both as in PostgresSaver.
+CREATE_PUT_WRITES_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION {{schema}}.{PUT_WRITES_FUNCTION}(
+    p_thread_id text, p_checkpoint_ns text, p_checkpoint_id text, p_task_id text,
+    p_task_path text, p_idx integer[], p_channels text[], p_types text[], p_blobs bytea[],
+    p_replace boolean
+) RETURNS void LANGUAGE plpgsql VOLATILE AS $body$
+BEGIN
+    IF p_replace THEN
+        INSERT INTO {{schema}}.checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id,
+            task_id, task_path, idx, channel, type, blob)
+        SELECT p_thread_id, p_checkpoint_ns, p_checkpoint_id, p_task_id, p_task_path,
+            w.idx, w.channel, w.type, w.blob
+        FROM unnest(p_idx, p_channels, p_types, p_blobs) AS w (idx, channel, type, blob)
+        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+        DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob;
+    ELSE
+        INSERT INTO {{schema}}.checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id,
+            task_id, task_path, idx, channel, type, blob)
+        SELECT p_thread_id, p_checkpoint_ns, p_checkpoint_id, p_task_id, p_task_path,
+            w.idx, w.channel, w.type, w.blob
+        FROM unnest(p_idx, p_channels, p_types, p_blobs) AS w (idx, channel, type, blob)
+        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING;
+    END IF;
+END
+$body$
+"""
+
+CREATE_FUNCTIONS = (CREATE_GET_FUNCTION, CREATE_PUT_FUNCTION, CREATE_PUT_WRITES_FUNCTION)
+
+CALL_GET = f"SELECT * FROM {{schema}}.{GET_FUNCTION}(%s, %s, %s)"
+CALL_PUT = f"SELECT {{schema}}.{PUT_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+CALL_PUT_WRITES = f"SELECT {{schema}}.{PUT_WRITES_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+
+# Whether setup() has work to do: the migration table, and each function.
+SCHEMA_STATE = """
+SELECT to_regclass(%s) IS NOT NULL, array_agg(to_regprocedure(f) IS NOT NULL)
+FROM unnest(%s::text[]) AS f
+"""
+
 
 # -- writes -------------------------------------------------------------------------
 
@@ -86,34 +228,16 @@ DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
 
 PUT_CHECKPOINT = _UPSERT_CHECKPOINT
 
-# The blobs and the checkpoint in ONE statement: one round trip, and the checkpoint
-# never exists without its blobs. A blob version is written once and never changes.
-PUT_CHECKPOINT_WITH_BLOBS = (
-    """
-WITH new_blobs AS (
+_INSERT_BLOBS = """
     INSERT INTO {schema}.checkpoint_blobs
         (thread_id, checkpoint_ns, channel, version, type, blob)
     SELECT %s, %s, b.channel, b.version, b.type, b.blob
     FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) AS b (channel, version, type, blob)
     ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
-)"""
-    + _UPSERT_CHECKPOINT
-)
-
-_INSERT_WRITES = """
-INSERT INTO {schema}.checkpoint_writes
-    (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
-SELECT %s, %s, %s, %s, %s, w.idx, w.channel, w.type, w.blob
-FROM unnest(%s::integer[], %s::text[], %s::text[], %s::bytea[]) AS w (idx, channel, type, blob)
-ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 """
-# Special channels (errors, interrupts...) have fixed negative idx and are replaced;
-# ordinary writes are kept from the first attempt, as in PostgresSaver.
-UPSERT_WRITES = (
-    _INSERT_WRITES
-    + "DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob"
-)
-INSERT_WRITES = _INSERT_WRITES + "DO NOTHING"
+
+# For a checkpoint with more blobs than one statement should carry (in a transaction).
+PUT_BLOBS = _INSERT_BLOBS
 
 DELETE_THREAD = """
 WITH deleted_checkpoints AS (
@@ -160,14 +284,15 @@ ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING
 # -- reads --------------------------------------------------------------------------
 
 # Rows of one result set, told apart by `kind`:
-#   0 checkpoint: a = checkpoint_id, b = parent_checkpoint_id, c = checkpoint, d = metadata
+#   0 checkpoint: a = checkpoint_id, b = parent_checkpoint_id, c = checkpoint, d = metadata,
+#                 idx = position in the page (the order of UNION ALL output is not promised)
 #   1 blob:       a = channel, b = version, c = type, blob
 #   2 write:      a = checkpoint_id, b = task_id, c = channel, d = type, e = task_path, blob, idx
 #   3 send:       the same for the __pregel_tasks writes of a pre-v4 checkpoint's parent
 _TUPLE_ROWS = """
 SELECT 0 AS kind, c.thread_id, c.checkpoint_ns, c.checkpoint_id AS a,
        c.parent_checkpoint_id AS b, c.checkpoint::text AS c, c.metadata::text AS d,
-       NULL::text AS e, NULL::bytea AS blob, NULL::integer AS idx
+       NULL::text AS e, NULL::bytea AS blob, c.pos::integer AS idx
 FROM page AS c
 UNION ALL
 SELECT 1, k.thread_id, k.checkpoint_ns, k.channel, k.version, bl.type, NULL, NULL, bl.blob, NULL
@@ -202,31 +327,18 @@ JOIN {schema}.checkpoint_writes AS w
  AND w.checkpoint_id = p.parent_checkpoint_id AND w.channel = '__pregel_tasks'
 """
 
+_ORDER = "checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC"
 _PAGE_COLUMNS = (
-    "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata"
+    "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata, "
+    f"row_number() OVER (ORDER BY {_ORDER}) AS pos"
 )
-
-GET_TUPLE_BY_ID = f"""
-WITH page AS (
-    SELECT {_PAGE_COLUMNS} FROM {{schema}}.checkpoints
-    WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s
-)
-{_TUPLE_ROWS}"""
-
-GET_TUPLE_LATEST = f"""
-WITH page AS (
-    SELECT {_PAGE_COLUMNS} FROM {{schema}}.checkpoints
-    WHERE thread_id = %s AND checkpoint_ns = %s
-    ORDER BY checkpoint_id DESC LIMIT 1
-)
-{_TUPLE_ROWS}"""
 
 # One page of list(): {where} is built from the fixed fragments below.
 LIST_PAGE = f"""
 WITH page AS (
     SELECT {_PAGE_COLUMNS} FROM {{schema}}.checkpoints
     {{where}}
-    ORDER BY checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC
+    ORDER BY {_ORDER}
     LIMIT %s
 )
 {_TUPLE_ROWS}"""
@@ -262,7 +374,9 @@ CROSS JOIN LATERAL (
 WHERE c.thread_id = ANY(%s::text[]) AND v.value = 'true'::jsonb
 """
 
-REPEATABLE_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+BEGIN_REPEATABLE_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
 
 # Per namespace of one thread: the latest checkpoint; the parent it reads pending sends
 # from when it predates checkpoint format v4; the root checkpoint a subgraph call
@@ -308,6 +422,14 @@ CHECKPOINT_TS = (
     "THEN (c.checkpoint ->> 'ts')::timestamptz END)"
 )
 
+# What DELETE_UNKEPT and DELETE_RUNS return: each deleted checkpoint, once per blob
+# (channel, version) it referenced, for clearing parents and collecting blobs.
+_DELETED_ROWS = """
+SELECT d.thread_id, d.checkpoint_ns, d.checkpoint_id, v.key, v.value
+FROM deleted AS d
+LEFT JOIN LATERAL jsonb_each_text(d.versions) AS v ON true
+"""
+
 # Deletes the thread's checkpoints in the given namespaces except the kept ones (and,
 # when a cutoff is given, except those not older than it), with their writes. Returns
 # what each deleted checkpoint referenced, for the blob collection that follows.
@@ -327,17 +449,18 @@ WITH kept (checkpoint_ns, checkpoint_id) AS (
       AND (%s::timestamptz IS NULL OR """
     + CHECKPOINT_TS
     + """ < %s::timestamptz)
-    RETURNING c.checkpoint_ns, c.checkpoint_id, c.checkpoint -> 'channel_versions' AS versions
+    RETURNING c.thread_id, c.checkpoint_ns, c.checkpoint_id,
+        c.checkpoint -> 'channel_versions' AS versions
 ), deleted_writes AS (
     DELETE FROM {schema}.checkpoint_writes AS w USING deleted AS d
-    WHERE w.thread_id = %s AND w.checkpoint_ns = d.checkpoint_ns
+    WHERE w.thread_id = d.thread_id AND w.checkpoint_ns = d.checkpoint_ns
       AND w.checkpoint_id = d.checkpoint_id
-)
-SELECT d.checkpoint_ns, d.checkpoint_id, d.versions::text FROM deleted AS d
-"""
+)"""
+    + _DELETED_ROWS
 )
 
-DELETE_RUNS = """
+DELETE_RUNS = (
+    """
 WITH deleted AS (
     DELETE FROM {schema}.checkpoints
     WHERE metadata ->> 'run_id' = ANY(%s::text[])
@@ -347,8 +470,9 @@ WITH deleted AS (
     WHERE w.thread_id = d.thread_id AND w.checkpoint_ns = d.checkpoint_ns
       AND w.checkpoint_id = d.checkpoint_id
 )
-SELECT d.thread_id, d.checkpoint_ns, d.checkpoint_id, d.versions::text FROM deleted AS d
 """
+    + _DELETED_ROWS
+)
 
 # A checkpoint whose parent was deleted is left with no parent, as PostgresSaver's
 # prune does, so no parent_config points at nothing.
@@ -432,6 +556,19 @@ GROUP BY c.thread_id
 LIMIT %s
 """
 )
+
+
+_rendered: dict[tuple[str, str], str] = {}
+
+
+def rendered(conn: object, schema: str, template: str) -> str:
+    """:func:`render`, remembered per (schema, template): quoting needs a connection but
+    never changes, and the rendered text is immutable, so threads may share it."""
+    key = (schema, template)
+    text = _rendered.get(key)
+    if text is None:
+        text = _rendered[key] = render(template, conn, schema)
+    return text
 
 
 def render(template: str, conn: object, schema: str) -> str:

@@ -1,0 +1,146 @@
+"""Deleting parts of threads: prune's keep_latest, delete_for_runs, and the clean-up they share.
+
+Each function runs its statements on the caller's cursor, inside the caller's
+transaction. Deleting checkpoints leaves two things to tidy, done here once for
+all callers: a remaining checkpoint whose parent was deleted loses its parent
+link, and blobs that only deleted checkpoints referenced are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from ..batching import chunked
+from ..pool import PostgreSQLSyncConnectionManager
+from . import sql
+
+logger = logging.getLogger(__name__)
+
+# Keys per statement when arrays of thread IDs, run IDs or blob keys are sent.
+CHUNK_SIZE = 1000
+
+Render = Callable[[str], str]
+
+
+@contextmanager
+def repeatable_read(
+    manager: type[PostgreSQLSyncConnectionManager], schema: str
+) -> Iterator[tuple[Any, Render]]:
+    """A REPEATABLE READ transaction: every statement sees one snapshot of the thread.
+
+    Opened with ``BEGIN ISOLATION LEVEL`` rather than ``SET TRANSACTION``, which leaves
+    a session-level trace in pg_settings; the connection comes back to the pool clean.
+    """
+    with manager.get_connection() as conn:
+        conn.autocommit = True  # we send BEGIN and COMMIT ourselves; the pool resets this
+        with conn.cursor() as cur:
+            cur.execute(sql.BEGIN_REPEATABLE_READ)
+            try:
+                yield cur, lambda template: sql.rendered(conn, schema, template)
+            except BaseException:
+                _rollback_quietly(cur)
+                raise
+            cur.execute(sql.COMMIT)
+
+
+def _rollback_quietly(cur: Any) -> None:
+    """Roll back; if that fails too, the caller's error is the one raised (the pool then
+    discards the connection, which is still in a transaction)."""
+    try:
+        cur.execute(sql.ROLLBACK)
+    except Exception as exc:
+        logger.warning("rollback failed (%s); the connection will be discarded", type(exc).__name__)
+
+
+def delta_threads(cur: Any, q: Render, thread_ids: Sequence[str]) -> list[str]:
+    """The given threads whose graph uses a DeltaChannel."""
+    found: set[str] = set()
+    for chunk in chunked(thread_ids, CHUNK_SIZE):
+        cur.execute(q(sql.DELTA_THREADS), (chunk, chunk))
+        found.update(row[0] for row in cur.fetchall())
+    return sorted(found)
+
+
+def refuse_delta_threads(cur: Any, q: Render, thread_ids: Sequence[str]) -> None:
+    if delta := delta_threads(cur, q, thread_ids):
+        raise NotImplementedError(
+            "keep_latest can't prune threads that use a DeltaChannel, whose latest value is "
+            f"rebuilt from older checkpoints: {', '.join(delta)}. Use strategy='delete' or "
+            "leave these threads unpruned."
+        )
+
+
+def keep_latest(
+    cur: Any,
+    q: Render,
+    thread_id: str,
+    *,
+    older_than: datetime | None = None,
+    drop_subgraph_calls: bool = True,
+) -> int:
+    """Delete the thread's checkpoints except each namespace's latest; return how many.
+
+    The caller's transaction must be REPEATABLE READ (:func:`repeatable_read`), so
+    checkpoints a run saves meanwhile are neither seen nor deleted. The latest
+    checkpoint keeps its parent when it predates format v4 and reads pending sends
+    from it. With ``older_than``, only checkpoints whose ``ts`` is older are deleted.
+    With ``drop_subgraph_calls``, a subgraph call's namespace (its name has a ":")
+    goes with the root checkpoint it started from once that one is deleted, as
+    PostgresSaver's prune does.
+    """
+    cur.execute(q(sql.THREAD_HEADS), (thread_id,) * 4)
+    heads = cur.fetchall()
+    if not heads:
+        return 0
+    kept = {ns: [i for i in (head, sends_parent) if i] for ns, head, sends_parent, _, _ in heads}
+    calls: set[str] = set()
+    if drop_subgraph_calls:
+        root_kept = kept.get("", [])
+        calls = {
+            ns
+            for ns, _, _, root, root_saved in heads
+            if ":" in ns and root_saved and root not in root_kept
+        }
+    if calls:
+        cur.execute(q(sql.DELETE_NAMESPACES), (thread_id, sorted(calls)) * 3)
+    namespaces = [ns for ns in kept if ns not in calls]
+    kept_ns = [ns for ns in namespaces for _ in kept[ns]]
+    kept_ids = [cid for ns in namespaces for cid in kept[ns]]
+    cur.execute(
+        q(sql.DELETE_UNKEPT),
+        (kept_ns, kept_ids, thread_id, namespaces, older_than, older_than),
+    )
+    return clean_up_after_delete(cur, q, cur.fetchall())
+
+
+def delete_runs(cur: Any, q: Render, run_ids: Sequence[str]) -> int:
+    """Delete every checkpoint whose metadata run_id is one of ``run_ids``, with its writes."""
+    deleted = 0
+    for chunk in chunked(run_ids, CHUNK_SIZE):
+        cur.execute(q(sql.DELETE_RUNS), (chunk,))
+        deleted += clean_up_after_delete(cur, q, cur.fetchall())
+    return deleted
+
+
+def clean_up_after_delete(cur: Any, q: Render, rows: Sequence[tuple]) -> int:
+    """Unlink children of deleted checkpoints and delete blobs nothing references any more.
+
+    ``rows`` are (thread_id, checkpoint_ns, checkpoint_id, channel, version), one per
+    blob a deleted checkpoint referenced. Returns the number of deleted checkpoints.
+    """
+    deleted = sorted({(t, ns, cid) for t, ns, cid, _, _ in rows})
+    freed = sorted({(t, ns, ch, ver) for t, ns, _, ch, ver in rows if ch is not None})
+    for chunk in chunked(deleted, CHUNK_SIZE):
+        cur.execute(q(sql.CLEAR_DELETED_PARENTS), _columns(chunk, 3))
+    for chunk in chunked(freed, CHUNK_SIZE):
+        cur.execute(q(sql.DELETE_UNREFERENCED_BLOBS), _columns(chunk, 4))
+    return len(deleted)
+
+
+def _columns(rows: Sequence[tuple], width: int) -> tuple[list, ...]:
+    """Rows to one list per column, for ``unnest(%s::text[], ...)``."""
+    return tuple([row[i] for row in rows] for i in range(width))
