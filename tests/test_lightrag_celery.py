@@ -1,5 +1,5 @@
 """LightRAG on the PGSync storages inside a real prefork Celery worker: one instance per
-process, a new event loop per task, no loop errors, no pool rebuilds, no retries."""
+process, reused by every task, no loop errors, no pool rebuilds, no retries."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ LOOP_ERRORS = (
     "Event loop is closed",
     "another operation is in progress",
     "attached to a different loop",
+    "bound to a different event loop",
+    "ERROR",
     "Traceback",
 )
 

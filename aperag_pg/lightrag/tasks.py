@@ -1,9 +1,10 @@
 """Celery tasks that run LightRAG on the PGSync storages.
 
 Each worker process builds one LightRAG instance per workspace and reuses it in every
-task, and every task runs its async work with ``asyncio.run`` (a new event loop each
-time, as Celery task code usually does): the PGSync storages hold no loop-bound state,
-so nothing is rebuilt between tasks.
+task, running its async work on the process's one event loop (``run_async``). The PGSync
+storages would also work from a new ``asyncio.run`` loop per task, but LightRAG's own LLM
+and embedding queues are bound to the loop that first used them and log errors and
+restart when they meet another one; one loop per process avoids that.
 
 Storages come from LIGHTRAG_*_STORAGE (default: the PGSync ones and LightRAG's default
 graph storage). LightRAG's file-based graph storage is per process, so its files go to
@@ -12,10 +13,11 @@ graph storage). LightRAG's file-based graph storage is per process, so its files
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,12 @@ from ..environment import LIGHTRAG_WORKING_DIR
 from ..pool import PostgreSQLSyncConnectionManager
 from ..selection import lightrag_storage_kwargs
 from ..settings import load_environment
-from ..worker import database_time
+from ..worker import database_time, run_async
 from .models import lightrag_models
 from .registry import FACADES
+
+_WRITER_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+_WRITER_LOCK_NAMESPACE = 0x61706733  # b"apg3": LightRAG workspace writers
 
 _instances: dict[tuple[int, str], Any] = {}
 _lock = threading.Lock()
@@ -63,7 +68,7 @@ def _build(workspace: str) -> Any:
         **{**DEFAULT_STORAGES, **lightrag_storage_kwargs()},
         **lightrag_models()[0],
     )
-    asyncio.run(rag.initialize_storages())
+    run_async(rag.initialize_storages())
     return rag
 
 
@@ -76,13 +81,27 @@ def _process_report(rag: Any, usage: dict[str, int]) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def one_writer(workspace: str) -> Iterator[None]:
+    """Hold the workspace's writer lock across all worker processes.
+
+    LightRAG's pipeline assumes one writer per workspace: its "busy" flag lives in the
+    process, and every ingest processes all pending documents of the workspace, so two
+    processes would process the same documents twice. A transaction-level advisory lock
+    (safe behind PgBouncer) held during the ingest makes the writers take turns.
+    """
+    with PostgreSQLSyncConnectionManager.get_connection() as conn, conn.cursor() as cur:
+        cur.execute(_WRITER_LOCK, (_WRITER_LOCK_NAMESPACE, workspace))
+        yield
+
+
 @shared_task(name="aperag_pg.lightrag_ingest")
 def lightrag_ingest(workspace: str, texts: list[str], file_paths: list[str]) -> dict[str, Any]:
     """Insert documents through LightRAG's pipeline; returns the workspace's status counts."""
     rag = rag_for(workspace)
-    with database_time() as usage:
-        asyncio.run(rag.ainsert(texts, file_paths=file_paths))
-        counts = asyncio.run(rag.doc_status.get_all_status_counts())
+    with one_writer(workspace), database_time() as usage:  # usage: not the lock's wait
+        run_async(rag.ainsert(texts, file_paths=file_paths))
+        counts = run_async(rag.doc_status.get_all_status_counts())
     return {**_process_report(rag, usage), "status_counts": counts}
 
 
@@ -94,7 +113,7 @@ def lightrag_query(workspace: str, question: str, mode: str = "hybrid") -> dict[
     rag = rag_for(workspace)
     with database_time() as usage:
         context_param = QueryParam(mode=mode, only_need_context=True)
-        context = asyncio.run(rag.aquery(question, param=context_param))
-        answer = asyncio.run(rag.aquery(question, param=QueryParam(mode=mode)))
+        context = run_async(rag.aquery(question, param=context_param))
+        answer = run_async(rag.aquery(question, param=QueryParam(mode=mode)))
     report = _process_report(rag, usage)
     return {**report, "answer": answer, "context_chars": len(context or "")}
