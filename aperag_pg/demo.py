@@ -1,8 +1,11 @@
-"""``make demo``: a prefork Celery worker running tasks on aperag_pg's per-process pools.
+"""``make demo``: a prefork Celery worker doing real work on aperag_pg's per-process pools.
 
-Starts PostgreSQL (with pgvector) and Redis locally unless POSTGRES_* / REDIS_URL
-point at running ones, starts ``celery -A config.celery worker --pool=prefork``,
-submits a batch of tasks, shows progress, prints a summary and stops everything.
+Starts PostgreSQL (with pgvector) and Redis locally unless POSTGRES_* / REDIS_URL point
+at running ones, starts ``celery -A config.celery worker --pool=prefork``, and submits a
+batch: documents ingested through LightRAG on the PGSync storages, queries in every
+mode, and LangGraph workflows that stop at a human review and are resumed from their
+checkpoints, often in another worker process. It shows live progress, prints a summary
+and stops everything. LightRAG runs on offline stand-ins unless OPENAI_API_KEY is set.
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections import Counter
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .corpus import documents
 from .devservices import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -24,7 +32,31 @@ from .devservices import (
     create_database,
     wait_for_no_connections,
 )
+from .lightrag.models import lightrag_models
 from .settings import PostgresSettings
+
+MODES = ("local", "global", "hybrid", "naive", "mix")
+
+
+@dataclass
+class Progress:
+    """Tasks sent and finished, by kind, with the results kept for the summary."""
+
+    started: float = field(default_factory=time.perf_counter)
+    sent: Counter = field(default_factory=Counter)
+    done: Counter = field(default_factory=Counter)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def finish(self, kind: str, result: dict[str, Any]) -> None:
+        self.done[kind] += 1
+        self.results.append({**result, "kind": kind})
+        total, elapsed = sum(self.done.values()), time.perf_counter() - self.started
+        parts = ", ".join(f"{k} {self.done[k]}/{self.sent[k]}" for k in self.sent)
+        line = f"  {parts} | {total / elapsed:5.1f} tasks/s"
+        if sys.stdout.isatty():  # one live line on a terminal
+            print(f"\r{line}", end="", flush=True)
+        elif self.done[kind] == self.sent[kind] or total % 20 == 0:  # a log: every 20 tasks
+            print(line, flush=True)
 
 
 def _services(stack: ExitStack, tmp: Path) -> dict[str, str]:
@@ -47,59 +79,149 @@ def _services(stack: ExitStack, tmp: Path) -> dict[str, str]:
     return env
 
 
-def run(tasks: int, concurrency: int) -> int:
+def _wait_all(pending: list[tuple[str, Any]], progress: Progress) -> None:
+    for kind, result in pending:
+        progress.finish(kind, result.get(timeout=600))
+
+
+def run_batch(
+    worker: Any, docs: int, per_task: int, queries: int, workflows: int, progress: Progress
+) -> None:
+    workspace = f"demo_{uuid.uuid4().hex[:6]}"
+    corpus = documents(docs)
+    ingest = []
+    for start in range(0, docs, per_task):
+        texts, paths = zip(*corpus[start : start + per_task], strict=True)
+        progress.sent["ingest"] += 1
+        ingest.append(
+            (
+                "ingest",
+                worker.send("aperag_pg.lightrag_ingest", workspace, list(texts), list(paths)),
+            )
+        )
+    threads = [f"review-{uuid.uuid4().hex[:8]}" for _ in range(workflows)]
+    started = []
+    for thread in threads:
+        progress.sent["workflow start"] += 1
+        started.append(
+            (
+                "workflow start",
+                worker.send("aperag_pg.checkpoint_demo_start", thread, f"topic {thread[-4:]}"),
+            )
+        )
+    progress.sent["query"] += queries
+    progress.sent["workflow resume"] += workflows
+    _wait_all(ingest + started, progress)
+    asked = [
+        (
+            "query",
+            worker.send(
+                "aperag_pg.lightrag_query",
+                workspace,
+                f"How is {name} connected to its partners?",
+                MODES[i % len(MODES)],
+            ),
+        )
+        for i, name in enumerate(
+            ("Acme Robotics", "Globex Corporation", "Alice Johnson", "Initech Systems")
+            * (queries // 4 + 1)
+        )
+        if i < queries
+    ]
+    started_in = {r["thread"]: r["pid"] for r in progress.results if "thread" in r}
+    resumed = [
+        ("workflow resume", worker.send("aperag_pg.checkpoint_demo_resume", thread, "yes"))
+        for thread in threads
+    ]
+    _wait_all(asked + resumed, progress)
+    for r in progress.results:  # a resume in another process than its start has "moved"
+        if r["kind"] == "workflow resume":
+            r["moved"] = r["pid"] != started_in.get(r["thread"])
+    print()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summarize(
+    progress: Progress,
+    elapsed: float,
+    connections: dict[int, int],
+    exit_code: int,
+    left: dict[int, int],
+    label: str,
+) -> None:
+    results = progress.results
+    db_ms = [r["db_ms"] for r in results if "db_ms" in r]
+    last_stats: dict[int, dict] = {}
+    for r in results:
+        if "pool" in r:
+            last_stats[r["pid"]] = r["pool"]
+    moved = [r for r in results if r["kind"] == "workflow resume" and r.get("moved")]
+    resumes = sum(r["kind"] == "workflow resume" for r in results)
+    print("\nSummary")
+    print(f"  models:                {label}")
+    print(
+        f"  tasks:                 {len(results)} in {elapsed:.1f} s = "
+        f"{len(results) / elapsed:.1f} tasks/s ({dict(progress.done)})"
+    )
+    print(
+        f"  db time per task:      p50 {statistics.median(db_ms):.1f} ms, "
+        f"p99 {_percentile(db_ms, 99):.1f} ms (connections held: checkout to return)"
+    )
+    print(f"  workflows resumed:     {resumes}, {len(moved)} of them in another worker process")
+    for pid, stats in sorted(last_stats.items()):
+        print(
+            f"  worker process {pid}: {connections.get(pid, 0)} connection(s) open; pool "
+            f"{stats['pool_size']}/{stats['pool_max']}, {stats['requests_num']} checkouts, "
+            f"{stats['connections_num']} opened, {stats['requests_timeouts']} timeouts, "
+            f"{stats['connections_lost']} lost, waited {stats['requests_wait_ms']} ms"
+        )
+    print(f"  warm shutdown:         exit code {exit_code}, connections left: {sum(left.values())}")
+
+
+def run(docs: int, per_task: int, queries: int, workflows: int, concurrency: int) -> int:
+    _, label = lightrag_models()
+    print(f"LightRAG models: {label}")
     with tempfile.TemporaryDirectory(prefix="apg-demo-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
         tmp.chmod(0o755)
-        env = {**os.environ, **_services(stack, tmp), "PYTHONPATH": os.getcwd()}
+        env = {
+            **os.environ,
+            **_services(stack, tmp),
+            "PYTHONPATH": os.getcwd(),
+            "LIGHTRAG_WORKING_DIR": str(tmp / "lightrag"),
+        }
         settings = PostgresSettings.from_env(env)
         worker = stack.enter_context(
             celery_worker(env, tmp, pool="prefork", concurrency=concurrency, cwd=os.getcwd())
         )
         print(f"worker: pid {worker.process.pid}, --pool=prefork --concurrency={concurrency}")
-        started = time.perf_counter()
-        pending = [
-            worker.send("aperag_pg.async_pool_probe" if i % 2 else "aperag_pg.pool_probe", 0.0)
-            for i in range(tasks)
-        ]
-        results = []
-        for i, result in enumerate(pending, 1):
-            results.append(result.get(timeout=120))
-            if i % 10 == 0 or i == tasks:
-                rate = i / (time.perf_counter() - started)
-                print(f"\r  {i}/{tasks} tasks done, {rate:.0f} tasks/s", end="", flush=True)
-        elapsed = time.perf_counter() - started
-        print()
+        print(
+            f"batch: {docs} documents in {-(-docs // per_task)} ingest tasks, {queries} "
+            f"queries, {workflows} LangGraph workflows started then resumed"
+        )
+        progress = Progress()
+        run_batch(worker, docs, per_task, queries, workflows, progress)
+        elapsed = time.perf_counter() - progress.started
         connections = connections_per_process(settings)
         exit_code = worker.warm_shutdown()
         left = wait_for_no_connections(settings, set(connections))
-    db_ms = sorted(r["db_ms"] for r in results)
-    by_pid: dict[int, dict] = {}
-    for r in results:
-        by_pid[r["pid"]] = r["stats"]
-    print("\nSummary")
-    print(f"  tasks:                 {tasks} in {elapsed:.2f} s = {tasks / elapsed:.0f} tasks/s")
-    print(
-        f"  db time per task:      p50 {statistics.median(db_ms):.2f} ms, "
-        f"p99 {db_ms[int(0.99 * (len(db_ms) - 1))]:.2f} ms (checkout, query, commit, return)"
-    )
-    for pid, stats in sorted(by_pid.items()):
-        print(
-            f"  worker process {pid}: {connections.get(pid, 0)} connection(s); "
-            f"pool size {stats['pool_size']}/{stats['pool_max']}, "
-            f"{stats['requests_num']} checkouts, {stats['connections_num']} opened, "
-            f"{stats['requests_timeouts']} timeouts, {stats['connections_lost']} lost"
-        )
-    print(f"  warm shutdown:         exit code {exit_code}, connections left: {sum(left.values())}")
+    summarize(progress, elapsed, connections, exit_code, left, label)
     return 0 if exit_code == 0 and not left else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aperag_pg.demo", description=__doc__)
-    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--docs", type=int, default=200)
+    parser.add_argument("--docs-per-task", type=int, default=5)
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--workflows", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args(argv)
-    return run(args.tasks, args.concurrency)
+    return run(args.docs, args.docs_per_task, args.queries, args.workflows, args.concurrency)
 
 
 if __name__ == "__main__":
