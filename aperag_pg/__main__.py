@@ -13,15 +13,6 @@ from importlib.util import find_spec
 from .errors import AperagPGError
 from .settings import PostgresSettings
 
-KV_NAMESPACES = (
-    "full_docs",
-    "text_chunks",
-    "llm_response_cache",
-    "full_entities",
-    "full_relations",
-    "entity_chunks",
-    "relation_chunks",
-)
 VECTOR_NAMESPACES = ("chunks", "entities", "relationships")
 
 _STATS = """
@@ -55,7 +46,7 @@ def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
     from .pool import PostgreSQLSyncConnectionManager
     from .schema import ensure_schema
     from .stores.doc_status import DocStatusStore
-    from .stores.kv import KVStore
+    from .stores.kv import KV_NAMESPACES, KVStore
     from .stores.vector import VectorStore, vector_table_name
 
     PostgreSQLSyncConnectionManager.initialize(settings.replace(min_connections=0))

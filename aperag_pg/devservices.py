@@ -143,13 +143,7 @@ class EmbeddedPostgres:
 
     def env(self, database: str = "postgres") -> dict[str, str]:
         """The POSTGRES_* variables that point at this server."""
-        return {
-            "POSTGRES_HOST": "127.0.0.1",
-            "POSTGRES_PORT": str(self.port),
-            "POSTGRES_USER": "postgres",
-            "POSTGRES_PASSWORD": self.password,
-            "POSTGRES_DATABASE": database,
-        }
+        return self.settings(database).to_env()
 
     # -- internals -------------------------------------------------------------
 

@@ -203,6 +203,17 @@ class PostgresSettings:
             kwargs["password"] = "***"
         return psycopg2.extensions.make_dsn(**kwargs)
 
+    def to_env(self) -> dict[str, str]:
+        """The POSTGRES_* variables naming this server and database, e.g. for a subprocess
+        (a Celery worker) that should use the same settings' connection."""
+        return {
+            "POSTGRES_HOST": self.host,
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": self.user,
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_DATABASE": self.database,
+        }
+
     def describe(self) -> str:
         """``user@host:port/database``, for messages."""
         return f"{self.user}@{self.host}:{self.port}/{self.database}"

@@ -17,7 +17,6 @@ scalars, and one pending write per checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import threading
@@ -35,7 +34,7 @@ from psycopg_pool import ConnectionPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import benchmark_postgres, machine_line, percentile, write_section  # noqa: E402
+from common import benchmark_postgres, machine_line, percentile, run_benchmark  # noqa: E402
 
 from aperag_pg.checkpoint import PGSyncCheckpointSaver  # noqa: E402
 from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
@@ -266,15 +265,5 @@ def report(results: dict, per_thread: int, list_reps: tuple[int, int]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer iterations; report not written")
-    args = parser.parse_args()
-    text = run(args.quick)
-    print(text)
-    if not args.quick:
-        write_section("checkpoint", text)
-
-
 if __name__ == "__main__":
-    main()
+    run_benchmark(__doc__.splitlines()[0], run, "checkpoint")

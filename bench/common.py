@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -81,3 +82,15 @@ def write_section(name: str, body: str) -> None:
     )
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(text)
+
+
+def run_benchmark(description: str, run: Callable[[bool], str], section: str) -> None:
+    """The command line every benchmark shares: ``--quick`` runs less and writes nothing;
+    otherwise the report replaces its ``section`` of docs/BENCHMARKS.md."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations; report not written")
+    quick = parser.parse_args().quick
+    text = run(quick)
+    print(text)
+    if not quick:
+        write_section(section, text)

@@ -278,13 +278,7 @@ def main() -> None:
     PRECOMPUTED_EMBEDDINGS = _precomputed_embedding_func()
     results = {}
     with benchmark_postgres() as settings, tempfile.TemporaryDirectory() as working_dir:
-        os.environ.update(
-            POSTGRES_HOST=settings.host,
-            POSTGRES_PORT=str(settings.port),
-            POSTGRES_USER=settings.user,
-            POSTGRES_PASSWORD=settings.password,
-            POSTGRES_DATABASE=settings.database,
-        )
+        os.environ.update(settings.to_env())  # LightRAG's PG storages read os.environ
         Manager.initialize(settings)
         try:
             for side, names in SIDES.items():

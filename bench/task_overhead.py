@@ -16,7 +16,6 @@ connection. All run against the same server in the same run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import benchmark_postgres, machine_line, summary, time_calls, write_section  # noqa: E402
+from common import benchmark_postgres, machine_line, run_benchmark, summary, time_calls  # noqa: E402
 
 from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 from aperag_pg.threads import to_thread  # noqa: E402
@@ -153,15 +152,5 @@ def report(results: dict, pool_stats: dict, n_slow: int, n_fast: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer iterations; report not written")
-    args = parser.parse_args()
-    text = run(args.quick)
-    print(text)
-    if not args.quick:
-        write_section("task-overhead", text)
-
-
 if __name__ == "__main__":
-    main()
+    run_benchmark(__doc__.splitlines()[0], run, "task-overhead")

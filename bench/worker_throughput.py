@@ -74,11 +74,7 @@ def main() -> None:
         redis = EmbeddedRedis(Path(tmp) / "redis").start()
         env = {
             **os.environ,
-            "POSTGRES_HOST": settings.host,
-            "POSTGRES_PORT": str(settings.port),
-            "POSTGRES_USER": settings.user,
-            "POSTGRES_PASSWORD": settings.password,
-            "POSTGRES_DATABASE": settings.database,
+            **settings.to_env(),
             "REDIS_URL": redis.url,
             "PYTHONPATH": str(REPO),
             "LIGHTRAG_WORKING_DIR": str(Path(tmp) / "rag"),

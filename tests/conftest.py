@@ -110,12 +110,8 @@ def service_env(base_settings: PostgresSettings, redis_url: str) -> dict[str, st
     """Environment for a subprocess (a Celery worker) pointing at the test services."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "CELERY_"))}
     env.pop("DATABASE_URL", None)
+    env.update(base_settings.to_env())
     env.update(
-        POSTGRES_HOST=base_settings.host,
-        POSTGRES_PORT=str(base_settings.port),
-        POSTGRES_USER=base_settings.user,
-        POSTGRES_PASSWORD=base_settings.password,
-        POSTGRES_DATABASE=base_settings.database,
         POSTGRES_MAX_CONNECTIONS="3",
         REDIS_URL=redis_url,
         PYTHONPATH=str(REPO_ROOT),

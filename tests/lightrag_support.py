@@ -74,13 +74,7 @@ def new_workspace(prefix: str = "ws") -> str:
 @contextmanager
 def postgres_env(settings: PostgresSettings):
     """POSTGRES_* for LightRAG's own PG storages (they read os.environ), restored after."""
-    values = {
-        "POSTGRES_HOST": settings.host,
-        "POSTGRES_PORT": str(settings.port),
-        "POSTGRES_USER": settings.user,
-        "POSTGRES_PASSWORD": settings.password,
-        "POSTGRES_DATABASE": settings.database,
-    }
+    values = settings.to_env()
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:

@@ -16,13 +16,7 @@ from .conftest import REPO_ROOT
 
 def run_cli(settings, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTGRES_")}
-    env.update(
-        POSTGRES_HOST=settings.host,
-        POSTGRES_PORT=str(settings.port),
-        POSTGRES_USER=settings.user,
-        POSTGRES_PASSWORD=settings.password,
-        POSTGRES_DATABASE=settings.database,
-    )
+    env.update(settings.to_env())
     env.update(extra_env)
     return subprocess.run(
         [sys.executable, "-m", "aperag_pg", *args],

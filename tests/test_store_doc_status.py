@@ -1254,14 +1254,7 @@ def test_workspaces_do_not_see_each_other(make_store):
 @pytest.fixture
 def lightrag_pg_env(base_settings, monkeypatch):
     """Environment for LightRAG's PostgreSQLDB, pointing at the session database."""
-    for name, value in {
-        "POSTGRES_HOST": base_settings.host,
-        "POSTGRES_PORT": str(base_settings.port),
-        "POSTGRES_USER": base_settings.user,
-        "POSTGRES_PASSWORD": base_settings.password or "",
-        "POSTGRES_DATABASE": base_settings.database,
-        "POSTGRES_MAX_CONNECTIONS": "4",
-    }.items():
+    for name, value in {**base_settings.to_env(), "POSTGRES_MAX_CONNECTIONS": "4"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("POSTGRES_WORKSPACE", raising=False)
 

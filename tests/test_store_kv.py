@@ -16,17 +16,9 @@ import aperag_pg.batching
 from aperag_pg.devservices import create_database, drop_database
 from aperag_pg.errors import InvalidInput
 from aperag_pg.pool import PostgreSQLSyncConnectionManager
-from aperag_pg.stores.kv import KVStore
+from aperag_pg.stores.kv import KV_NAMESPACES, KVStore
 
-NAMESPACES = (
-    "full_docs",
-    "text_chunks",
-    "llm_response_cache",
-    "full_entities",
-    "full_relations",
-    "entity_chunks",
-    "relation_chunks",
-)
+NAMESPACES = KV_NAMESPACES
 TABLES = {
     "full_docs": "lightrag_doc_full",
     "text_chunks": "lightrag_doc_chunks",

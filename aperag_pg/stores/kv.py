@@ -37,6 +37,16 @@ from .base import (
 
 logger = logging.getLogger(__name__)
 
+# The LightRAG namespaces this store serves.
+KV_NAMESPACES = (
+    "full_docs",
+    "text_chunks",
+    "llm_response_cache",
+    "full_entities",
+    "full_relations",
+    "entity_chunks",
+    "relation_chunks",
+)
 _REQUIRED = object()  # a _Field default meaning "the record must have this key"
 _INT4 = (-(2**31), 2**31 - 1)
 
