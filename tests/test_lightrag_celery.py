@@ -65,3 +65,21 @@ def test_lightrag_tasks_in_a_prefork_worker(service_env, admin_conn, tmp_path):
         assert r["answer"].startswith("Stand-in answer") and r["context_chars"] > 0
     for bad in LOOP_ERRORS:
         assert bad not in log, bad
+
+
+def test_instances_beyond_the_limit_are_finalized(manager, tmp_path, monkeypatch):
+    """A worker serving many workspaces keeps at most MAX_INSTANCES LightRAG instances."""
+    from aperag_pg.lightrag import tasks
+
+    monkeypatch.setenv("LIGHTRAG_WORKING_DIR", str(tmp_path))
+    monkeypatch.setattr(tasks, "MAX_INSTANCES", 2)
+    monkeypatch.setattr(tasks, "_instances", tasks.OrderedDict())
+    first = tasks.rag_for("lru_a")
+    assert tasks.rag_for("lru_a") is first  # reused
+    second = tasks.rag_for("lru_b")
+    tasks.rag_for("lru_a")  # a is now the most recently used
+    tasks.rag_for("lru_c")  # evicts b, the least recently used
+    assert [workspace for _, workspace in tasks._instances] == ["lru_a", "lru_c"]
+    assert second.text_chunks._store is None  # b's storages were finalized
+    assert first.text_chunks._store is not None
+    assert tasks.rag_for("lru_a") is first

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +35,10 @@ from .registry import FACADES
 _WRITER_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 _WRITER_LOCK_NAMESPACE = 0x61706733  # b"apg3": LightRAG workspace writers
 
-_instances: dict[tuple[int, str], Any] = {}
+# Least recently used instances are finalized past this many, so a worker serving many
+# tenants does not keep every tenant's LightRAG (and its in-memory graph) forever.
+MAX_INSTANCES = 32
+_instances: OrderedDict[tuple[int, str], Any] = OrderedDict()
 _lock = threading.Lock()
 
 DEFAULT_STORAGES = {
@@ -47,10 +51,18 @@ DEFAULT_STORAGES = {
 def rag_for(workspace: str) -> Any:
     """This process's LightRAG instance for ``workspace``, built and initialized once."""
     key = (os.getpid(), workspace)
+    evicted = []
     with _lock:
-        if key not in _instances:
+        if key in _instances:
+            _instances.move_to_end(key)
+        else:
             _instances[key] = _build(workspace)
-        return _instances[key]
+            while len(_instances) > MAX_INSTANCES:
+                evicted.append(_instances.popitem(last=False)[1])
+        rag = _instances[key]
+    for old in evicted:
+        run_async(old.finalize_storages())
+    return rag
 
 
 def _build(workspace: str) -> Any:
