@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg2
 
+from .errors import first_line
 from .settings import PostgresSettings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -50,12 +51,11 @@ def run_checks(settings: PostgresSettings) -> list[Finding]:
     try:
         conn = psycopg2.connect(**settings.connect_kwargs(application_name="aperag_pg_doctor"))
     except psycopg2.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0]
         return [
             Finding(
                 "connection",
                 FAIL,
-                f"cannot connect to {settings.describe()}: {reason}. Check POSTGRES_HOST, "
+                f"cannot connect to {settings.describe()}: {first_line(exc)}. Check POSTGRES_HOST, "
                 "POSTGRES_PORT, POSTGRES_USER and POSTGRES_PASSWORD (or POSTGRES_DSN).",
             )
         ]

@@ -10,6 +10,13 @@ from __future__ import annotations
 import psycopg2
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (driver messages run on with DETAIL and
+    HINT lines), or its type name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class AperagPGError(Exception):
     """Base class of every error raised by aperag_pg itself."""
 

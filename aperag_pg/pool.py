@@ -28,7 +28,7 @@ import psycopg2.extensions
 import psycopg2.extras
 import psycopg2.pool
 
-from .errors import DatabaseUnavailable, PoolClosed, PoolError, PoolTimeout
+from .errors import DatabaseUnavailable, PoolClosed, PoolError, PoolTimeout, first_line
 from .settings import PostgresSettings
 
 logger = logging.getLogger(__name__)
@@ -366,9 +366,8 @@ def _rollback_quietly(conn: PooledConnection) -> None:
 
 
 def _unavailable(settings: PostgresSettings, exc: psycopg2.OperationalError) -> DatabaseUnavailable:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return DatabaseUnavailable(
-        f"cannot connect to PostgreSQL at {settings.describe()}: {reason}. "
+        f"cannot connect to PostgreSQL at {settings.describe()}: {first_line(exc)}. "
         "Check that the server is running and reachable and that POSTGRES_HOST, POSTGRES_PORT, "
         "POSTGRES_USER and POSTGRES_PASSWORD are right; the next call will try again."
     )

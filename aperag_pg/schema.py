@@ -10,13 +10,14 @@ first one takes the lock and migrates, the others wait and find nothing to do.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg2.errors
 from psycopg2 import sql
 
-from .errors import SchemaPrivilegeError
+from .errors import SchemaPrivilegeError, first_line
 from .pool import PostgreSQLSyncConnectionManager
 
 logger = logging.getLogger(__name__)
@@ -74,15 +75,25 @@ def ensure_schema(
     Raises ``SchemaPrivilegeError`` naming the missing privilege and the fix.
     """
     schema = schema or manager.settings().schema
-    try:
+    with privilege_errors_explained(schema, "aperag_pg's tables", manager):
         return _migrate(schema, sorted(migrations, key=lambda m: m.version), manager)
+
+
+@contextmanager
+def privilege_errors_explained(
+    schema: str, what: str, manager: type[PostgreSQLSyncConnectionManager]
+) -> Iterator[None]:
+    """Turn the server's "permission denied" into SchemaPrivilegeError with the GRANT to run."""
+    try:
+        yield
     except psycopg2.errors.InsufficientPrivilege as exc:
         role = manager.settings().user
         raise SchemaPrivilegeError(
-            f"role {role!r} may not use aperag_pg's tables in schema {schema!r}: "
-            f"{str(exc).strip().splitlines()[0]}. Fix: run the workers as the role that owns "
-            f'the tables, or have an administrator GRANT USAGE ON SCHEMA "{schema}" and '
-            f'SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}".'
+            f"role {role!r} may not create or use {what} in schema {schema!r}: "
+            f"{first_line(exc)}. Fix: run as the role that owns the tables, or have an "
+            f'administrator GRANT USAGE, CREATE ON SCHEMA "{schema}" and SELECT, INSERT, '
+            f'UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}", or set '
+            "POSTGRES_SCHEMA to a schema the role owns."
         ) from exc
 
 

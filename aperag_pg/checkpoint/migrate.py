@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import logging
 
-import psycopg2.errors
 from psycopg2 import sql as pgsql
 
-from ..errors import SchemaPrivilegeError
 from ..pool import PostgreSQLSyncConnectionManager
-from ..schema import create_schema_if_permitted
+from ..schema import create_schema_if_permitted, privilege_errors_explained
 from . import sql
 
 logger = logging.getLogger(__name__)
@@ -31,19 +29,10 @@ def setup_checkpoint_tables(
 ) -> list[int]:
     """Apply every checkpoint migration not yet applied in ``schema`` and (re)create the
     saver's functions; return the migration versions applied."""
-    try:
+    with privilege_errors_explained(schema, "the LangGraph checkpoint tables", manager):
         if _up_to_date(schema, manager):
             return []
         return _migrate(schema, manager)
-    except psycopg2.errors.InsufficientPrivilege as exc:
-        role = manager.settings().user
-        raise SchemaPrivilegeError(
-            f"role {role!r} may not create or use the LangGraph checkpoint tables in schema "
-            f"{schema!r}: {str(exc).strip().splitlines()[0]}. Fix: run setup() as the role "
-            f"that owns the tables, or have an administrator GRANT USAGE, CREATE ON SCHEMA "
-            f'"{schema}" and SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" '
-            f'TO "{role}", or set POSTGRES_SCHEMA to a schema the role owns.'
-        ) from exc
 
 
 def _up_to_date(schema: str, manager: type[PostgreSQLSyncConnectionManager]) -> bool:

@@ -35,7 +35,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ..batching import chunked
-from ..errors import InvalidInput, SchemaError
+from ..errors import InvalidInput, SchemaError, first_line
 from ..pool import PostgreSQLSyncConnectionManager
 from ..threads import to_thread
 from . import codec, prune, reads, sql
@@ -395,7 +395,7 @@ def _explained(schema: str) -> Iterator[None]:
     except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedFunction) as exc:
         raise SchemaError(
             f"the LangGraph checkpoint tables or functions are missing in schema {schema!r} "
-            f"({str(exc).strip().splitlines()[0]}). Fix: call PGSyncCheckpointSaver.setup() "
+            f"({first_line(exc)}). Fix: call PGSyncCheckpointSaver.setup() "
             "once (PostgresSaver.setup() creates the tables but not this saver's functions)."
         ) from exc
 
@@ -406,8 +406,7 @@ def _columns(rows: Sequence[tuple], width: int) -> tuple[list, ...]:
 
 
 def _rejected(what: str, exc: psycopg2.Error) -> InvalidInput:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return InvalidInput(
-        f"PostgreSQL rejected {what}: {reason}. Nothing was written (one transaction). "
+        f"PostgreSQL rejected {what}: {first_line(exc)}. Nothing was written (one transaction). "
         "Check the checkpoint and metadata for values JSON or jsonb cannot hold."
     )

@@ -47,6 +47,7 @@ from ..errors import (
     InvalidInput,
     SchemaError,
     VectorDimensionMismatch,
+    first_line,
 )
 from ..pool import PostgreSQLSyncConnectionManager
 from .base import SyncStore, check_key, check_no_nul, table_for_namespace, utc_now
@@ -356,7 +357,7 @@ class VectorStore(SyncStore):
             except (psycopg2.errors.FeatureNotSupported, psycopg2.errors.UndefinedFile) as exc:
                 raise ExtensionMissing(
                     f"the pgvector extension is not installed on the PostgreSQL server "
-                    f"{self.manager.settings().describe()} ({_first_line(exc)}). Fix: install "
+                    f"{self.manager.settings().describe()} ({first_line(exc)}). Fix: install "
                     "pgvector on the server (e.g. the postgresql-<version>-pgvector package, "
                     "or run the pgvector/pgvector:pg<version> Docker image), then run again."
                 ) from exc
@@ -364,7 +365,7 @@ class VectorStore(SyncStore):
                 settings = self.manager.settings()
                 raise ExtensionMissing(
                     f"the pgvector extension is not enabled in database {settings.database!r} "
-                    f"and role {settings.user!r} may not enable it ({_first_line(exc)}). Fix: "
+                    f"and role {settings.user!r} may not enable it ({first_line(exc)}). Fix: "
                     f'have a superuser run CREATE EXTENSION vector in database "'
                     f'{settings.database}" once, then run again.'
                 ) from exc
@@ -703,11 +704,6 @@ def _unique_keys(ids: Iterable[str], what: str) -> list[str]:
     if isinstance(ids, str):
         raise InvalidInput(f"expected a list of {what}s, got the single string {ids!r:.80}.")
     return list(dict.fromkeys(check_key(key, what) for key in ids))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def vector_table_name(namespace: str, model_name: str | None, embedding_dim: int) -> str:
