@@ -25,11 +25,9 @@ from typing import Any
 
 from .corpus import documents
 from .devservices import (
-    EmbeddedPostgres,
-    EmbeddedRedis,
     celery_worker,
     connections_per_process,
-    create_database,
+    local_services,
     wait_for_no_connections,
 )
 from .lightrag.models import lightrag_models
@@ -57,26 +55,6 @@ class Progress:
             print(f"\r{line}", end="", flush=True)
         elif self.done[kind] == self.sent[kind] or total % 20 == 0:  # a log: every 20 tasks
             print(line, flush=True)
-
-
-def _services(stack: ExitStack, tmp: Path) -> dict[str, str]:
-    env: dict[str, str] = {}
-    if os.environ.get("POSTGRES_HOST") or os.environ.get("POSTGRES_DSN"):
-        print("PostgreSQL: using", PostgresSettings.from_env().describe())
-    else:
-        pg = EmbeddedPostgres(tmp / "pg").start()
-        stack.callback(pg.stop)
-        create_database(pg.settings(), "aperag_demo")
-        env.update(pg.env("aperag_demo"))
-        print(f"PostgreSQL 18 + pgvector: started on 127.0.0.1:{pg.port} (embedded)")
-    if os.environ.get("REDIS_URL"):
-        print("Redis: using REDIS_URL")
-    else:
-        redis_server = EmbeddedRedis(tmp / "redis").start()
-        stack.callback(redis_server.stop)
-        env["REDIS_URL"] = redis_server.url
-        print(f"Redis: started on 127.0.0.1:{redis_server.port} (embedded)")
-    return env
 
 
 def _wait_all(pending: list[tuple[str, Any]], progress: Progress) -> None:
@@ -190,7 +168,7 @@ def run(docs: int, per_task: int, queries: int, workflows: int, concurrency: int
         tmp.chmod(0o755)
         env = {
             **os.environ,
-            **_services(stack, tmp),
+            **stack.enter_context(local_services(tmp, "aperag_demo")),
             "PYTHONPATH": os.getcwd(),
             "LIGHTRAG_WORKING_DIR": str(tmp / "lightrag"),
         }

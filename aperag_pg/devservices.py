@@ -25,6 +25,7 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -366,6 +367,35 @@ def wait_for_no_connections(
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
+
+
+@contextmanager
+def local_services(
+    directory: Path, database: str, redis: bool = True, report=print
+) -> Iterator[dict[str, str]]:
+    """The services POSTGRES_* (or POSTGRES_DSN / DATABASE_URL) and REDIS_URL name, else
+    embedded ones started under ``directory`` and stopped on exit. Yields their variables.
+    """
+    env: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        if any(os.environ.get(v) for v in ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL")):
+            report(f"PostgreSQL: using {PostgresSettings.from_env().describe()}")
+        else:
+            pg = EmbeddedPostgres(directory / "pg").start()
+            stack.callback(pg.stop)
+            create_database(pg.settings(), database)
+            env.update(pg.env(database))
+            report(f"PostgreSQL 18 + pgvector: started on 127.0.0.1:{pg.port} (embedded)")
+        if not redis:
+            pass
+        elif os.environ.get("REDIS_URL"):
+            report("Redis: using REDIS_URL")
+        else:
+            redis_server = EmbeddedRedis(directory / "redis").start()
+            stack.callback(redis_server.stop)
+            env["REDIS_URL"] = redis_server.url
+            report(f"Redis: started on 127.0.0.1:{redis_server.port} (embedded)")
+        yield env
 
 
 # -- a real Celery worker process -------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aperag_pg.devservices import EmbeddedPostgres, create_database
+from aperag_pg.devservices import local_services
 from aperag_pg.settings import PostgresSettings
 
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
@@ -22,17 +22,17 @@ REPORT = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 @contextmanager
 def benchmark_postgres(database: str = "aperag_bench") -> Iterator[PostgresSettings]:
     """The server named by POSTGRES_* if set, else an embedded PostgreSQL 18 on loopback."""
-    if os.environ.get("POSTGRES_HOST") or os.environ.get("POSTGRES_DSN"):
-        yield PostgresSettings.from_env()
-        return
+    with benchmark_services(database, redis=False) as env:
+        yield PostgresSettings.from_env({**os.environ, **env})
+
+
+@contextmanager
+def benchmark_services(database: str = "aperag_bench", redis: bool = True) -> Iterator[dict]:
+    """The variables of the services to benchmark against (see ``local_services``)."""
     with tempfile.TemporaryDirectory(prefix="apg-bench-") as tmp:
         Path(tmp).chmod(0o755)
-        server = EmbeddedPostgres(Path(tmp) / "pg").start()
-        try:
-            create_database(server.settings(), database)
-            yield server.settings(database)
-        finally:
-            server.stop()
+        with local_services(Path(tmp), database, redis=redis, report=lambda _line: None) as env:
+            yield env
 
 
 def time_calls(fn: Callable[[], object], n: int, warmup: int = 10) -> list[float]:

@@ -13,7 +13,6 @@ paginated listing. Two patterns:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import logging
@@ -32,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     benchmark_postgres,
     machine_line,
+    run_benchmark,
     time_calls,
-    write_section,
 )
 
 from aperag_pg.lightrag import register  # noqa: E402
@@ -267,11 +266,8 @@ def report(results: dict[str, dict], reps: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs; report not written")
-    args = parser.parse_args()
-    reps = 3 if args.quick else 9
+def run(quick: bool) -> str:
+    reps = 3 if quick else 9
     logging.getLogger("lightrag").setLevel(logging.CRITICAL)  # LightRAG logs each pool reset
     register()
     global PRECOMPUTED_EMBEDDINGS
@@ -285,11 +281,8 @@ def main() -> None:
                 results[side] = measure_side(names, working_dir, reps)
         finally:
             Manager.close()
-    text = report(results, reps)
-    print(text)
-    if not args.quick:
-        write_section("stores", text)
+    return report(results, reps)
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(__doc__.splitlines()[0], run, "stores")

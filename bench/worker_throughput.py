@@ -9,7 +9,6 @@ LangGraph workflows started and resumed from their checkpoints, and pool probes.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -20,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import benchmark_postgres, machine_line, write_section  # noqa: E402
+from common import benchmark_services, machine_line, run_benchmark  # noqa: E402
 
 from aperag_pg.corpus import documents  # noqa: E402
-from aperag_pg.devservices import EmbeddedRedis, celery_worker  # noqa: E402
+from aperag_pg.devservices import celery_worker  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PROCESSES = (1, 2, 4)
@@ -64,44 +63,36 @@ def run_batch(
     return time.perf_counter() - start, results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller batch; report not written")
-    args = parser.parse_args()
-    docs, workflows, probes = (40, 10, 40) if args.quick else (100, 40, 200)
+def run(quick: bool) -> str:
+    docs, workflows, probes = (40, 10, 40) if quick else (100, 40, 200)
     rows = []
-    with benchmark_postgres() as settings, tempfile.TemporaryDirectory() as tmp:
-        redis = EmbeddedRedis(Path(tmp) / "redis").start()
+    with benchmark_services() as services, tempfile.TemporaryDirectory() as tmp:
         env = {
             **os.environ,
-            **settings.to_env(),
-            "REDIS_URL": redis.url,
+            **services,
             "PYTHONPATH": str(REPO),
             "LIGHTRAG_WORKING_DIR": str(Path(tmp) / "rag"),
         }
-        try:
-            for processes in PROCESSES:
-                with celery_worker(
-                    env, Path(tmp), pool="prefork", concurrency=processes, cwd=REPO
-                ) as worker:
-                    # Warm up in the same workspace, so every process has built its LightRAG
-                    # instance (once per process and workspace) before the clock starts.
-                    workspaces = [f"tp_{uuid.uuid4().hex[:6]}" for _ in range(WORKSPACES)]
-                    run_batch(worker, workspaces, 10_000, 20 * processes, 2 * processes, 4)
-                    elapsed, results = run_batch(worker, workspaces, 0, docs, workflows, probes)
-                    assert worker.warm_shutdown() == 0
-                db_ms = [r["db_ms"] for r in results if "db_ms" in r]
-                rows.append(
-                    (
-                        processes,
-                        len(results),
-                        elapsed,
-                        statistics.median(db_ms),
-                        len({r["pid"] for r in results}),
-                    )
+        for processes in PROCESSES:
+            with celery_worker(
+                env, Path(tmp), pool="prefork", concurrency=processes, cwd=REPO
+            ) as worker:
+                # Warm up in the same workspace, so every process has built its LightRAG
+                # instance (once per process and workspace) before the clock starts.
+                workspaces = [f"tp_{uuid.uuid4().hex[:6]}" for _ in range(WORKSPACES)]
+                run_batch(worker, workspaces, 10_000, 20 * processes, 2 * processes, 4)
+                elapsed, results = run_batch(worker, workspaces, 0, docs, workflows, probes)
+                assert worker.warm_shutdown() == 0
+            db_ms = [r["db_ms"] for r in results if "db_ms" in r]
+            rows.append(
+                (
+                    processes,
+                    len(results),
+                    elapsed,
+                    statistics.median(db_ms),
+                    len({r["pid"] for r in results}),
                 )
-        finally:
-            redis.stop()
+            )
     base = rows[0][1] / rows[0][2]
     lines = [
         "## End-to-end tasks/s through a prefork worker (`bench/worker_throughput.py`)",
@@ -125,11 +116,8 @@ def main() -> None:
         f"The machine has {os.cpu_count()} CPUs: past that many processes the stand-in "
         "models and LightRAG's own work compete for CPU, so throughput stops growing.",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.quick:
-        write_section("worker-throughput", text)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(__doc__.splitlines()[0], run, "worker-throughput")
