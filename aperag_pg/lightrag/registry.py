@@ -6,6 +6,7 @@ FACADES = {
     "KV_STORAGE": "PGSyncKVStorage",
     "VECTOR_STORAGE": "PGSyncVectorStorage",
     "DOC_STATUS_STORAGE": "PGSyncDocStatusStorage",
+    "GRAPH_STORAGE": "PGSyncGraphStorage",
 }
 _MODULE = "aperag_pg.lightrag.storages"
 

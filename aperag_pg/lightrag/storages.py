@@ -1,5 +1,5 @@
-"""LightRAG storages (``PGSyncKVStorage``, ``PGSyncVectorStorage``, ``PGSyncDocStatusStorage``)
-that run aperag_pg's sync stores in worker threads.
+"""LightRAG storages (``PGSyncKVStorage``, ``PGSyncVectorStorage``, ``PGSyncDocStatusStorage``,
+``PGSyncGraphStorage``) that run aperag_pg's sync stores in worker threads.
 
 They subclass lightrag-hku 1.5.7's base classes and use the same tables as its
 PostgreSQL storages, so a deployment can switch by configuration and keep its data.
@@ -25,6 +25,7 @@ import psycopg2
 from lightrag.base import (
     CURSOR_END,
     CURSOR_START,
+    BaseGraphStorage,
     BaseKVStorage,
     BaseVectorStorage,
     CursorPosition,
@@ -40,10 +41,12 @@ from lightrag.exceptions import (
     StorageControlPlaneError,
     StorageRecordNotFoundError,
 )
+from lightrag.types import KnowledgeGraph, KnowledgeGraphEdge, KnowledgeGraphNode
 
 from ..errors import AperagPGError, DocStatusNotFound, MalformedCursor, SourceConflictChanged
 from ..stores.base import SyncStore, table_for_namespace
 from ..stores.doc_status import DocStatusStore
+from ..stores.graph import GraphStore, Subgraph
 from ..stores.kv import KVStore
 from ..stores.vector import VectorStore
 from ..threads import to_thread
@@ -287,6 +290,73 @@ class PGSyncDocStatusStorage(_SyncStoreFacade, DocStatusStorage):
                 dry_run=dry_run,
             )
         return convert.repair_result(result)
+
+
+def _nothing(_value: Any) -> None:
+    """LightRAG's write methods return None; the store's counts are for other callers."""
+    return None
+
+
+@dataclass
+class PGSyncGraphStorage(_SyncStoreFacade, BaseGraphStorage):
+    """Knowledge-graph storage on PGTableGraphStorage's lightrag_graph_nodes / _edges tables,
+    with NetworkXStorage's semantics (see ``aperag_pg.stores.graph``)."""
+
+    def make_store(self) -> GraphStore:
+        return GraphStore(self.namespace, self.workspace)
+
+    has_node = runs_in_thread("has_node")
+    has_edge = runs_in_thread("has_edge")
+    node_degree = runs_in_thread("node_degree")
+    edge_degree = runs_in_thread("edge_degree")
+    get_node = runs_in_thread("get_node")
+    get_edge = runs_in_thread("get_edge")
+    get_node_edges = runs_in_thread("get_node_edges")
+    get_nodes_batch = runs_in_thread("get_nodes_batch")
+    node_degrees_batch = runs_in_thread("node_degrees_batch")
+    edge_degrees_batch = runs_in_thread("edge_degrees_batch")
+    get_edges_batch = runs_in_thread("get_edges_batch")
+    get_nodes_edges_batch = runs_in_thread("get_nodes_edges_batch")
+    has_nodes_batch = runs_in_thread("has_nodes_batch")
+    upsert_node = runs_in_thread("upsert_node", _nothing)
+    upsert_nodes_batch = runs_in_thread("upsert_nodes_batch", _nothing)
+    upsert_edge = runs_in_thread("upsert_edge", _nothing)
+    upsert_edges_batch = runs_in_thread("upsert_edges_batch", _nothing)
+    delete_node = runs_in_thread("delete_node")
+    remove_nodes = runs_in_thread("remove_nodes")
+    remove_edges = runs_in_thread("remove_edges")
+    get_all_labels = runs_in_thread("get_all_labels")
+    get_popular_labels = runs_in_thread("get_popular_labels")
+    search_labels = runs_in_thread("search_labels")
+    get_all_nodes = runs_in_thread("get_all_nodes")
+    get_all_edges = runs_in_thread("get_all_edges")
+
+    async def get_knowledge_graph(
+        self, node_label: str, max_depth: int = 3, max_nodes: int | None = None
+    ) -> KnowledgeGraph:
+        """The subgraph around ``node_label`` ("*": the best-connected nodes), at most
+        ``max_nodes`` nodes and never more than the global ``max_graph_nodes``."""
+        cap = self.global_config.get("max_graph_nodes", 1000)
+        budget = cap if max_nodes is None else min(max_nodes, cap)
+        graph = await to_thread(self.store.knowledge_graph, node_label, max_depth, budget)
+        return _knowledge_graph(graph)
+
+
+def _knowledge_graph(graph: Subgraph) -> KnowledgeGraph:
+    """LightRAG's result type, shaped as NetworkXStorage builds it."""
+    return KnowledgeGraph(
+        nodes=[
+            KnowledgeGraphNode(id=node, labels=[node], properties=properties)
+            for node, properties in graph.nodes
+        ],
+        edges=[
+            KnowledgeGraphEdge(
+                id=f"{src}-{tgt}", type="DIRECTED", source=src, target=tgt, properties=properties
+            )
+            for src, tgt, properties in graph.edges
+        ],
+        is_truncated=graph.is_truncated,
+    )
 
 
 def _check_limit(limit: int) -> None:

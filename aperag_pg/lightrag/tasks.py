@@ -6,9 +6,11 @@ storages would also work from a new ``asyncio.run`` loop per task, but LightRAG'
 and embedding queues are bound to the loop that first used them and log errors and
 restart when they meet another one; one loop per process avoids that.
 
-Storages come from LIGHTRAG_*_STORAGE (default: the PGSync ones and LightRAG's default
-graph storage). LightRAG's file-based graph storage is per process, so its files go to
-``LIGHTRAG_WORKING_DIR/<host>-<pid>``; use a shared graph storage for a multi-process graph.
+Storages come from LIGHTRAG_*_STORAGE, by default the four PGSync ones, so every worker
+process on every host reads and writes the same knowledge in PostgreSQL, and a restart
+loses nothing. LightRAG still wants a working directory, ``LIGHTRAG_WORKING_DIR/<host>-<pid>``;
+with the default storages nothing is kept there (a file-based storage chosen by
+LIGHTRAG_*_STORAGE would keep its files there, private to the process).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ DEFAULT_STORAGES = {
     "kv_storage": FACADES["KV_STORAGE"],
     "vector_storage": FACADES["VECTOR_STORAGE"],
     "doc_status_storage": FACADES["DOC_STATUS_STORAGE"],
+    "graph_storage": FACADES["GRAPH_STORAGE"],
 }
 
 

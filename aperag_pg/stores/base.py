@@ -160,6 +160,15 @@ class SyncStore:
         return sql.SQL(template).format(**{k: self.table(v) for k, v in tables.items()})
 
     @contextmanager
+    def snapshot(self) -> Iterator[DictRowCursor]:
+        """A read-only REPEATABLE READ transaction: every statement sees the same data, for
+        reads that take several statements (a traversal) and must not mix two states.
+        """
+        with self.transaction() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield cur
+
+    @contextmanager
     def transaction(self, read_only: bool = False) -> Iterator[DictRowCursor]:
         """A dict-row cursor in one transaction: committed on success, rolled back on error.
 
@@ -174,10 +183,11 @@ class SyncStore:
             with conn.cursor(cursor_factory=DictRowCursor) as cur:
                 yield cur
 
-    def ensure_table(self, name: str, statements: Sequence[str]) -> None:
+    def ensure_table(self, name: str, statements: Sequence[str], **tables: str) -> None:
         """Create table ``name`` with ``statements`` (``{table}`` = the table, ``{schema}`` =
-        the schema) unless it exists. Concurrent callers wait on an advisory lock, so the
-        DDL runs once; a table that already exists costs one catalog lookup.
+        the schema, and ``{key}`` = the table named by each keyword in ``tables``) unless it
+        exists. Concurrent callers wait on an advisory lock, so the DDL runs once; a table
+        that already exists costs one catalog lookup.
         """
         if self.table_exists(name):
             return
@@ -191,7 +201,9 @@ class SyncStore:
             for statement in statements:
                 cur.execute(
                     sql.SQL(statement).format(
-                        table=self.table(name), schema=sql.Identifier(self.schema)
+                        table=self.table(name),
+                        schema=sql.Identifier(self.schema),
+                        **{key: self.table(table) for key, table in tables.items()},
                     )
                 )
 

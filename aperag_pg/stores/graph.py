@@ -1,0 +1,741 @@
+"""The sync graph store: LightRAG's knowledge graph in two plain tables, on the process pool.
+
+Tables, columns, keys, indexes, foreign keys and row format are those of lightrag-hku
+1.5.7's ``PGTableGraphStorage`` (``kg/pgtable_impl.py``), so LightRAG's API server or
+WebUI running that storage shows the graph the workers build, and the other way round:
+
+- ``lightrag_graph_nodes(workspace, namespace, id, properties jsonb, updated_at)``,
+  primary key ``(workspace, namespace, id)``; ``properties["entity_id"]`` is the id;
+- ``lightrag_graph_edges(workspace, namespace, src_id, tgt_id, properties, updated_at)``,
+  primary key ``(workspace, namespace, src_id, tgt_id)``, one row per undirected edge in
+  canonical order ``src_id = min(a, b)``, ``tgt_id = max(a, b)`` with Python's min/max
+  (code points; SQL LEAST/GREATEST follow the collation and would disagree), and
+  foreign keys to both endpoints with ON DELETE CASCADE.
+
+Semantics are NetworkXStorage's (the reference LightRAG points at): upserts merge
+properties (omitted keys survive; PGTableGraphStorage replaces an edge's properties
+instead), an edge creates missing endpoints, a self-loop counts twice in a degree, and
+``knowledge_graph`` is NetworkX's level-by-level BFS with its ``is_truncated`` rule.
+
+Every public method is one transaction and one round trip for its data (a traversal:
+one statement per level). Batches are de-duplicated (later writes win, key by key) and
+written in code-point order, so two writers never take row locks in opposite orders.
+Bad input raises ``InvalidInput`` naming the node or edge before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidInput
+from ..pool import PostgreSQLSyncConnectionManager
+from .base import SyncStore, check_key, check_no_nul
+
+logger = logging.getLogger(__name__)
+
+GRAPH_NAMESPACE = "chunk_entity_relation"  # LightRAG's one graph namespace
+NODES = "lightrag_graph_nodes"
+EDGES = "lightrag_graph_edges"
+# An id is part of two primary keys; PostgreSQL's B-tree entries stop near 2,700 bytes,
+# so two ids plus workspace and namespace must fit. Say so before the server does.
+MAX_NODE_ID_BYTES = 1024
+# A batch is one transaction, sent in statements of at most this many rows or bytes.
+CHUNK_ROWS = 1000
+CHUNK_BYTES = 8 * 1024 * 1024
+
+# -- DDL: PGTableGraphStorage 1.5.7's tables, indexes and constraints, schema-qualified --
+
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS {nodes} (
+    workspace   TEXT        NOT NULL,
+    namespace   TEXT        NOT NULL DEFAULT 'chunk_entity_relation',
+    id          TEXT        NOT NULL,
+    properties  JSONB       NOT NULL DEFAULT '{{}}',
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace, namespace, id)
+)""",
+    """CREATE TABLE IF NOT EXISTS {edges} (
+    workspace   TEXT        NOT NULL,
+    namespace   TEXT        NOT NULL DEFAULT 'chunk_entity_relation',
+    src_id      TEXT        NOT NULL,
+    tgt_id      TEXT        NOT NULL,
+    properties  JSONB       NOT NULL DEFAULT '{{}}',
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace, namespace, src_id, tgt_id),
+    CONSTRAINT fk_lightrag_graph_edges_src FOREIGN KEY (workspace, namespace, src_id)
+        REFERENCES {nodes} (workspace, namespace, id) ON DELETE CASCADE,
+    CONSTRAINT fk_lightrag_graph_edges_tgt FOREIGN KEY (workspace, namespace, tgt_id)
+        REFERENCES {nodes} (workspace, namespace, id) ON DELETE CASCADE
+)""",
+    "CREATE INDEX IF NOT EXISTS idx_lightrag_graph_edges_namespace_tgt "
+    "ON {edges} (workspace, namespace, tgt_id)",
+    # LightRAG's guard for edges stored in the wrong order; empty while writers canonicalise.
+    "CREATE INDEX IF NOT EXISTS idx_lightrag_graph_edges_noncanonical "
+    'ON {edges} (workspace, namespace) WHERE src_id COLLATE "C" > tgt_id COLLATE "C"',
+)
+
+# -- SQL. {nodes} and {edges} are the schema-qualified tables; %(ws)s/%(ns)s the partition --
+
+_SCOPE = "workspace = %(ws)s AND namespace = %(ns)s"
+
+# Rows arrive as one JSON array per statement, in the order they must be locked.
+_UPSERT_NODES = """
+WITH written AS (
+    INSERT INTO {nodes} AS n (workspace, namespace, id, properties, updated_at)
+    SELECT %(ws)s, %(ns)s, r.id, r.properties, now()
+    FROM ROWS FROM (json_to_recordset(%(rows)s::json) AS (id text, properties jsonb))
+         WITH ORDINALITY AS r(id, properties, i)
+    ORDER BY r.i
+    ON CONFLICT (workspace, namespace, id) DO UPDATE
+        SET properties = n.properties || EXCLUDED.properties, updated_at = now()
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS written FROM written
+"""
+
+# Missing endpoints are created first, in the same statement, as {"entity_id": id}.
+_UPSERT_EDGES = """
+WITH endpoints AS (
+    INSERT INTO {nodes} (workspace, namespace, id, properties, updated_at)
+    SELECT %(ws)s, %(ns)s, e.id, jsonb_build_object('entity_id', e.id), now()
+    FROM unnest(%(endpoints)s::text[]) WITH ORDINALITY AS e(id, i)
+    ORDER BY e.i
+    ON CONFLICT (workspace, namespace, id) DO NOTHING
+    RETURNING 1
+),
+endpoints_done AS (SELECT count(*) AS created FROM endpoints),
+written AS (
+    INSERT INTO {edges} AS g (workspace, namespace, src_id, tgt_id, properties, updated_at)
+    SELECT %(ws)s, %(ns)s, r.src, r.tgt, r.properties, now()
+    FROM ROWS FROM (json_to_recordset(%(rows)s::json) AS (src text, tgt text, properties jsonb))
+         WITH ORDINALITY AS r(src, tgt, properties, i)
+    CROSS JOIN endpoints_done
+    ORDER BY r.i
+    ON CONFLICT (workspace, namespace, src_id, tgt_id) DO UPDATE
+        SET properties = g.properties || EXCLUDED.properties, updated_at = now()
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS written FROM written
+"""
+
+_GET_NODES = f"SELECT id, properties FROM {{nodes}} WHERE {_SCOPE} AND id = ANY(%(ids)s)"
+_NODE_IDS = f"SELECT id FROM {{nodes}} WHERE {_SCOPE} AND id = ANY(%(ids)s)"
+
+# Degrees count each endpoint of each edge: a self-loop counts twice, as in NetworkX.
+_DEGREES = f"""
+SELECT id, count(*) AS degree FROM (
+    SELECT src_id AS id FROM {{edges}} WHERE {_SCOPE} AND src_id = ANY(%(ids)s)
+    UNION ALL
+    SELECT tgt_id FROM {{edges}} WHERE {_SCOPE} AND tgt_id = ANY(%(ids)s)
+) ends GROUP BY id
+"""
+
+# One arm per index (the primary key leads with src_id, the other index with tgt_id).
+_NEIGHBOURS = f"""
+SELECT src_id AS id, tgt_id AS neighbour FROM {{edges}} WHERE {_SCOPE} AND src_id = ANY(%(ids)s)
+UNION ALL
+SELECT tgt_id, src_id FROM {{edges}}
+WHERE {_SCOPE} AND tgt_id = ANY(%(ids)s) AND src_id <> tgt_id
+"""
+
+_NODE_EDGES = f"""
+SELECT EXISTS (SELECT 1 FROM {{nodes}} WHERE {_SCOPE} AND id = %(id)s) AS found,
+       ARRAY(SELECT neighbour FROM ({_NEIGHBOURS}) n) AS neighbours
+"""
+
+_GET_EDGES = f"""
+SELECT src_id, tgt_id, properties FROM {{edges}}
+WHERE {_SCOPE} AND (src_id, tgt_id) IN (SELECT * FROM unnest(%(srcs)s::text[], %(tgts)s::text[]))
+"""
+
+_DELETE_NODES = f"DELETE FROM {{nodes}} WHERE {_SCOPE} AND id = ANY(%(ids)s)"  # edges cascade
+_DELETE_EDGES = f"""
+DELETE FROM {{edges}}
+WHERE {_SCOPE} AND (src_id, tgt_id) IN (SELECT * FROM unnest(%(srcs)s::text[], %(tgts)s::text[]))
+"""
+_DROP = f"""
+WITH edges_gone AS (DELETE FROM {{edges}} WHERE {_SCOPE})
+DELETE FROM {{nodes}} WHERE {_SCOPE}
+"""
+_COUNTS = f"""
+SELECT (SELECT count(*) FROM {{nodes}} WHERE {_SCOPE}) AS nodes,
+       (SELECT count(*) FROM {{edges}} WHERE {_SCOPE}) AS edges
+"""
+
+_ALL_LABELS = f'SELECT id FROM {{nodes}} WHERE {_SCOPE} ORDER BY id COLLATE "C"'
+_ALL_NODES = f'SELECT id, properties FROM {{nodes}} WHERE {_SCOPE} ORDER BY id COLLATE "C"'
+_ALL_EDGES = f"""
+SELECT src_id, tgt_id, properties FROM {{edges}} WHERE {_SCOPE}
+ORDER BY src_id COLLATE "C", tgt_id COLLATE "C"
+"""
+
+# Every node with its degree, highest first, ties by label in code-point order.
+_RANKED_NODES = f"""
+SELECT n.id, {{columns}} COALESCE(d.degree, 0) AS degree
+FROM {{nodes}} n
+LEFT JOIN (
+    SELECT id, count(*) AS degree FROM (
+        SELECT src_id AS id FROM {{edges}} WHERE {_SCOPE}
+        UNION ALL
+        SELECT tgt_id FROM {{edges}} WHERE {_SCOPE}
+    ) ends GROUP BY id
+) d ON d.id = n.id
+WHERE n.workspace = %(ws)s AND n.namespace = %(ns)s
+ORDER BY degree DESC, n.id COLLATE "C"
+LIMIT %(limit)s
+"""
+
+# NetworkXStorage.search_labels' scores, computed and ranked by the server: exact 1000,
+# prefix 500, else 100 - length, +50 when the match follows a space or an underscore.
+_SEARCH_LABELS = f"""
+SELECT id FROM (
+    SELECT id, CASE
+        WHEN lower(id) = %(query)s THEN 1000
+        WHEN lower(id) LIKE %(prefix)s ESCAPE '!' THEN 500
+        ELSE 100 - length(id) + CASE
+            WHEN lower(id) LIKE %(after_space)s ESCAPE '!'
+              OR lower(id) LIKE %(after_underscore)s ESCAPE '!' THEN 50 ELSE 0 END
+    END AS score
+    FROM {{nodes}}
+    WHERE {_SCOPE} AND lower(id) LIKE %(contains)s ESCAPE '!'
+) scored
+ORDER BY score DESC, id COLLATE "C"
+LIMIT %(limit)s
+"""
+
+# One BFS level: the unvisited neighbours of the frontier, highest degree first (ties by
+# label), at most %(limit)s of them. The degree is the node's degree in the whole graph.
+_BFS_LEVEL = f"""
+WITH neighbours AS (
+    SELECT tgt_id AS id FROM {{edges}} WHERE {_SCOPE} AND src_id = ANY(%(frontier)s)
+    UNION
+    SELECT src_id FROM {{edges}} WHERE {_SCOPE} AND tgt_id = ANY(%(frontier)s)
+),
+candidates AS (
+    SELECT id FROM neighbours WHERE id <> ALL(%(visited)s)
+),
+degrees AS (
+    SELECT id, count(*) AS degree FROM (
+        SELECT src_id AS id FROM {{edges}}
+        WHERE {_SCOPE} AND src_id IN (SELECT id FROM candidates)
+        UNION ALL
+        SELECT tgt_id FROM {{edges}}
+        WHERE {_SCOPE} AND tgt_id IN (SELECT id FROM candidates)
+    ) ends GROUP BY id
+)
+SELECT n.id, n.properties, COALESCE(d.degree, 0) AS degree
+FROM candidates c
+JOIN {{nodes}} n ON n.workspace = %(ws)s AND n.namespace = %(ns)s AND n.id = c.id
+LEFT JOIN degrees d ON d.id = c.id
+ORDER BY degree DESC, n.id COLLATE "C"
+LIMIT %(limit)s
+"""
+
+# Does any node of %(level)s have a neighbour, other than itself, outside %(known)s?
+_HAS_NEIGHBOUR_OUTSIDE = f"""
+SELECT EXISTS (
+    SELECT 1 FROM {{edges}} WHERE {_SCOPE} AND src_id = ANY(%(level)s)
+        AND tgt_id <> src_id AND tgt_id <> ALL(%(known)s)
+    UNION ALL
+    SELECT 1 FROM {{edges}} WHERE {_SCOPE} AND tgt_id = ANY(%(level)s)
+        AND src_id <> tgt_id AND src_id <> ALL(%(known)s)
+) AS found
+"""
+
+_INDUCED_EDGES = f"""
+SELECT src_id, tgt_id, properties FROM {{edges}}
+WHERE {_SCOPE} AND src_id = ANY(%(ids)s) AND tgt_id = ANY(%(ids)s)
+ORDER BY src_id COLLATE "C", tgt_id COLLATE "C"
+"""
+
+
+@dataclass
+class Subgraph:
+    """A traversal's result: nodes as (id, properties), edges as (src, tgt, properties)
+    in canonical order, and whether nodes were left out because of ``max_nodes``."""
+
+    nodes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    edges: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    is_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class WriteCounts:
+    """What a batch upsert did: rows new to the table, and rows merged into existing ones."""
+
+    inserted: int = 0
+    merged: int = 0
+
+    def __add__(self, other: WriteCounts) -> WriteCounts:
+        return WriteCounts(self.inserted + other.inserted, self.merged + other.merged)
+
+
+def canonical(a: str, b: str) -> tuple[str, str]:
+    """An undirected edge's stored order: Python's min/max, as PGTableGraphStorage does."""
+    return (a, b) if a <= b else (b, a)
+
+
+class GraphStore(SyncStore):
+    """One LightRAG graph (workspace + namespace) in ``lightrag_graph_nodes`` / ``_edges``."""
+
+    def __init__(
+        self,
+        namespace: str = GRAPH_NAMESPACE,
+        workspace: str | None = None,
+        manager: type[PostgreSQLSyncConnectionManager] = PostgreSQLSyncConnectionManager,
+    ) -> None:
+        super().__init__(namespace, workspace, manager)
+        check_key(namespace, "namespace")
+
+    def ensure_tables(self) -> None:
+        """Create both tables, their indexes and foreign keys, unless they exist."""
+        self.ensure_table(EDGES, _DDL, nodes=NODES, edges=EDGES)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def has_node(self, node_id: str) -> bool:
+        return bool(self.has_nodes_batch([node_id]))
+
+    def has_nodes_batch(self, node_ids: Iterable[str]) -> set[str]:
+        ids = _ids(node_ids)
+        if not ids:
+            return set()
+        return {row["id"] for row in self._read(_NODE_IDS, ids=ids)}
+
+    def get_node(self, node_id: str) -> dict[str, Any] | None:
+        return self.get_nodes_batch([node_id]).get(node_id)
+
+    def get_nodes_batch(self, node_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Properties of the nodes that exist, by id (``entity_id`` is always the id)."""
+        ids = _ids(node_ids)
+        if not ids:
+            return {}
+        rows = self._read(_GET_NODES, ids=ids)
+        return {row["id"]: _node_properties(row["id"], row["properties"]) for row in rows}
+
+    def node_degree(self, node_id: str) -> int:
+        return self.node_degrees_batch([node_id])[node_id]
+
+    def node_degrees_batch(self, node_ids: Iterable[str]) -> dict[str, int]:
+        """Degree of each node (0 for an unknown one); a self-loop counts 2."""
+        ids = _ids(node_ids)
+        if not ids:
+            return {}
+        degrees = dict.fromkeys(ids, 0)
+        for row in self._read(_DEGREES, ids=ids):
+            degrees[row["id"]] = row["degree"]
+        return degrees
+
+    def edge_degree(self, src_id: str, tgt_id: str) -> int:
+        return self.edge_degrees_batch([(src_id, tgt_id)])[(src_id, tgt_id)]
+
+    def edge_degrees_batch(
+        self, edge_pairs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """Sum of both endpoints' degrees, by the pair as given."""
+        pairs = [_pair(pair) for pair in edge_pairs]
+        degrees = self.node_degrees_batch({node for pair in pairs for node in pair})
+        return {(src, tgt): degrees[src] + degrees[tgt] for src, tgt in pairs}
+
+    def has_edge(self, source_node_id: str, target_node_id: str) -> bool:
+        return self.get_edge(source_node_id, target_node_id) is not None
+
+    def get_edge(self, source_node_id: str, target_node_id: str) -> dict[str, Any] | None:
+        pair = (source_node_id, target_node_id)
+        return self.get_edges_batch([pair]).get(pair)
+
+    def get_edges_batch(
+        self, pairs: Iterable[tuple[str, str] | Mapping[str, str]]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Properties of the edges that exist, keyed by the pair as given (either order)."""
+        given = [_pair(pair) for pair in pairs]
+        if not given:
+            return {}
+        wanted = sorted({canonical(src, tgt) for src, tgt in given})
+        rows = self._read(
+            _GET_EDGES, srcs=[src for src, _ in wanted], tgts=[tgt for _, tgt in wanted]
+        )
+        found = {(row["src_id"], row["tgt_id"]): row["properties"] for row in rows}
+        return {pair: dict(found[canonical(*pair)]) for pair in given if canonical(*pair) in found}
+
+    def get_node_edges(self, source_node_id: str) -> list[tuple[str, str]] | None:
+        """``(node_id, neighbour)`` for each edge, sorted by neighbour; ``[]`` for a node
+        without edges and None for a node that does not exist."""
+        (node_id,) = _ids([source_node_id])
+        (row,) = self._read(_NODE_EDGES, id=node_id, ids=[node_id])
+        if not row["found"]:
+            return None
+        return [(node_id, neighbour) for neighbour in sorted(row["neighbours"])]
+
+    def get_nodes_edges_batch(self, node_ids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+        """``get_node_edges`` for each node; an unknown node gets ``[]`` (LightRAG's rule)."""
+        ids = _ids(node_ids)
+        if not ids:
+            return {}
+        edges: dict[str, list[tuple[str, str]]] = {node: [] for node in ids}
+        for row in self._read(_NEIGHBOURS, ids=ids):
+            edges[row["id"]].append((row["id"], row["neighbour"]))
+        for node_edges in edges.values():
+            node_edges.sort(key=lambda edge: edge[1])
+        return edges
+
+    def get_all_labels(self) -> list[str]:
+        """Every node id, in code-point order."""
+        return [row["id"] for row in self._read(_ALL_LABELS)]
+
+    def get_popular_labels(self, limit: int = 300) -> list[str]:
+        """Node ids by degree, highest first, ties by id; isolated nodes included."""
+        limit = _non_negative(limit, "limit")
+        rows = self._read(_RANKED_NODES, {"columns": ""}, limit=limit)
+        return [row["id"] for row in rows]
+
+    def search_labels(self, query: str, limit: int = 50) -> list[str]:
+        """Ids containing ``query`` (case-insensitive), best first: NetworkXStorage's scores.
+        Case folding is the server's ``lower()``, as in LightRAG's PostgreSQL storages."""
+        if not isinstance(query, str):
+            raise InvalidInput(f"search query must be a string, got {type(query).__name__}")
+        check_no_nul(query, "search query")
+        limit = _non_negative(limit, "limit")
+        folded = query.lower().strip()
+        if not folded:
+            return []
+        like = _escape_like(folded)
+        rows = self._read(
+            _SEARCH_LABELS,
+            query=folded,
+            prefix=f"{like}%",
+            after_space=f"% {like}%",
+            after_underscore=f"%!_{like}%",
+            contains=f"%{like}%",
+            limit=limit,
+        )
+        return [row["id"] for row in rows]
+
+    def get_all_nodes(self) -> list[dict[str, Any]]:
+        """Every node's properties plus ``id``, by id."""
+        return [
+            {**_node_properties(row["id"], row["properties"]), "id": row["id"]}
+            for row in self._read(_ALL_NODES)
+        ]
+
+    def get_all_edges(self) -> list[dict[str, Any]]:
+        """Every edge's properties plus ``source`` and ``target`` (canonical order)."""
+        return [
+            {**row["properties"], "source": row["src_id"], "target": row["tgt_id"]}
+            for row in self._read(_ALL_EDGES)
+        ]
+
+    def counts(self) -> tuple[int, int]:
+        """(nodes, edges) in this graph."""
+        (row,) = self._read(_COUNTS)
+        return row["nodes"], row["edges"]
+
+    def knowledge_graph(self, label: str, max_depth: int, max_nodes: int) -> Subgraph:
+        """NetworkXStorage's ``get_knowledge_graph`` with ``max_nodes`` already capped.
+
+        ``"*"``: the ``max_nodes`` nodes of highest degree (ties by id). Otherwise a BFS from
+        ``label``, one statement per level: each level admits its unvisited neighbours by
+        degree (ties by id) until ``max_nodes`` are in. ``is_truncated`` follows NetworkX:
+        True only when ``max_nodes`` nodes were taken and more were within reach.
+        Everything is read from one snapshot, so a concurrent delete cannot tear it.
+        """
+        if not isinstance(label, str):
+            raise InvalidInput(f"node label must be a string, got {type(label).__name__}")
+        check_no_nul(label, "node label")
+        max_depth = _non_negative(max_depth, "max_depth")
+        max_nodes = _non_negative(max_nodes, "max_nodes")
+        with self.snapshot() as cur:
+            if label == "*":
+                graph = self._top_nodes(cur, max_nodes)
+            else:
+                graph = self._bfs(cur, label, max_depth, max_nodes)
+            if graph.nodes:
+                ids = [node for node, _ in graph.nodes]
+                self._execute(cur, _INDUCED_EDGES, ids=ids)
+                graph.edges = [
+                    (row["src_id"], row["tgt_id"], row["properties"]) for row in cur.fetchall()
+                ]
+        return graph
+
+    def _top_nodes(self, cur: Any, max_nodes: int) -> Subgraph:
+        self._execute(cur, _RANKED_NODES, {"columns": "n.properties,"}, limit=max_nodes + 1)
+        rows = cur.fetchall()
+        return Subgraph(
+            nodes=[(row["id"], _node_properties(row["id"], row["properties"])) for row in rows][
+                :max_nodes
+            ],
+            is_truncated=len(rows) > max_nodes,
+        )
+
+    def _bfs(self, cur: Any, seed: str, max_depth: int, max_nodes: int) -> Subgraph:
+        self._execute(cur, _GET_NODES, ids=[seed])
+        seed_row = cur.fetchone()
+        if seed_row is None:
+            return Subgraph()
+        if max_nodes == 0:  # NetworkX: nothing taken, the seed left waiting in its queue
+            return Subgraph(is_truncated=True)
+        collected = {seed: seed_row["properties"]}
+        level, depth, cut = [seed], 0, False
+        while depth < max_depth and len(collected) < max_nodes:
+            room = max_nodes - len(collected)
+            self._execute(cur, _BFS_LEVEL, frontier=level, visited=list(collected), limit=room + 1)
+            rows = cur.fetchall()
+            if not rows:
+                break
+            depth += 1
+            cut = len(rows) > room
+            level = [row["id"] for row in rows[:room]]
+            collected.update((row["id"], row["properties"]) for row in rows[:room])
+        truncated = cut or (
+            len(collected) >= max_nodes
+            and self._reach_beyond(cur, collected, level, depth, max_depth)
+        )
+        nodes = [(node, _node_properties(node, props)) for node, props in collected.items()]
+        return Subgraph(nodes=nodes, is_truncated=truncated)
+
+    def _reach_beyond(
+        self, cur: Any, collected: Mapping[str, Any], level: list[str], depth: int, max_depth: int
+    ) -> bool:
+        """NetworkX's rule when the budget filled up exactly at the end of ``level``: below
+        ``max_depth``, a neighbour outside the collected nodes was queued; at ``max_depth``,
+        a neighbour outside the earlier levels (even one in the same level) was seen."""
+        known = set(collected)
+        if depth >= max_depth:
+            known.difference_update(level)
+        self._execute(cur, _HAS_NEIGHBOUR_OUTSIDE, level=level, known=sorted(known))
+        return cur.fetchone()["found"]
+
+    # -- writes ------------------------------------------------------------------------
+
+    def upsert_node(self, node_id: str, node_data: Mapping[str, Any]) -> WriteCounts:
+        return self.upsert_nodes_batch([(node_id, node_data)])
+
+    def upsert_nodes_batch(self, nodes: Iterable[tuple[str, Mapping[str, Any]]]) -> WriteCounts:
+        """Insert or merge nodes; every node's properties must contain ``entity_id`` (it is
+        stored as the node id). All or nothing: everything is checked before writing."""
+        merged: dict[str, dict[str, Any]] = {}
+        for node_id, properties in nodes:
+            node_id = _node_id(node_id)
+            properties = _properties(properties, f"node {node_id!r}")
+            if "entity_id" not in properties:
+                raise InvalidInput(
+                    f"node {node_id!r} has no 'entity_id' property: LightRAG's graph storages "
+                    "require it (set it to the node id); nothing was written."
+                )
+            merged.setdefault(node_id, {}).update(properties, entity_id=node_id)
+        rows = [
+            (_json({"id": node, "properties": merged[node]}, f"node {node!r}"))
+            for node in sorted(merged)
+        ]
+        return self._write(_UPSERT_NODES, rows)
+
+    def upsert_edge(
+        self, source_node_id: str, target_node_id: str, edge_data: Mapping[str, Any]
+    ) -> WriteCounts:
+        return self.upsert_edges_batch([(source_node_id, target_node_id, edge_data)])
+
+    def upsert_edges_batch(
+        self, edges: Iterable[tuple[str, str, Mapping[str, Any]]]
+    ) -> WriteCounts:
+        """Insert or merge undirected edges, creating missing endpoints with only their
+        ``entity_id``. All or nothing: everything is checked before writing."""
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        for source_id, target_id, properties in edges:
+            pair = canonical(_node_id(source_id), _node_id(target_id))
+            properties = _properties(properties, f"edge {pair[0]!r}~{pair[1]!r}")
+            merged.setdefault(pair, {}).update(properties)
+        rows = [
+            _json({"src": src, "tgt": tgt, "properties": merged[src, tgt]}, f"edge {src!r}~{tgt!r}")
+            for src, tgt in sorted(merged)
+        ]
+        return self._write(_UPSERT_EDGES, rows, endpoints_of=sorted(merged))
+
+    def delete_node(self, node_id: str) -> None:
+        self.remove_nodes([node_id])
+
+    def remove_nodes(self, nodes: Iterable[str]) -> None:
+        """Delete the nodes and every edge touching them; unknown ids are ignored."""
+        ids = sorted(set(_ids(nodes)))
+        if not ids:
+            return
+        with self.transaction() as cur:
+            for chunk in _chunks(ids, CHUNK_ROWS):
+                self._execute(cur, _DELETE_NODES, ids=chunk)
+
+    def remove_edges(self, edges: Iterable[tuple[str, str]]) -> None:
+        """Delete the edges (either order); endpoints stay; unknown pairs are ignored."""
+        wanted = sorted({canonical(*_pair(pair)) for pair in edges})
+        if not wanted:
+            return
+        with self.transaction() as cur:
+            for chunk in _chunks(wanted, CHUNK_ROWS):
+                self._execute(
+                    cur, _DELETE_EDGES, srcs=[s for s, _ in chunk], tgts=[t for _, t in chunk]
+                )
+
+    def drop(self) -> dict[str, str]:
+        """Delete this graph. Returns LightRAG's status dict instead of raising."""
+        try:
+            with self.transaction() as cur:
+                self._execute(cur, _DROP)
+        except Exception as exc:  # LightRAG's drop() reports every failure in its result
+            logger.error("dropping graph %s failed: %s", self.namespace, type(exc).__name__)
+            return {"status": "error", "message": str(exc)}
+        return {"status": "success", "message": "data dropped"}
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _sql(self, template: str, fragments: Mapping[str, str] | None = None) -> Any:
+        # ``fragments`` are fixed column lists from this module, never input.
+        if fragments:
+            template = template.replace("{columns}", fragments["columns"])
+        return self.render(template, nodes=NODES, edges=EDGES)
+
+    def _execute(
+        self, cur: Any, template: str, fragments: Mapping[str, str] | None = None, **params: Any
+    ) -> None:
+        cur.execute(
+            self._sql(template, fragments), {"ws": self.workspace, "ns": self.namespace, **params}
+        )
+
+    def _read(
+        self, template: str, fragments: Mapping[str, str] | None = None, **params: Any
+    ) -> list[dict[str, Any]]:
+        with self.transaction(read_only=True) as cur:
+            self._execute(cur, template, fragments, **params)
+            return cur.fetchall()
+
+    def _write(
+        self,
+        template: str,
+        rows: list[str],
+        endpoints_of: Sequence[tuple[str, str]] | None = None,
+    ) -> WriteCounts:
+        """Send JSON ``rows`` in bounded statements, one transaction for all of them."""
+        total = WriteCounts()
+        if not rows:
+            return total
+        # Every endpoint goes with the first statement, in one sorted pass, so the node
+        # locks of the whole batch are taken in one order before any edge is written.
+        endpoints = sorted({node for pair in endpoints_of or () for node in pair})
+        with self.transaction() as cur:
+            for chunk in _byte_chunks(rows):
+                params: dict[str, Any] = {"rows": f"[{','.join(chunk)}]"}
+                if endpoints_of is not None:
+                    params["endpoints"], endpoints = endpoints, []
+                self._execute(cur, template, **params)
+                row = cur.fetchone()
+                total += WriteCounts(row["inserted"], row["written"] - row["inserted"])
+        return total
+
+
+# -- input checks and small helpers ------------------------------------------------------
+
+
+def _node_id(value: Any) -> str:
+    check_key(value, "node id", max_length=MAX_NODE_ID_BYTES)
+    size = len(_utf8(value, f"node id {value[:40]!r}"))
+    if size > MAX_NODE_ID_BYTES:
+        raise InvalidInput(
+            f"node id {value[:40]!r}... is {size} bytes in UTF-8; the graph tables index "
+            f"ids of at most {MAX_NODE_ID_BYTES} bytes: use a shorter name."
+        )
+    return value
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"{what} contains {text[exc.start : exc.end]!r} at offset {exc.start}, a lone "
+            "surrogate that is not valid Unicode and cannot be stored: decode the source "
+            "text with errors='replace'; nothing was written."
+        ) from None
+
+
+def _ids(values: Iterable[str]) -> list[str]:
+    if isinstance(values, str):
+        raise InvalidInput(f"expected a list of node ids, got the string {values!r:.80}")
+    return [_node_id(value) for value in values]
+
+
+def _pair(pair: Any) -> tuple[str, str]:
+    """An edge given as (src, tgt) or LightRAG's {"src": ..., "tgt": ...}."""
+    if isinstance(pair, Mapping):
+        pair = (pair.get("src"), pair.get("tgt"))
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise InvalidInput(f"an edge must be a (source, target) pair, got {pair!r:.80}")
+    return _node_id(pair[0]), _node_id(pair[1])
+
+
+def _properties(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{what}: properties must be a dict, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise InvalidInput(
+                f"{what}: property names must be strings, got {key!r:.40} "
+                f"({type(key).__name__}); nothing was written."
+            )
+    return dict(value)
+
+
+def _json(row: dict[str, Any], what: str) -> str:
+    """One row as JSON, or InvalidInput naming the node or edge and the property."""
+    try:
+        text = json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        for key, value in row["properties"].items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise InvalidInput(
+                    f"{what}: property {key!r} cannot be stored as JSON ({exc}): use a string, "
+                    "a finite number, a boolean, or a list or dict of those; nothing was written."
+                ) from None
+        raise InvalidInput(f"{what} cannot be stored as JSON: {exc}") from None
+    if "\\u0000" in text:  # JSON escapes NUL; found in C, only then the culprit is sought
+        check_no_nul(row, what)
+    _utf8(text, what)
+    return text
+
+
+def _node_properties(node_id: str, properties: Any) -> dict[str, Any]:
+    """Stored properties as LightRAG reads them: a dict whose ``entity_id`` is the id."""
+    return {**(properties if isinstance(properties, dict) else {}), "entity_id": node_id}
+
+
+def _non_negative(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{what} must be a non-negative integer, got {value!r:.40}")
+    return value
+
+
+def _escape_like(text: str) -> str:
+    """``text`` matched literally by LIKE ... ESCAPE '!'."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _byte_chunks(rows: list[str]) -> Iterator[list[str]]:
+    """Consecutive rows, at most CHUNK_ROWS of them and about CHUNK_BYTES (a single larger
+    row travels alone)."""
+    chunk: list[str] = []
+    size = 0
+    for row in rows:
+        if chunk and (len(chunk) >= CHUNK_ROWS or size + len(row) > CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(row)
+        size += len(row)
+    if chunk:
+        yield chunk
