@@ -29,17 +29,71 @@ OURS = {
     "kv_storage": "PGSyncKVStorage",
     "vector_storage": "PGSyncVectorStorage",
     "doc_status_storage": "PGSyncDocStatusStorage",
+    "graph_storage": "PGSyncGraphStorage",
 }
 LIGHTRAGS_PG = {
     "kv_storage": "PGKVStorage",
     "vector_storage": "PGVectorStorage",
     "doc_status_storage": "PGDocStatusStorage",
+    "graph_storage": "PGTableGraphStorage",
 }
 LOCAL = {
     "kv_storage": "JsonKVStorage",
     "vector_storage": "NanoVectorDBStorage",
     "doc_status_storage": "JsonDocStatusStorage",
+    "graph_storage": "NetworkXStorage",
 }
+# Properties LightRAG stamps with the wall clock: they differ between any two runs.
+CLOCK_PROPERTIES = ("created_at",)
+
+
+def without_clock(properties: dict) -> dict:
+    """Properties that two runs over the same documents agree on: no clock stamps, and
+    "<SEP>"-joined lists as sets (LightRAG merges documents in the order their
+    extractions finish, which varies from run to run whatever the storage)."""
+    return {
+        k: frozenset(v.split("<SEP>")) if isinstance(v, str) and "<SEP>" in v else v
+        for k, v in properties.items()
+        if k not in CLOCK_PROPERTIES
+    }
+
+
+async def graph_snapshot(graph, labels: list[str]) -> dict:
+    """What a graph storage answers, in a form that does not depend on the backend: every
+    node and edge with its properties, the views around ``labels`` at depths 1-3 and "*",
+    popular labels and label searches."""
+
+    def view(kg) -> dict:
+        return {
+            "nodes": {n.id: without_clock(n.properties) for n in kg.nodes},
+            "edges": {
+                tuple(sorted((e.source, e.target))): without_clock(e.properties) for e in kg.edges
+            },
+            "is_truncated": kg.is_truncated,
+        }
+
+    nodes = await graph.get_all_nodes()
+    edges = await graph.get_all_edges()
+    snapshot = {
+        "nodes": {n["id"]: without_clock(n) for n in nodes},
+        "edges": {
+            tuple(sorted((e["source"], e["target"]))): without_clock(
+                {k: v for k, v in e.items() if k not in ("source", "target")}
+            )
+            for e in edges
+        },
+        "labels": await graph.get_all_labels(),
+        "popular": await graph.get_popular_labels(limit=5),
+        "search": {q: await graph.search_labels(q) for q in ("acme", "corp", "smith", "zzz")},
+        "*": view(await graph.get_knowledge_graph("*", max_nodes=6)),
+    }
+    for label in labels:
+        for depth in (1, 2, 3):
+            for max_nodes in (4, 1000):
+                kg = await graph.get_knowledge_graph(label, max_depth=depth, max_nodes=max_nodes)
+                snapshot[(label, depth, max_nodes)] = view(kg)
+    return snapshot
+
 
 # Namespaces of a LightRAG instance, by attribute, that the storages above serve.
 KV_ATTRIBUTES = (

@@ -15,7 +15,15 @@ from aperag_pg.errors import ConfigError
 from aperag_pg.selection import lightrag_storage_kwargs
 from aperag_pg.worker import run_async
 
-from .lightrag_support import DOCS, FILE_PATHS, LOCAL, OURS, make_rag, new_workspace
+from .lightrag_support import (
+    DOCS,
+    FILE_PATHS,
+    LOCAL,
+    OURS,
+    graph_snapshot,
+    make_rag,
+    new_workspace,
+)
 
 MODES = ("local", "global", "hybrid", "naive", "mix")
 CHUNK_FIELDS = ("content", "tokens", "chunk_order_index", "full_doc_id", "file_path")
@@ -52,7 +60,9 @@ async def snapshot(rag) -> dict:
     )
     relation_rows = await rag.relationships_vdb.get_by_ids(relation_ids)
     full_entities = {i: await rag.full_entities.get_by_id(i) for i in doc_ids}
+    graph = rag.chunk_entity_relation_graph
     return {
+        "graph": await graph_snapshot(graph, await graph.get_popular_labels(limit=3)),
         # LightRAG's PG storage lists only statuses that occur; the JSON one lists all.
         "counts": {status: n for status, n in counts.items() if n},
         "docs": docs,
@@ -114,6 +124,42 @@ def test_pipeline_stores_what_the_local_storages_store(manager, tmp_path):
         assert "Acme Robotics" in ours_context[mode] or "Globex" in ours_context[mode], mode
         # The same knowledge is retrieved; its order may differ between vector backends.
         assert _retrieved(ours_context[mode]) == _retrieved(local_context[mode]), mode
+
+
+async def ingest_then_delete(rag, doc_index: int) -> tuple[dict, dict]:
+    """The graph after ingesting DOCS, and after deleting one of them again."""
+    await rag.initialize_storages()
+    try:
+        await rag.ainsert(DOCS, file_paths=FILE_PATHS)
+        graph = rag.chunk_entity_relation_graph
+        labels = await graph.get_popular_labels(limit=3)
+        before = await graph_snapshot(graph, labels)
+        statuses = await rag.doc_status.get_docs_by_statuses([DocStatus.PROCESSED])
+        name = FILE_PATHS[doc_index].rsplit("/", 1)[-1]
+        (doc_id,) = [i for i, status in statuses.items() if status.file_path.endswith(name)]
+        result = await rag.adelete_by_doc_id(doc_id)
+        assert result.status == "success", result
+        return before, await graph_snapshot(graph, labels)
+    finally:
+        await rag.finalize_storages()
+
+
+def test_document_deletion_removes_its_graph_as_networkx_does(manager, tmp_path):
+    """Deleting a document takes its own entities and relations out of the graph and keeps
+    the ones other documents share, exactly as LightRAG's file-based graph does."""
+    ours_before, ours_after = asyncio.run(
+        ingest_then_delete(make_rag(tmp_path / "ours", new_workspace(), OURS), 3)
+    )
+    local_before, local_after = asyncio.run(
+        ingest_then_delete(make_rag(tmp_path / "local", new_workspace(), LOCAL), 3)
+    )
+    assert ours_before == local_before
+    assert ours_after == local_after
+    gone = set(ours_before["nodes"]) - set(ours_after["nodes"])
+    assert gone, "the deleted document's own entities left the graph"
+    assert "Dana Lee" in gone  # named only by the deleted document
+    assert {"Initech Systems", "Globex Corporation"} <= set(ours_after["nodes"])  # shared
+    assert len(ours_after["edges"]) < len(ours_before["edges"])
 
 
 def _retrieved(context: str) -> dict[str, set[str]]:

@@ -20,6 +20,7 @@ from .lightrag_support import (
     LIGHTRAGS_PG,
     OURS,
     VECTOR_ATTRIBUTES,
+    graph_snapshot,
     make_rag,
     new_workspace,
     postgres_env,
@@ -65,6 +66,8 @@ async def _read_everything(rag, ids: dict[str, list[str]]) -> dict:
         page=1, page_size=10, sort_field="file_path", sort_direction="asc"
     )
     out["doc_status.by_path"] = await status.get_doc_by_file_path(FILE_PATHS[0])
+    graph = rag.chunk_entity_relation_graph
+    out["graph"] = await graph_snapshot(graph, await graph.get_popular_labels(limit=3))
     return out
 
 
