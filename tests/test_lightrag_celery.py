@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from celery import Celery
 from psycopg2 import sql
 
 from aperag_pg.devservices import celery_worker
 
 from .conftest import REPO_ROOT
-from .lightrag_support import DOCS, new_workspace
+from .lightrag_support import DOCS, FILE_PATHS, new_workspace
+from .make_support import make, wait_ready
 
 LOOP_ERRORS = (
     "Event loop is closed",
@@ -83,3 +85,56 @@ def test_instances_beyond_the_limit_are_finalized(manager, tmp_path, monkeypatch
     assert second.text_chunks._store is None  # b's storages were finalized
     assert first.text_chunks._store is not None
     assert tasks.rag_for("lru_a") is first
+
+
+QUESTION = "How is Acme Robotics related to Globex Corporation?"
+
+
+def _ask_everyone(client: Celery, workspace: str) -> dict[str, dict[int, set[str]]]:
+    """Ask the same questions many times, so that every worker process answers some:
+    mode -> worker pid -> digests of the contexts that process answered from."""
+    sent = [
+        (mode, client.send_task("aperag_pg.lightrag_query", args=(workspace, QUESTION, mode)))
+        for mode in ("local", "global")
+        for _ in range(8)
+    ]
+    seen: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for mode, result in sent:
+        answer = result.get(timeout=120)
+        assert answer["context_chars"] > 500, answer  # a context, not "no relevant data"
+        seen[mode][answer["pid"]].add(answer["context_digest"])
+    return seen
+
+
+def test_every_process_answers_from_one_graph_before_and_after_a_restart(service_env, tmp_path):
+    """The knowledge graph lives in PostgreSQL: whichever worker process serves a query, and
+    after `make worker-restart`, the context is the same. (With LightRAG's file-based graph,
+    a process that did not ingest answers with no context at all.)"""
+    workspace = new_workspace("shared")
+    env = {**service_env, "LIGHTRAG_WORKING_DIR": str(tmp_path / "rag")}
+    run_dir = tmp_path / "run"
+    client = Celery(broker=env["REDIS_URL"], backend=env["REDIS_URL"])
+    try:
+        started = make("worker-start", env, run_dir)
+        assert started.returncode == 0, started.stdout + started.stderr
+        wait_ready(run_dir)
+        ingest = client.send_task("aperag_pg.lightrag_ingest", args=(workspace, DOCS, FILE_PATHS))
+        assert ingest.get(timeout=180)["status_counts"]["processed"] == len(DOCS)
+        before = _ask_everyone(client, workspace)
+        restarted = make("worker-restart", env, run_dir)
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        wait_ready(run_dir)
+        after = _ask_everyone(client, workspace)
+    finally:
+        stopped = make("worker-stop", env, run_dir)
+        client.close()
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    pids_before = {pid for by_pid in before.values() for pid in by_pid}
+    pids_after = {pid for by_pid in after.values() for pid in by_pid}
+    assert len(pids_before) == 2 and len(pids_after) == 2 and not pids_before & pids_after
+    for mode in ("local", "global"):
+        digests = {
+            d for by_pid in (before[mode], after[mode]) for ds in by_pid.values() for d in ds
+        }
+        assert len(digests) == 1, (mode, before[mode], after[mode])
+    assert not list((tmp_path / "rag").rglob("*.graphml"))  # nothing kept per process

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 from celery import Celery
 
 from aperag_pg.devservices import connections_per_process, wait_for_no_connections
 
-from .conftest import REPO_ROOT
-
-
-def make(target: str, env: dict[str, str], run_dir) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["make", "--no-print-directory", target, f"RUN_DIR={run_dir}", "WORKER_NAME=maketest"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
-def wait_ready(run_dir, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        logs = "".join(p.read_text(errors="replace") for p in run_dir.glob("maketest*.log"))
-        if logs.count(" ready.") >= 1:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"worker did not become ready:\n{logs[-3000:]}")
+from .make_support import make, wait_ready
 
 
 def run_batch(client: Celery, count: int, hold: float) -> list:

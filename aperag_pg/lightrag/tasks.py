@@ -15,6 +15,7 @@ LIGHTRAG_*_STORAGE would keep its files there, private to the process).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -122,7 +123,8 @@ def lightrag_ingest(workspace: str, texts: list[str], file_paths: list[str]) -> 
 
 @shared_task(name="aperag_pg.lightrag_query")
 def lightrag_query(workspace: str, question: str, mode: str = "hybrid") -> dict[str, Any]:
-    """Answer ``question`` from the workspace's knowledge; returns the answer and context size."""
+    """Answer ``question`` from the workspace's knowledge; returns the answer, and the size and
+    a digest of the context it was built from."""
     from lightrag import QueryParam
 
     rag = rag_for(workspace)
@@ -131,4 +133,11 @@ def lightrag_query(workspace: str, question: str, mode: str = "hybrid") -> dict[
         context = run_async(rag.aquery(question, param=context_param))
         answer = run_async(rag.aquery(question, param=QueryParam(mode=mode)))
     report = _process_report(rag, usage)
-    return {**report, "answer": answer, "context_chars": len(context or "")}
+    context = context or ""
+    return {
+        **report,
+        "answer": answer,
+        "context_chars": len(context),
+        # Tells whether two answers were built from the same knowledge, without shipping it.
+        "context_digest": hashlib.sha256(context.encode("utf-8")).hexdigest()[:16],
+    }
