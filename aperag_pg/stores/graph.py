@@ -33,224 +33,18 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..pool import PostgreSQLSyncConnectionManager
+from . import graph_sql as q
 from .base import SyncStore, check_key, check_no_nul
 
 logger = logging.getLogger(__name__)
 
 GRAPH_NAMESPACE = "chunk_entity_relation"  # LightRAG's one graph namespace
-NODES = "lightrag_graph_nodes"
-EDGES = "lightrag_graph_edges"
 # An id is part of two primary keys; PostgreSQL's B-tree entries stop near 2,700 bytes,
 # so two ids plus workspace and namespace must fit. Say so before the server does.
 MAX_NODE_ID_BYTES = 1024
 # A batch is one transaction, sent in statements of at most this many rows or bytes.
 CHUNK_ROWS = 1000
 CHUNK_BYTES = 8 * 1024 * 1024
-
-# -- DDL: PGTableGraphStorage 1.5.7's tables, indexes and constraints, schema-qualified --
-
-_DDL = (
-    """CREATE TABLE IF NOT EXISTS {nodes} (
-    workspace   TEXT        NOT NULL,
-    namespace   TEXT        NOT NULL DEFAULT 'chunk_entity_relation',
-    id          TEXT        NOT NULL,
-    properties  JSONB       NOT NULL DEFAULT '{{}}',
-    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (workspace, namespace, id)
-)""",
-    """CREATE TABLE IF NOT EXISTS {edges} (
-    workspace   TEXT        NOT NULL,
-    namespace   TEXT        NOT NULL DEFAULT 'chunk_entity_relation',
-    src_id      TEXT        NOT NULL,
-    tgt_id      TEXT        NOT NULL,
-    properties  JSONB       NOT NULL DEFAULT '{{}}',
-    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (workspace, namespace, src_id, tgt_id),
-    CONSTRAINT fk_lightrag_graph_edges_src FOREIGN KEY (workspace, namespace, src_id)
-        REFERENCES {nodes} (workspace, namespace, id) ON DELETE CASCADE,
-    CONSTRAINT fk_lightrag_graph_edges_tgt FOREIGN KEY (workspace, namespace, tgt_id)
-        REFERENCES {nodes} (workspace, namespace, id) ON DELETE CASCADE
-)""",
-    "CREATE INDEX IF NOT EXISTS idx_lightrag_graph_edges_namespace_tgt "
-    "ON {edges} (workspace, namespace, tgt_id)",
-    # LightRAG's guard for edges stored in the wrong order; empty while writers canonicalise.
-    "CREATE INDEX IF NOT EXISTS idx_lightrag_graph_edges_noncanonical "
-    'ON {edges} (workspace, namespace) WHERE src_id COLLATE "C" > tgt_id COLLATE "C"',
-)
-
-# -- SQL. {nodes} and {edges} are the schema-qualified tables; %(ws)s/%(ns)s the partition --
-
-_SCOPE = "workspace = %(ws)s AND namespace = %(ns)s"
-
-# Rows arrive as one JSON array per statement, in the order they must be locked.
-_UPSERT_NODES = """
-WITH written AS (
-    INSERT INTO {nodes} AS n (workspace, namespace, id, properties, updated_at)
-    SELECT %(ws)s, %(ns)s, r.id, r.properties, now()
-    FROM ROWS FROM (json_to_recordset(%(rows)s::json) AS (id text, properties jsonb))
-         WITH ORDINALITY AS r(id, properties, i)
-    ORDER BY r.i
-    ON CONFLICT (workspace, namespace, id) DO UPDATE
-        SET properties = n.properties || EXCLUDED.properties, updated_at = now()
-    RETURNING (xmax = 0) AS inserted
-)
-SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS written FROM written
-"""
-
-# Missing endpoints are created first, in the same statement, as {"entity_id": id}.
-_UPSERT_EDGES = """
-WITH endpoints AS (
-    INSERT INTO {nodes} (workspace, namespace, id, properties, updated_at)
-    SELECT %(ws)s, %(ns)s, e.id, jsonb_build_object('entity_id', e.id), now()
-    FROM unnest(%(endpoints)s::text[]) WITH ORDINALITY AS e(id, i)
-    ORDER BY e.i
-    ON CONFLICT (workspace, namespace, id) DO NOTHING
-    RETURNING 1
-),
-endpoints_done AS (SELECT count(*) AS created FROM endpoints),
-written AS (
-    INSERT INTO {edges} AS g (workspace, namespace, src_id, tgt_id, properties, updated_at)
-    SELECT %(ws)s, %(ns)s, r.src, r.tgt, r.properties, now()
-    FROM ROWS FROM (json_to_recordset(%(rows)s::json) AS (src text, tgt text, properties jsonb))
-         WITH ORDINALITY AS r(src, tgt, properties, i)
-    CROSS JOIN endpoints_done
-    ORDER BY r.i
-    ON CONFLICT (workspace, namespace, src_id, tgt_id) DO UPDATE
-        SET properties = g.properties || EXCLUDED.properties, updated_at = now()
-    RETURNING (xmax = 0) AS inserted
-)
-SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS written FROM written
-"""
-
-_GET_NODES = f"SELECT id, properties FROM {{nodes}} WHERE {_SCOPE} AND id = ANY(%(ids)s)"
-_NODE_IDS = f"SELECT id FROM {{nodes}} WHERE {_SCOPE} AND id = ANY(%(ids)s)"
-
-# Degrees count each endpoint of each edge: a self-loop counts twice, as in NetworkX.
-_DEGREES = f"""
-SELECT id, count(*) AS degree FROM (
-    SELECT src_id AS id FROM {{edges}} WHERE {_SCOPE} AND src_id = ANY(%(ids)s)
-    UNION ALL
-    SELECT tgt_id FROM {{edges}} WHERE {_SCOPE} AND tgt_id = ANY(%(ids)s)
-) ends GROUP BY id
-"""
-
-# One arm per index (the primary key leads with src_id, the other index with tgt_id).
-_NEIGHBOURS = f"""
-SELECT src_id AS id, tgt_id AS neighbour FROM {{edges}} WHERE {_SCOPE} AND src_id = ANY(%(ids)s)
-UNION ALL
-SELECT tgt_id, src_id FROM {{edges}}
-WHERE {_SCOPE} AND tgt_id = ANY(%(ids)s) AND src_id <> tgt_id
-"""
-
-_NODE_EDGES = f"""
-SELECT EXISTS (SELECT 1 FROM {{nodes}} WHERE {_SCOPE} AND id = %(id)s) AS found,
-       ARRAY(SELECT neighbour FROM ({_NEIGHBOURS}) n) AS neighbours
-"""
-
-_GET_EDGES = f"""
-SELECT src_id, tgt_id, properties FROM {{edges}}
-WHERE {_SCOPE} AND (src_id, tgt_id) IN (SELECT * FROM unnest(%(srcs)s::text[], %(tgts)s::text[]))
-"""
-
-_DELETE_NODES = f"DELETE FROM {{nodes}} WHERE {_SCOPE} AND id = ANY(%(ids)s)"  # edges cascade
-_DELETE_EDGES = f"""
-DELETE FROM {{edges}}
-WHERE {_SCOPE} AND (src_id, tgt_id) IN (SELECT * FROM unnest(%(srcs)s::text[], %(tgts)s::text[]))
-"""
-_DROP = f"""
-WITH edges_gone AS (DELETE FROM {{edges}} WHERE {_SCOPE})
-DELETE FROM {{nodes}} WHERE {_SCOPE}
-"""
-_COUNTS = f"""
-SELECT (SELECT count(*) FROM {{nodes}} WHERE {_SCOPE}) AS nodes,
-       (SELECT count(*) FROM {{edges}} WHERE {_SCOPE}) AS edges
-"""
-
-_ALL_LABELS = f'SELECT id FROM {{nodes}} WHERE {_SCOPE} ORDER BY id COLLATE "C"'
-_ALL_NODES = f'SELECT id, properties FROM {{nodes}} WHERE {_SCOPE} ORDER BY id COLLATE "C"'
-_ALL_EDGES = f"""
-SELECT src_id, tgt_id, properties FROM {{edges}} WHERE {_SCOPE}
-ORDER BY src_id COLLATE "C", tgt_id COLLATE "C"
-"""
-
-# Every node with its degree, highest first, ties by label in code-point order.
-_RANKED_NODES = f"""
-SELECT n.id, {{columns}} COALESCE(d.degree, 0) AS degree
-FROM {{nodes}} n
-LEFT JOIN (
-    SELECT id, count(*) AS degree FROM (
-        SELECT src_id AS id FROM {{edges}} WHERE {_SCOPE}
-        UNION ALL
-        SELECT tgt_id FROM {{edges}} WHERE {_SCOPE}
-    ) ends GROUP BY id
-) d ON d.id = n.id
-WHERE n.workspace = %(ws)s AND n.namespace = %(ns)s
-ORDER BY degree DESC, n.id COLLATE "C"
-LIMIT %(limit)s
-"""
-
-# NetworkXStorage.search_labels' scores, computed and ranked by the server: exact 1000,
-# prefix 500, else 100 - length, +50 when the match follows a space or an underscore.
-_SEARCH_LABELS = f"""
-SELECT id FROM (
-    SELECT id, CASE
-        WHEN lower(id) = %(query)s THEN 1000
-        WHEN lower(id) LIKE %(prefix)s ESCAPE '!' THEN 500
-        ELSE 100 - length(id) + CASE
-            WHEN lower(id) LIKE %(after_space)s ESCAPE '!'
-              OR lower(id) LIKE %(after_underscore)s ESCAPE '!' THEN 50 ELSE 0 END
-    END AS score
-    FROM {{nodes}}
-    WHERE {_SCOPE} AND lower(id) LIKE %(contains)s ESCAPE '!'
-) scored
-ORDER BY score DESC, id COLLATE "C"
-LIMIT %(limit)s
-"""
-
-# One BFS level: the unvisited neighbours of the frontier, highest degree first (ties by
-# label), at most %(limit)s of them. The degree is the node's degree in the whole graph.
-_BFS_LEVEL = f"""
-WITH neighbours AS (
-    SELECT tgt_id AS id FROM {{edges}} WHERE {_SCOPE} AND src_id = ANY(%(frontier)s)
-    UNION
-    SELECT src_id FROM {{edges}} WHERE {_SCOPE} AND tgt_id = ANY(%(frontier)s)
-),
-candidates AS (
-    SELECT id FROM neighbours WHERE id <> ALL(%(visited)s)
-),
-degrees AS (
-    SELECT id, count(*) AS degree FROM (
-        SELECT src_id AS id FROM {{edges}}
-        WHERE {_SCOPE} AND src_id IN (SELECT id FROM candidates)
-        UNION ALL
-        SELECT tgt_id FROM {{edges}}
-        WHERE {_SCOPE} AND tgt_id IN (SELECT id FROM candidates)
-    ) ends GROUP BY id
-)
-SELECT n.id, n.properties, COALESCE(d.degree, 0) AS degree
-FROM candidates c
-JOIN {{nodes}} n ON n.workspace = %(ws)s AND n.namespace = %(ns)s AND n.id = c.id
-LEFT JOIN degrees d ON d.id = c.id
-ORDER BY degree DESC, n.id COLLATE "C"
-LIMIT %(limit)s
-"""
-
-# Does any node of %(level)s have a neighbour, other than itself, outside %(known)s?
-_HAS_NEIGHBOUR_OUTSIDE = f"""
-SELECT EXISTS (
-    SELECT 1 FROM {{edges}} WHERE {_SCOPE} AND src_id = ANY(%(level)s)
-        AND tgt_id <> src_id AND tgt_id <> ALL(%(known)s)
-    UNION ALL
-    SELECT 1 FROM {{edges}} WHERE {_SCOPE} AND tgt_id = ANY(%(level)s)
-        AND src_id <> tgt_id AND src_id <> ALL(%(known)s)
-) AS found
-"""
-
-_INDUCED_EDGES = f"""
-SELECT src_id, tgt_id, properties FROM {{edges}}
-WHERE {_SCOPE} AND src_id = ANY(%(ids)s) AND tgt_id = ANY(%(ids)s)
-ORDER BY src_id COLLATE "C", tgt_id COLLATE "C"
-"""
 
 
 @dataclass
@@ -293,7 +87,7 @@ class GraphStore(SyncStore):
 
     def ensure_tables(self) -> None:
         """Create both tables, their indexes and foreign keys, unless they exist."""
-        self.ensure_table(EDGES, _DDL, nodes=NODES, edges=EDGES)
+        self.ensure_table(q.EDGES, q.DDL, nodes=q.NODES, edges=q.EDGES)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -304,7 +98,7 @@ class GraphStore(SyncStore):
         ids = _ids(node_ids)
         if not ids:
             return set()
-        return {row["id"] for row in self._read(_NODE_IDS, ids=ids)}
+        return {row["id"] for row in self._read(q.NODE_IDS, ids=ids)}
 
     def get_node(self, node_id: str) -> dict[str, Any] | None:
         return self.get_nodes_batch([node_id]).get(node_id)
@@ -314,7 +108,7 @@ class GraphStore(SyncStore):
         ids = _ids(node_ids)
         if not ids:
             return {}
-        rows = self._read(_GET_NODES, ids=ids)
+        rows = self._read(q.GET_NODES, ids=ids)
         return {row["id"]: _node_properties(row["id"], row["properties"]) for row in rows}
 
     def node_degree(self, node_id: str) -> int:
@@ -326,7 +120,7 @@ class GraphStore(SyncStore):
         if not ids:
             return {}
         degrees = dict.fromkeys(ids, 0)
-        for row in self._read(_DEGREES, ids=ids):
+        for row in self._read(q.DEGREES, ids=ids):
             degrees[row["id"]] = row["degree"]
         return degrees
 
@@ -357,7 +151,7 @@ class GraphStore(SyncStore):
             return {}
         wanted = sorted({canonical(src, tgt) for src, tgt in given})
         rows = self._read(
-            _GET_EDGES, srcs=[src for src, _ in wanted], tgts=[tgt for _, tgt in wanted]
+            q.GET_EDGES, srcs=[src for src, _ in wanted], tgts=[tgt for _, tgt in wanted]
         )
         found = {(row["src_id"], row["tgt_id"]): row["properties"] for row in rows}
         return {pair: dict(found[canonical(*pair)]) for pair in given if canonical(*pair) in found}
@@ -366,7 +160,7 @@ class GraphStore(SyncStore):
         """``(node_id, neighbour)`` for each edge, sorted by neighbour; ``[]`` for a node
         without edges and None for a node that does not exist."""
         (node_id,) = _ids([source_node_id])
-        (row,) = self._read(_NODE_EDGES, id=node_id, ids=[node_id])
+        (row,) = self._read(q.NODE_EDGES, id=node_id, ids=[node_id])
         if not row["found"]:
             return None
         return [(node_id, neighbour) for neighbour in sorted(row["neighbours"])]
@@ -377,7 +171,7 @@ class GraphStore(SyncStore):
         if not ids:
             return {}
         edges: dict[str, list[tuple[str, str]]] = {node: [] for node in ids}
-        for row in self._read(_NEIGHBOURS, ids=ids):
+        for row in self._read(q.NEIGHBOURS, ids=ids):
             edges[row["id"]].append((row["id"], row["neighbour"]))
         for node_edges in edges.values():
             node_edges.sort(key=lambda edge: edge[1])
@@ -385,12 +179,12 @@ class GraphStore(SyncStore):
 
     def get_all_labels(self) -> list[str]:
         """Every node id, in code-point order."""
-        return [row["id"] for row in self._read(_ALL_LABELS)]
+        return [row["id"] for row in self._read(q.ALL_LABELS)]
 
     def get_popular_labels(self, limit: int = 300) -> list[str]:
         """Node ids by degree, highest first, ties by id; isolated nodes included."""
         limit = _non_negative(limit, "limit")
-        rows = self._read(_RANKED_NODES, {"columns": ""}, limit=limit)
+        rows = self._read(q.RANKED_NODES, {"columns": ""}, limit=limit)
         return [row["id"] for row in rows]
 
     def search_labels(self, query: str, limit: int = 50) -> list[str]:
@@ -405,7 +199,7 @@ class GraphStore(SyncStore):
             return []
         like = _escape_like(folded)
         rows = self._read(
-            _SEARCH_LABELS,
+            q.SEARCH_LABELS,
             query=folded,
             prefix=f"{like}%",
             after_space=f"% {like}%",
@@ -419,19 +213,19 @@ class GraphStore(SyncStore):
         """Every node's properties plus ``id``, by id."""
         return [
             {**_node_properties(row["id"], row["properties"]), "id": row["id"]}
-            for row in self._read(_ALL_NODES)
+            for row in self._read(q.ALL_NODES)
         ]
 
     def get_all_edges(self) -> list[dict[str, Any]]:
         """Every edge's properties plus ``source`` and ``target`` (canonical order)."""
         return [
             {**row["properties"], "source": row["src_id"], "target": row["tgt_id"]}
-            for row in self._read(_ALL_EDGES)
+            for row in self._read(q.ALL_EDGES)
         ]
 
     def counts(self) -> tuple[int, int]:
         """(nodes, edges) in this graph."""
-        (row,) = self._read(_COUNTS)
+        (row,) = self._read(q.COUNTS)
         return row["nodes"], row["edges"]
 
     def knowledge_graph(self, label: str, max_depth: int, max_nodes: int) -> Subgraph:
@@ -455,14 +249,14 @@ class GraphStore(SyncStore):
                 graph = self._bfs(cur, label, max_depth, max_nodes)
             if graph.nodes:
                 ids = [node for node, _ in graph.nodes]
-                self._execute(cur, _INDUCED_EDGES, ids=ids)
+                self._execute(cur, q.INDUCED_EDGES, ids=ids)
                 graph.edges = [
                     (row["src_id"], row["tgt_id"], row["properties"]) for row in cur.fetchall()
                 ]
         return graph
 
     def _top_nodes(self, cur: Any, max_nodes: int) -> Subgraph:
-        self._execute(cur, _RANKED_NODES, {"columns": "n.properties,"}, limit=max_nodes + 1)
+        self._execute(cur, q.RANKED_NODES, {"columns": "n.properties,"}, limit=max_nodes + 1)
         rows = cur.fetchall()
         return Subgraph(
             nodes=[(row["id"], _node_properties(row["id"], row["properties"])) for row in rows][
@@ -472,7 +266,7 @@ class GraphStore(SyncStore):
         )
 
     def _bfs(self, cur: Any, seed: str, max_depth: int, max_nodes: int) -> Subgraph:
-        self._execute(cur, _GET_NODES, ids=[seed])
+        self._execute(cur, q.GET_NODES, ids=[seed])
         seed_row = cur.fetchone()
         if seed_row is None:
             return Subgraph()
@@ -482,7 +276,7 @@ class GraphStore(SyncStore):
         level, depth, cut = [seed], 0, False
         while depth < max_depth and len(collected) < max_nodes:
             room = max_nodes - len(collected)
-            self._execute(cur, _BFS_LEVEL, frontier=level, visited=list(collected), limit=room + 1)
+            self._execute(cur, q.BFS_LEVEL, frontier=level, visited=list(collected), limit=room + 1)
             rows = cur.fetchall()
             if not rows:
                 break
@@ -506,7 +300,7 @@ class GraphStore(SyncStore):
         known = set(collected)
         if depth >= max_depth:
             known.difference_update(level)
-        self._execute(cur, _HAS_NEIGHBOUR_OUTSIDE, level=level, known=sorted(known))
+        self._execute(cur, q.HAS_NEIGHBOUR_OUTSIDE, level=level, known=sorted(known))
         return cur.fetchone()["found"]
 
     # -- writes ------------------------------------------------------------------------
@@ -531,7 +325,7 @@ class GraphStore(SyncStore):
             (_json({"id": node, "properties": merged[node]}, f"node {node!r}"))
             for node in sorted(merged)
         ]
-        return self._write(_UPSERT_NODES, rows)
+        return self._write(q.UPSERT_NODES, rows)
 
     def upsert_edge(
         self, source_node_id: str, target_node_id: str, edge_data: Mapping[str, Any]
@@ -552,7 +346,7 @@ class GraphStore(SyncStore):
             _json({"src": src, "tgt": tgt, "properties": merged[src, tgt]}, f"edge {src!r}~{tgt!r}")
             for src, tgt in sorted(merged)
         ]
-        return self._write(_UPSERT_EDGES, rows, endpoints_of=sorted(merged))
+        return self._write(q.UPSERT_EDGES, rows, endpoints_of=sorted(merged))
 
     def delete_node(self, node_id: str) -> None:
         self.remove_nodes([node_id])
@@ -564,7 +358,7 @@ class GraphStore(SyncStore):
             return
         with self.transaction() as cur:
             for chunk in _chunks(ids, CHUNK_ROWS):
-                self._execute(cur, _DELETE_NODES, ids=chunk)
+                self._execute(cur, q.DELETE_NODES, ids=chunk)
 
     def remove_edges(self, edges: Iterable[tuple[str, str]]) -> None:
         """Delete the edges (either order); endpoints stay; unknown pairs are ignored."""
@@ -574,14 +368,14 @@ class GraphStore(SyncStore):
         with self.transaction() as cur:
             for chunk in _chunks(wanted, CHUNK_ROWS):
                 self._execute(
-                    cur, _DELETE_EDGES, srcs=[s for s, _ in chunk], tgts=[t for _, t in chunk]
+                    cur, q.DELETE_EDGES, srcs=[s for s, _ in chunk], tgts=[t for _, t in chunk]
                 )
 
     def drop(self) -> dict[str, str]:
         """Delete this graph. Returns LightRAG's status dict instead of raising."""
         try:
             with self.transaction() as cur:
-                self._execute(cur, _DROP)
+                self._execute(cur, q.DROP)
         except Exception as exc:  # LightRAG's drop() reports every failure in its result
             logger.error("dropping graph %s failed: %s", self.namespace, type(exc).__name__)
             return {"status": "error", "message": str(exc)}
@@ -593,7 +387,7 @@ class GraphStore(SyncStore):
         # ``fragments`` are fixed column lists from this module, never input.
         if fragments:
             template = template.replace("{columns}", fragments["columns"])
-        return self.render(template, nodes=NODES, edges=EDGES)
+        return self.render(template, nodes=q.NODES, edges=q.EDGES)
 
     def _execute(
         self, cur: Any, template: str, fragments: Mapping[str, str] | None = None, **params: Any

@@ -1,0 +1,213 @@
+"""SQL of the graph store (``graph.py``): PGTableGraphStorage 1.5.7's DDL and every statement.
+
+``{nodes}`` and ``{edges}`` are filled with the schema-qualified tables; ``%(ws)s`` and
+``%(ns)s`` bind the workspace and namespace. Orders that must match Python's ``sorted()``
+say ``COLLATE "C"`` (code-point order in UTF-8), whatever the database's collation.
+"""
+
+NODES = "lightrag_graph_nodes"
+EDGES = "lightrag_graph_edges"
+
+# PGTableGraphStorage 1.5.7's tables, indexes and constraints, schema-qualified.
+DDL = (
+    """CREATE TABLE IF NOT EXISTS {nodes} (
+    workspace   TEXT        NOT NULL,
+    namespace   TEXT        NOT NULL DEFAULT 'chunk_entity_relation',
+    id          TEXT        NOT NULL,
+    properties  JSONB       NOT NULL DEFAULT '{{}}',
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace, namespace, id)
+)""",
+    """CREATE TABLE IF NOT EXISTS {edges} (
+    workspace   TEXT        NOT NULL,
+    namespace   TEXT        NOT NULL DEFAULT 'chunk_entity_relation',
+    src_id      TEXT        NOT NULL,
+    tgt_id      TEXT        NOT NULL,
+    properties  JSONB       NOT NULL DEFAULT '{{}}',
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace, namespace, src_id, tgt_id),
+    CONSTRAINT fk_lightrag_graph_edges_src FOREIGN KEY (workspace, namespace, src_id)
+        REFERENCES {nodes} (workspace, namespace, id) ON DELETE CASCADE,
+    CONSTRAINT fk_lightrag_graph_edges_tgt FOREIGN KEY (workspace, namespace, tgt_id)
+        REFERENCES {nodes} (workspace, namespace, id) ON DELETE CASCADE
+)""",
+    "CREATE INDEX IF NOT EXISTS idx_lightrag_graph_edges_namespace_tgt "
+    "ON {edges} (workspace, namespace, tgt_id)",
+    # LightRAG's guard for edges stored in the wrong order; empty while writers canonicalise.
+    "CREATE INDEX IF NOT EXISTS idx_lightrag_graph_edges_noncanonical "
+    'ON {edges} (workspace, namespace) WHERE src_id COLLATE "C" > tgt_id COLLATE "C"',
+)
+
+# -- SQL. {nodes} and {edges} are the schema-qualified tables; %(ws)s/%(ns)s the partition --
+
+SCOPE = "workspace = %(ws)s AND namespace = %(ns)s"
+
+# Rows arrive as one JSON array per statement, in the order they must be locked.
+UPSERT_NODES = """
+WITH written AS (
+    INSERT INTO {nodes} AS n (workspace, namespace, id, properties, updated_at)
+    SELECT %(ws)s, %(ns)s, r.id, r.properties, now()
+    FROM ROWS FROM (json_to_recordset(%(rows)s::json) AS (id text, properties jsonb))
+         WITH ORDINALITY AS r(id, properties, i)
+    ORDER BY r.i
+    ON CONFLICT (workspace, namespace, id) DO UPDATE
+        SET properties = n.properties || EXCLUDED.properties, updated_at = now()
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS written FROM written
+"""
+
+# Missing endpoints are created first, in the same statement, as {"entity_id": id}.
+UPSERT_EDGES = """
+WITH endpoints AS (
+    INSERT INTO {nodes} (workspace, namespace, id, properties, updated_at)
+    SELECT %(ws)s, %(ns)s, e.id, jsonb_build_object('entity_id', e.id), now()
+    FROM unnest(%(endpoints)s::text[]) WITH ORDINALITY AS e(id, i)
+    ORDER BY e.i
+    ON CONFLICT (workspace, namespace, id) DO NOTHING
+    RETURNING 1
+),
+endpoints_done AS (SELECT count(*) AS created FROM endpoints),
+written AS (
+    INSERT INTO {edges} AS g (workspace, namespace, src_id, tgt_id, properties, updated_at)
+    SELECT %(ws)s, %(ns)s, r.src, r.tgt, r.properties, now()
+    FROM ROWS FROM (json_to_recordset(%(rows)s::json) AS (src text, tgt text, properties jsonb))
+         WITH ORDINALITY AS r(src, tgt, properties, i)
+    CROSS JOIN endpoints_done
+    ORDER BY r.i
+    ON CONFLICT (workspace, namespace, src_id, tgt_id) DO UPDATE
+        SET properties = g.properties || EXCLUDED.properties, updated_at = now()
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS written FROM written
+"""
+
+GET_NODES = f"SELECT id, properties FROM {{nodes}} WHERE {SCOPE} AND id = ANY(%(ids)s)"
+NODE_IDS = f"SELECT id FROM {{nodes}} WHERE {SCOPE} AND id = ANY(%(ids)s)"
+
+# Degrees count each endpoint of each edge: a self-loop counts twice, as in NetworkX.
+DEGREES = f"""
+SELECT id, count(*) AS degree FROM (
+    SELECT src_id AS id FROM {{edges}} WHERE {SCOPE} AND src_id = ANY(%(ids)s)
+    UNION ALL
+    SELECT tgt_id FROM {{edges}} WHERE {SCOPE} AND tgt_id = ANY(%(ids)s)
+) ends GROUP BY id
+"""
+
+# One arm per index (the primary key leads with src_id, the other index with tgt_id).
+NEIGHBOURS = f"""
+SELECT src_id AS id, tgt_id AS neighbour FROM {{edges}} WHERE {SCOPE} AND src_id = ANY(%(ids)s)
+UNION ALL
+SELECT tgt_id, src_id FROM {{edges}}
+WHERE {SCOPE} AND tgt_id = ANY(%(ids)s) AND src_id <> tgt_id
+"""
+
+NODE_EDGES = f"""
+SELECT EXISTS (SELECT 1 FROM {{nodes}} WHERE {SCOPE} AND id = %(id)s) AS found,
+       ARRAY(SELECT neighbour FROM ({NEIGHBOURS}) n) AS neighbours
+"""
+
+GET_EDGES = f"""
+SELECT src_id, tgt_id, properties FROM {{edges}}
+WHERE {SCOPE} AND (src_id, tgt_id) IN (SELECT * FROM unnest(%(srcs)s::text[], %(tgts)s::text[]))
+"""
+
+DELETE_NODES = f"DELETE FROM {{nodes}} WHERE {SCOPE} AND id = ANY(%(ids)s)"  # edges cascade
+DELETE_EDGES = f"""
+DELETE FROM {{edges}}
+WHERE {SCOPE} AND (src_id, tgt_id) IN (SELECT * FROM unnest(%(srcs)s::text[], %(tgts)s::text[]))
+"""
+DROP = f"""
+WITH edges_gone AS (DELETE FROM {{edges}} WHERE {SCOPE})
+DELETE FROM {{nodes}} WHERE {SCOPE}
+"""
+COUNTS = f"""
+SELECT (SELECT count(*) FROM {{nodes}} WHERE {SCOPE}) AS nodes,
+       (SELECT count(*) FROM {{edges}} WHERE {SCOPE}) AS edges
+"""
+
+ALL_LABELS = f'SELECT id FROM {{nodes}} WHERE {SCOPE} ORDER BY id COLLATE "C"'
+ALL_NODES = f'SELECT id, properties FROM {{nodes}} WHERE {SCOPE} ORDER BY id COLLATE "C"'
+ALL_EDGES = f"""
+SELECT src_id, tgt_id, properties FROM {{edges}} WHERE {SCOPE}
+ORDER BY src_id COLLATE "C", tgt_id COLLATE "C"
+"""
+
+# Every node with its degree, highest first, ties by label in code-point order.
+RANKED_NODES = f"""
+SELECT n.id, {{columns}} COALESCE(d.degree, 0) AS degree
+FROM {{nodes}} n
+LEFT JOIN (
+    SELECT id, count(*) AS degree FROM (
+        SELECT src_id AS id FROM {{edges}} WHERE {SCOPE}
+        UNION ALL
+        SELECT tgt_id FROM {{edges}} WHERE {SCOPE}
+    ) ends GROUP BY id
+) d ON d.id = n.id
+WHERE n.workspace = %(ws)s AND n.namespace = %(ns)s
+ORDER BY degree DESC, n.id COLLATE "C"
+LIMIT %(limit)s
+"""
+
+# NetworkXStorage.search_labels' scores, computed and ranked by the server: exact 1000,
+# prefix 500, else 100 - length, +50 when the match follows a space or an underscore.
+SEARCH_LABELS = f"""
+SELECT id FROM (
+    SELECT id, CASE
+        WHEN lower(id) = %(query)s THEN 1000
+        WHEN lower(id) LIKE %(prefix)s ESCAPE '!' THEN 500
+        ELSE 100 - length(id) + CASE
+            WHEN lower(id) LIKE %(after_space)s ESCAPE '!'
+              OR lower(id) LIKE %(after_underscore)s ESCAPE '!' THEN 50 ELSE 0 END
+    END AS score
+    FROM {{nodes}}
+    WHERE {SCOPE} AND lower(id) LIKE %(contains)s ESCAPE '!'
+) scored
+ORDER BY score DESC, id COLLATE "C"
+LIMIT %(limit)s
+"""
+
+# One BFS level: the unvisited neighbours of the frontier, highest degree first (ties by
+# label), at most %(limit)s of them. The degree is the node's degree in the whole graph.
+BFS_LEVEL = f"""
+WITH neighbours AS (
+    SELECT tgt_id AS id FROM {{edges}} WHERE {SCOPE} AND src_id = ANY(%(frontier)s)
+    UNION
+    SELECT src_id FROM {{edges}} WHERE {SCOPE} AND tgt_id = ANY(%(frontier)s)
+),
+candidates AS (
+    SELECT id FROM neighbours WHERE id <> ALL(%(visited)s)
+),
+degrees AS (
+    SELECT id, count(*) AS degree FROM (
+        SELECT src_id AS id FROM {{edges}}
+        WHERE {SCOPE} AND src_id IN (SELECT id FROM candidates)
+        UNION ALL
+        SELECT tgt_id FROM {{edges}}
+        WHERE {SCOPE} AND tgt_id IN (SELECT id FROM candidates)
+    ) ends GROUP BY id
+)
+SELECT n.id, n.properties, COALESCE(d.degree, 0) AS degree
+FROM candidates c
+JOIN {{nodes}} n ON n.workspace = %(ws)s AND n.namespace = %(ns)s AND n.id = c.id
+LEFT JOIN degrees d ON d.id = c.id
+ORDER BY degree DESC, n.id COLLATE "C"
+LIMIT %(limit)s
+"""
+
+# Does any node of %(level)s have a neighbour, other than itself, outside %(known)s?
+HAS_NEIGHBOUR_OUTSIDE = f"""
+SELECT EXISTS (
+    SELECT 1 FROM {{edges}} WHERE {SCOPE} AND src_id = ANY(%(level)s)
+        AND tgt_id <> src_id AND tgt_id <> ALL(%(known)s)
+    UNION ALL
+    SELECT 1 FROM {{edges}} WHERE {SCOPE} AND tgt_id = ANY(%(level)s)
+        AND src_id <> tgt_id AND src_id <> ALL(%(known)s)
+) AS found
+"""
+
+INDUCED_EDGES = f"""
+SELECT src_id, tgt_id, properties FROM {{edges}}
+WHERE {SCOPE} AND src_id = ANY(%(ids)s) AND tgt_id = ANY(%(ids)s)
+ORDER BY src_id COLLATE "C", tgt_id COLLATE "C"
+"""
