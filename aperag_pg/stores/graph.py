@@ -73,6 +73,56 @@ def canonical(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a <= b else (b, a)
 
 
+@dataclass(frozen=True)
+class NodeRows:
+    """Nodes checked and ready to write: merged by id (later keys win), in code-point order
+    (the order every writer locks them in), each one JSON row."""
+
+    ids: tuple[str, ...]
+    json: list[str]
+
+    @classmethod
+    def of(cls, nodes: Iterable[tuple[str, Mapping[str, Any]]]) -> NodeRows:
+        """Check every node, or raise InvalidInput naming the first bad one."""
+        merged: dict[str, dict[str, Any]] = {}
+        for node_id, properties in nodes:
+            node_id = _node_id(node_id)
+            properties = _properties(properties, f"node {node_id!r}")
+            if "entity_id" not in properties:
+                raise InvalidInput(
+                    f"node {node_id!r} has no 'entity_id' property: LightRAG's graph storages "
+                    "require it (set it to the node id); nothing was written."
+                )
+            merged.setdefault(node_id, {}).update(properties, entity_id=node_id)
+        ids = tuple(sorted(merged))
+        rows = [_json({"id": node, "properties": merged[node]}, f"node {node!r}") for node in ids]
+        return cls(ids, rows)
+
+
+@dataclass(frozen=True)
+class EdgeRows:
+    """Edges checked and ready to write: in canonical order, merged by pair (later keys
+    win), sorted, each one JSON row."""
+
+    pairs: tuple[tuple[str, str], ...]
+    json: list[str]
+
+    @classmethod
+    def of(cls, edges: Iterable[tuple[str, str, Mapping[str, Any]]]) -> EdgeRows:
+        """Check every edge, or raise InvalidInput naming the first bad one."""
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        for source_id, target_id, properties in edges:
+            pair = canonical(_node_id(source_id), _node_id(target_id))
+            properties = _properties(properties, f"edge {pair[0]!r}~{pair[1]!r}")
+            merged.setdefault(pair, {}).update(properties)
+        pairs = tuple(sorted(merged))
+        rows = [
+            _json({"src": src, "tgt": tgt, "properties": merged[src, tgt]}, f"edge {src!r}~{tgt!r}")
+            for src, tgt in pairs
+        ]
+        return cls(pairs, rows)
+
+
 class GraphStore(SyncStore):
     """One LightRAG graph (workspace + namespace) in ``lightrag_graph_nodes`` / ``_edges``."""
 
@@ -311,21 +361,11 @@ class GraphStore(SyncStore):
     def upsert_nodes_batch(self, nodes: Iterable[tuple[str, Mapping[str, Any]]]) -> WriteCounts:
         """Insert or merge nodes; every node's properties must contain ``entity_id`` (it is
         stored as the node id). All or nothing: everything is checked before writing."""
-        merged: dict[str, dict[str, Any]] = {}
-        for node_id, properties in nodes:
-            node_id = _node_id(node_id)
-            properties = _properties(properties, f"node {node_id!r}")
-            if "entity_id" not in properties:
-                raise InvalidInput(
-                    f"node {node_id!r} has no 'entity_id' property: LightRAG's graph storages "
-                    "require it (set it to the node id); nothing was written."
-                )
-            merged.setdefault(node_id, {}).update(properties, entity_id=node_id)
-        rows = [
-            (_json({"id": node, "properties": merged[node]}, f"node {node!r}"))
-            for node in sorted(merged)
-        ]
-        return self._write(q.UPSERT_NODES, rows)
+        return self.write_nodes(NodeRows.of(nodes))
+
+    def write_nodes(self, rows: NodeRows) -> WriteCounts:
+        """Write nodes already checked by ``NodeRows.of``, in one transaction."""
+        return self._write(q.UPSERT_NODES, rows.json)
 
     def upsert_edge(
         self, source_node_id: str, target_node_id: str, edge_data: Mapping[str, Any]
@@ -337,16 +377,11 @@ class GraphStore(SyncStore):
     ) -> WriteCounts:
         """Insert or merge undirected edges, creating missing endpoints with only their
         ``entity_id``. All or nothing: everything is checked before writing."""
-        merged: dict[tuple[str, str], dict[str, Any]] = {}
-        for source_id, target_id, properties in edges:
-            pair = canonical(_node_id(source_id), _node_id(target_id))
-            properties = _properties(properties, f"edge {pair[0]!r}~{pair[1]!r}")
-            merged.setdefault(pair, {}).update(properties)
-        rows = [
-            _json({"src": src, "tgt": tgt, "properties": merged[src, tgt]}, f"edge {src!r}~{tgt!r}")
-            for src, tgt in sorted(merged)
-        ]
-        return self._write(q.UPSERT_EDGES, rows, endpoints_of=sorted(merged))
+        return self.write_edges(EdgeRows.of(edges))
+
+    def write_edges(self, rows: EdgeRows) -> WriteCounts:
+        """Write edges already checked by ``EdgeRows.of``, in one transaction."""
+        return self._write(q.UPSERT_EDGES, rows.json, endpoints_of=rows.pairs)
 
     def delete_node(self, node_id: str) -> None:
         self.remove_nodes([node_id])
