@@ -1,4 +1,4 @@
-"""Command line: ``python -m aperag_pg doctor | init-schema | stats``.
+"""Command line: ``python -m aperag_pg doctor | init-schema | stats | graph import | graph export``.
 
 Settings come from POSTGRES_* (or POSTGRES_DSN / DATABASE_URL) and ``.env``, as for
 the workers.
@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.util import find_spec
+from typing import TYPE_CHECKING
 
-from .errors import AperagPGError
+from .errors import AperagPGError, GraphMLError
 from .settings import PostgresSettings
+
+if TYPE_CHECKING:
+    from .stores.graph import GraphStore
 
 VECTOR_NAMESPACES = ("chunks", "entities", "relationships")
 
@@ -46,6 +50,7 @@ def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
     from .pool import PostgreSQLSyncConnectionManager
     from .schema import ensure_schema
     from .stores.doc_status import DocStatusStore
+    from .stores.graph import GraphStore
     from .stores.kv import KV_NAMESPACES, KVStore
     from .stores.vector import VectorStore, vector_table_name
 
@@ -56,7 +61,8 @@ def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
         for namespace in KV_NAMESPACES:
             KVStore(namespace).ensure_tables()
         DocStatusStore().ensure_tables()
-        print("LightRAG key-value and doc-status tables: ready")
+        GraphStore().ensure_tables()
+        print("LightRAG key-value, doc-status and graph tables: ready")
         if args.embedding_dim:
             for namespace in VECTOR_NAMESPACES:
                 table = vector_table_name(namespace, args.embedding_model, args.embedding_dim)
@@ -93,7 +99,75 @@ def stats(settings: PostgresSettings, _args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"doctor": doctor, "init-schema": init_schema, "stats": stats}
+def graph_import(settings: PostgresSettings, args: argparse.Namespace) -> int:
+    """Read a NetworkXStorage GraphML file into the graph tables, merging into what is there."""
+    store = _graph_store(settings, args)
+    try:
+        from .graphml import import_graphml
+
+        summary = import_graphml(
+            store, args.graphml, batch_size=args.batch_size, progress=_progress
+        )
+    finally:
+        _close_pool()
+    print(summary.line())
+    return 0
+
+
+def graph_export(settings: PostgresSettings, args: argparse.Namespace) -> int:
+    """Write a workspace's graph as the GraphML file NetworkXStorage would keep."""
+    store = _graph_store(settings, args)
+    try:
+        from .graphml import export_graphml
+
+        summary = export_graphml(store, args.graphml)
+    finally:
+        _close_pool()
+    print(summary.line())
+    return 0
+
+
+def _graph_store(settings: PostgresSettings, args: argparse.Namespace) -> GraphStore:
+    """The graph of ``--workspace`` (else POSTGRES_WORKSPACE, else "default") on a pool
+    opened for this command; ``_close_pool()`` closes it."""
+    from .pool import PostgreSQLSyncConnectionManager
+    from .stores.graph import GraphStore
+
+    if find_spec("networkx") is None:
+        raise GraphMLError("GraphML needs networkx: pip install 'aperag_pg[lightrag]'")
+    if args.workspace:  # the flag wins over POSTGRES_WORKSPACE, which the store reads
+        settings = settings.replace(workspace=args.workspace)
+    PostgreSQLSyncConnectionManager.initialize(settings.replace(min_connections=0))
+    try:
+        return GraphStore(args.namespace)
+    except BaseException:
+        _close_pool()
+        raise
+
+
+def _close_pool() -> None:
+    from .pool import PostgreSQLSyncConnectionManager
+
+    PostgreSQLSyncConnectionManager.close()
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+COMMANDS = {
+    "doctor": doctor,
+    "init-schema": init_schema,
+    "stats": stats,
+    "graph import": graph_import,
+    "graph export": graph_export,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,10 +178,27 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("--embedding-dim", type=int, help="also create the vector tables")
     init.add_argument("--embedding-model", help="embedding model name (LightRAG table suffix)")
     sub.add_parser("stats", help="connections per worker process and table sizes")
+    graph = sub.add_parser("graph", help="move a LightRAG graph between GraphML and the tables")
+    graph_sub = graph.add_subparsers(dest="graph_command", required=True)
+    for name, help_text in (
+        ("import", "read NetworkXStorage's GraphML file into the tables (merging)"),
+        ("export", "write the tables' graph as NetworkXStorage's GraphML file"),
+    ):
+        command = graph_sub.add_parser(name, help=help_text)
+        command.add_argument("--graphml", required=True, metavar="FILE", help="GraphML file")
+        command.add_argument("--workspace", help="default: POSTGRES_WORKSPACE, else 'default'")
+        command.add_argument(
+            "--namespace", default="chunk_entity_relation", help="default: %(default)s"
+        )
+        if name == "import":
+            command.add_argument(
+                "--batch-size", type=_positive_int, default=5000, help="rows per transaction"
+            )
     args = parser.parse_args(argv)
+    name = f"graph {args.graph_command}" if args.command == "graph" else args.command
     try:
         settings = PostgresSettings.from_env()
-        return COMMANDS[args.command](settings, args)
+        return COMMANDS[name](settings, args)
     except AperagPGError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

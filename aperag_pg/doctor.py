@@ -27,6 +27,8 @@ LIGHTRAG_TABLES = (
     "lightrag_entity_chunks",
     "lightrag_relation_chunks",
     "lightrag_doc_status",
+    "lightrag_graph_nodes",
+    "lightrag_graph_edges",
 )
 CHECKPOINT_TABLES = (
     "checkpoint_migrations",

@@ -53,6 +53,11 @@ class InvalidInput(AperagPGError, ValueError):
     """Data a store was asked to write cannot be stored as given; nothing was written."""
 
 
+class GraphMLError(AperagPGError, ValueError):
+    """A GraphML file cannot be read or written, or a graph cannot be put into one: a
+    missing or malformed file, or a stored value GraphML cannot hold."""
+
+
 class VectorDimensionMismatch(InvalidInput):
     """A vector's length differs from the dimension of the table's vector column."""
 

@@ -78,6 +78,7 @@ def test_init_schema_then_doctor_reports_all_ok(base_settings):
     stats = run_cli(base_settings, "stats", POSTGRES_SCHEMA=schema)
     assert stats.returncode == 0
     assert "lightrag_doc_status" in stats.stdout and "checkpoints" in stats.stdout
+    assert "lightrag_graph_nodes" in stats.stdout and "lightrag_graph_edges" in stats.stdout
 
 
 def test_doctor_fails_clearly_when_the_server_is_unreachable(base_settings):

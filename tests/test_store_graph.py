@@ -408,3 +408,25 @@ def test_deleting_nodes_during_traversals_raises_nothing(store):
     reader.join(60)
     assert errors == [] and len(views) == 40
     assert store.counts() == (76, 75)  # the hub, 75 spokes, their edges to the hub
+
+
+def test_values_come_back_with_their_type(store):
+    """jsonb keeps numbers as numeric: a float must not come back as an int, nor the other
+    way round, whatever its size (LightRAG writes weights as floats)."""
+    values = {
+        "entity_id": "n",
+        "small": 1.0,
+        "weight": 0.1,
+        "big": 1e16,
+        "huge": -2.5e300,
+        "tiny": 1.5e-7,
+        "int": 2**70,
+        "flag": True,
+        "text": "looks like 1e+16",
+        "nested": [1e20, {"x": 3e25}],
+    }
+    store.upsert_node("n", values)
+    back = store.get_node("n")
+    assert back == values
+    assert [type(back[k]) for k in values] == [type(v) for v in values.values()]
+    assert type(back["nested"][0]) is float and type(back["nested"][1]["x"]) is float

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,6 +274,19 @@ class GraphStore(SyncStore):
             for row in self._read(q.ALL_EDGES)
         ]
 
+    def tables_exist(self) -> bool:
+        return self.table_exists(q.NODES)
+
+    def read_all(self) -> tuple[list[tuple[str, dict]], list[tuple[str, str, dict]]]:
+        """Every node as (id, properties) and edge as (src, tgt, properties), properties as
+        stored (``entity_id`` = the id), read from one snapshot: for a whole-graph export."""
+        with self.snapshot() as cur:
+            self._execute(cur, q.ALL_NODES)
+            nodes = [(r["id"], _node_properties(r["id"], r["properties"])) for r in cur.fetchall()]
+            self._execute(cur, q.ALL_EDGES)
+            edges = [(r["src_id"], r["tgt_id"], dict(r["properties"])) for r in cur.fetchall()]
+        return nodes, edges
+
     def counts(self) -> tuple[int, int]:
         """(nodes, edges) in this graph."""
         (row,) = self._read(q.COUNTS)
@@ -514,10 +528,16 @@ def _properties(value: Any, what: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _json(row: dict[str, Any], what: str) -> str:
     """One row as JSON, or InvalidInput naming the node or edge and the property."""
     try:
-        text = json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _dumps(row)
+        if "e+" in text:  # maybe a float written with an exponent; see _keeping_floats
+            text = _keeping_floats(row)
     except (TypeError, ValueError) as exc:
         for key, value in row["properties"].items():
             try:
@@ -531,6 +551,29 @@ def _json(row: dict[str, Any], what: str) -> str:
     if "\\u0000" in text:  # JSON escapes NUL; found in C, only then the culprit is sought
         check_no_nul(row, what)
     _utf8(text, what)
+    return text
+
+
+def _keeping_floats(row: dict[str, Any]) -> str:
+    """``row`` as JSON with every float that Python writes as ``1e+16`` written out with a
+    fraction (``10000000000000000.0``): jsonb would store the former as an integer, and
+    it would read back as an int."""
+    marker = uuid.uuid4().hex
+    floats: list[float] = []
+
+    def marked(value: Any) -> Any:
+        if isinstance(value, float) and "e+" in repr(value):
+            floats.append(value)
+            return f"{marker}{len(floats) - 1}"
+        if isinstance(value, Mapping):
+            return {key: marked(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [marked(item) for item in value]
+        return value
+
+    text = _dumps(marked(row))
+    for index, value in enumerate(floats):
+        text = text.replace(f'"{marker}{index}"', f"{value:.1f}", 1)
     return text
 
 
