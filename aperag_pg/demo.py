@@ -31,7 +31,11 @@ from .devservices import (
     wait_for_no_connections,
 )
 from .lightrag.models import lightrag_models
+from .lightrag.tasks import DEFAULT_STORAGES
+from .pool import PostgreSQLSyncConnectionManager
+from .selection import lightrag_storage_kwargs
 from .settings import PostgresSettings
+from .stores.graph import GraphStore
 
 MODES = ("local", "global", "hybrid", "naive", "mix")
 
@@ -64,7 +68,8 @@ def _wait_all(pending: list[tuple[str, Any]], progress: Progress) -> None:
 
 def run_batch(
     worker: Any, docs: int, per_task: int, queries: int, workflows: int, progress: Progress
-) -> None:
+) -> str:
+    """Run the batch; returns the LightRAG workspace it used."""
     workspace = f"demo_{uuid.uuid4().hex[:6]}"
     corpus = documents(docs)
     ingest = []
@@ -116,6 +121,16 @@ def run_batch(
         if r["kind"] == "workflow resume":
             r["moved"] = r["pid"] != started_in.get(r["thread"])
     print()
+    return workspace
+
+
+def knowledge_graph_size(settings: PostgresSettings, workspace: str) -> tuple[int, int]:
+    """(nodes, edges) of the workspace's graph in PostgreSQL, which every process shares."""
+    PostgreSQLSyncConnectionManager.initialize(settings.replace(min_connections=0))
+    try:
+        return GraphStore(workspace=workspace).counts()
+    finally:
+        PostgreSQLSyncConnectionManager.close()
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -130,6 +145,8 @@ def summarize(
     exit_code: int,
     left: dict[int, int],
     label: str,
+    storages: dict[str, str],
+    graph_size: tuple[int, int],
 ) -> None:
     results = progress.results
     db_ms = [r["db_ms"] for r in results if "db_ms" in r]
@@ -141,6 +158,11 @@ def summarize(
     resumes = sum(r["kind"] == "workflow resume" for r in results)
     print("\nSummary")
     print(f"  models:                {label}")
+    print(f"  LightRAG storages:     {', '.join(storages.values())}")
+    print(
+        f"  knowledge graph:       {graph_size[0]} nodes, {graph_size[1]} edges in "
+        "PostgreSQL, shared by every worker process"
+    )
     print(
         f"  tasks:                 {len(results)} in {elapsed:.1f} s = "
         f"{len(results) / elapsed:.1f} tasks/s ({dict(progress.done)})"
@@ -182,12 +204,14 @@ def run(docs: int, per_task: int, queries: int, workflows: int, concurrency: int
             f"queries, {workflows} LangGraph workflows started then resumed"
         )
         progress = Progress()
-        run_batch(worker, docs, per_task, queries, workflows, progress)
+        workspace = run_batch(worker, docs, per_task, queries, workflows, progress)
         elapsed = time.perf_counter() - progress.started
+        graph_size = knowledge_graph_size(settings, workspace)
+        storages = {**DEFAULT_STORAGES, **lightrag_storage_kwargs(env)}
         connections = connections_per_process(settings)
         exit_code = worker.warm_shutdown()
         left = wait_for_no_connections(settings, set(connections))
-    summarize(progress, elapsed, connections, exit_code, left, label)
+    summarize(progress, elapsed, connections, exit_code, left, label, storages, graph_size)
     return 0 if exit_code == 0 and not left else 1
 
 
