@@ -27,6 +27,15 @@ def make(target: str, env: dict[str, str], run_dir) -> subprocess.CompletedProce
     )
 
 
+def make_ok(target: str, env: dict[str, str], run_dir) -> subprocess.CompletedProcess:
+    """``make target``, which must succeed; for start and restart, until the worker is ready."""
+    done = make(target, env, run_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    if target in ("worker-start", "worker-restart"):
+        wait_ready(run_dir)
+    return done
+
+
 def wait_ready(run_dir, timeout: float = 60) -> None:
     """Until the worker's log says it is ready (Celery writes " ready." once consuming)."""
     deadline = time.monotonic() + timeout

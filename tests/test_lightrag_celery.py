@@ -12,7 +12,7 @@ from aperag_pg.devservices import celery_worker
 
 from .conftest import REPO_ROOT
 from .lightrag_support import DOCS, FILE_PATHS, new_workspace
-from .make_support import make, wait_ready
+from .make_support import make, make_ok
 
 LOOP_ERRORS = (
     "Event loop is closed",
@@ -115,15 +115,11 @@ def test_every_process_answers_from_one_graph_before_and_after_a_restart(service
     run_dir = tmp_path / "run"
     client = Celery(broker=env["REDIS_URL"], backend=env["REDIS_URL"])
     try:
-        started = make("worker-start", env, run_dir)
-        assert started.returncode == 0, started.stdout + started.stderr
-        wait_ready(run_dir)
+        make_ok("worker-start", env, run_dir)
         ingest = client.send_task("aperag_pg.lightrag_ingest", args=(workspace, DOCS, FILE_PATHS))
         assert ingest.get(timeout=180)["status_counts"]["processed"] == len(DOCS)
         before = _ask_everyone(client, workspace)
-        restarted = make("worker-restart", env, run_dir)
-        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-        wait_ready(run_dir)
+        make_ok("worker-restart", env, run_dir)
         after = _ask_everyone(client, workspace)
     finally:
         stopped = make("worker-stop", env, run_dir)

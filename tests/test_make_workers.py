@@ -8,7 +8,7 @@ from celery import Celery
 
 from aperag_pg.devservices import connections_per_process, wait_for_no_connections
 
-from .make_support import make, wait_ready
+from .make_support import make, make_ok
 
 
 def run_batch(client: Celery, count: int, hold: float) -> list:
@@ -19,9 +19,7 @@ def test_start_tasks_restart_tasks_stop(service_env, base_settings, tmp_path):
     run_dir = tmp_path / "run"
     client = Celery(broker=service_env["REDIS_URL"], backend=service_env["REDIS_URL"])
     try:
-        started = make("worker-start", service_env, run_dir)
-        assert started.returncode == 0, started.stdout + started.stderr
-        wait_ready(run_dir)
+        make_ok("worker-start", service_env, run_dir)
         status = make("worker-status", service_env, run_dir)
         assert status.returncode == 0 and "running" in status.stdout
         first_main = int((run_dir / "maketest.pid").read_text())
@@ -30,9 +28,7 @@ def test_start_tasks_restart_tasks_stop(service_env, base_settings, tmp_path):
         pids_before = {r["pid"] for r in before}
         in_flight = run_batch(client, 8, 1.0)  # running and queued while the restart happens
         time.sleep(0.5)
-        restarted = make("worker-restart", service_env, run_dir)
-        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-        wait_ready(run_dir)
+        make_ok("worker-restart", service_env, run_dir)
         survived = [r.get(timeout=120) for r in in_flight]  # no task lost
         after = [r.get(timeout=60) for r in run_batch(client, 12, 0.05)]
         pids_after = {r["pid"] for r in after}
