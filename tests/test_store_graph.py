@@ -3,6 +3,7 @@ one transaction per call, and several processes writing the same graph at once."
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import multiprocessing
 import threading
@@ -430,3 +431,25 @@ def test_values_come_back_with_their_type(store):
     assert back == values
     assert [type(back[k]) for k in values] == [type(v) for v in values.values()]
     assert type(back["nested"][0]) is float and type(back["nested"][1]["x"]) is float
+
+
+def test_the_facade_resolves_the_workspace_as_lightrag_does(manager, base_settings):
+    """POSTGRES_WORKSPACE, else the storage's own workspace, else "default"."""
+
+    async def opened(workspace: str) -> tuple[str, str]:
+        storage = PGSyncGraphStorage(
+            namespace="chunk_entity_relation",
+            workspace=workspace,
+            global_config={"max_graph_nodes": 1000},
+            embedding_func=None,
+        )
+        await storage.initialize()
+        try:
+            return storage.workspace, storage.store.workspace
+        finally:
+            await storage.finalize()
+
+    assert asyncio.run(opened("")) == ("default", "default")
+    assert asyncio.run(opened("mine")) == ("mine", "mine")
+    PostgreSQLSyncConnectionManager.initialize(base_settings.replace(workspace="from_env"))
+    assert asyncio.run(opened("mine")) == ("from_env", "from_env")
