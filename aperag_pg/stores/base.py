@@ -169,16 +169,19 @@ class SyncStore:
             yield cur
 
     @contextmanager
-    def transaction(self, read_only: bool = False) -> Iterator[DictRowCursor]:
+    def transaction(
+        self, read_only: bool = False, single_statement: bool = False
+    ) -> Iterator[DictRowCursor]:
         """A dict-row cursor in one transaction: committed on success, rolled back on error.
 
-        ``read_only`` runs the statements in autocommit instead: a read needs no
-        transaction under READ COMMITTED (each statement sees committed data either
-        way), and skipping BEGIN and COMMIT saves two round trips per call. The pool
-        turns autocommit off again when the connection comes back.
+        ``read_only`` or ``single_statement`` run the statements in autocommit instead: a
+        read needs no transaction under READ COMMITTED (each statement sees committed
+        data either way), one statement is a transaction of its own, and skipping BEGIN
+        and COMMIT saves two round trips per call. The pool turns autocommit off again
+        when the connection comes back.
         """
         with self.manager.get_connection() as conn:
-            if read_only:
+            if read_only or single_statement:
                 conn.autocommit = True
             with conn.cursor(cursor_factory=DictRowCursor) as cur:
                 yield cur

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -135,6 +136,7 @@ class GraphStore(SyncStore):
     ) -> None:
         super().__init__(namespace, workspace, manager)
         check_key(namespace, "namespace")
+        self._statements: dict[str, str] = {}
 
     def ensure_tables(self) -> None:
         """Create both tables, their indexes and foreign keys, unless they exist."""
@@ -182,7 +184,7 @@ class GraphStore(SyncStore):
         self, edge_pairs: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], int]:
         """Sum of both endpoints' degrees, by the pair as given."""
-        pairs = [_pair(pair) for pair in edge_pairs]
+        pairs = _pairs(edge_pairs)
         degrees = self.node_degrees_batch({node for pair in pairs for node in pair})
         return {(src, tgt): degrees[src] + degrees[tgt] for src, tgt in pairs}
 
@@ -197,7 +199,7 @@ class GraphStore(SyncStore):
         self, pairs: Iterable[tuple[str, str] | Mapping[str, str]]
     ) -> dict[tuple[str, str], dict[str, Any]]:
         """Properties of the edges that exist, keyed by the pair as given (either order)."""
-        given = [_pair(pair) for pair in pairs]
+        given = _pairs(pairs)
         if not given:
             return {}
         wanted = sorted({canonical(src, tgt) for src, tgt in given})
@@ -235,7 +237,7 @@ class GraphStore(SyncStore):
     def get_popular_labels(self, limit: int = 300) -> list[str]:
         """Node ids by degree, highest first, ties by id; isolated nodes included."""
         limit = _non_negative(limit, "limit")
-        rows = self._read(q.RANKED_NODES, {"columns": ""}, limit=limit)
+        rows = self._read(q.RANKED_IDS, limit=limit)
         return [row["id"] for row in rows]
 
     def search_labels(self, query: str, limit: int = 50) -> list[str]:
@@ -320,7 +322,7 @@ class GraphStore(SyncStore):
         return graph
 
     def _top_nodes(self, cur: Any, max_nodes: int) -> Subgraph:
-        self._execute(cur, q.RANKED_NODES, {"columns": "n.properties,"}, limit=max_nodes + 1)
+        self._execute(cur, q.RANKED_NODES, limit=max_nodes + 1)
         rows = cur.fetchall()
         return Subgraph(
             nodes=[(row["id"], _node_properties(row["id"], row["properties"])) for row in rows][
@@ -405,16 +407,16 @@ class GraphStore(SyncStore):
         ids = sorted(set(_ids(nodes)))
         if not ids:
             return
-        with self.transaction() as cur:
+        with self.transaction(single_statement=len(ids) <= CHUNK_ROWS) as cur:
             for chunk in _chunks(ids, CHUNK_ROWS):
                 self._execute(cur, q.DELETE_NODES, ids=chunk)
 
     def remove_edges(self, edges: Iterable[tuple[str, str]]) -> None:
         """Delete the edges (either order); endpoints stay; unknown pairs are ignored."""
-        wanted = sorted({canonical(*_pair(pair)) for pair in edges})
+        wanted = sorted({canonical(*pair) for pair in _pairs(edges)})
         if not wanted:
             return
-        with self.transaction() as cur:
+        with self.transaction(single_statement=len(wanted) <= CHUNK_ROWS) as cur:
             for chunk in _chunks(wanted, CHUNK_ROWS):
                 self._execute(
                     cur, q.DELETE_EDGES, srcs=[s for s, _ in chunk], tgts=[t for _, t in chunk]
@@ -432,24 +434,16 @@ class GraphStore(SyncStore):
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _sql(self, template: str, fragments: Mapping[str, str] | None = None) -> Any:
-        # ``fragments`` are fixed column lists from this module, never input.
-        if fragments:
-            template = template.replace("{columns}", fragments["columns"])
-        return self.render(template, nodes=q.NODES, edges=q.EDGES)
+    def _execute(self, cur: Any, template: str, **params: Any) -> None:
+        statement = self._statements.get(template)
+        if statement is None:  # rendered once per store: the schema does not change
+            rendered = self.render(template, nodes=q.NODES, edges=q.EDGES)
+            statement = self._statements[template] = rendered.as_string(cur)
+        cur.execute(statement, {"ws": self.workspace, "ns": self.namespace, **params})
 
-    def _execute(
-        self, cur: Any, template: str, fragments: Mapping[str, str] | None = None, **params: Any
-    ) -> None:
-        cur.execute(
-            self._sql(template, fragments), {"ws": self.workspace, "ns": self.namespace, **params}
-        )
-
-    def _read(
-        self, template: str, fragments: Mapping[str, str] | None = None, **params: Any
-    ) -> list[dict[str, Any]]:
+    def _read(self, template: str, **params: Any) -> list[dict[str, Any]]:
         with self.transaction(read_only=True) as cur:
-            self._execute(cur, template, fragments, **params)
+            self._execute(cur, template, **params)
             return cur.fetchall()
 
     def _write(
@@ -465,8 +459,9 @@ class GraphStore(SyncStore):
         # Every endpoint goes with the first statement, in one sorted pass, so the node
         # locks of the whole batch are taken in one order before any edge is written.
         endpoints = sorted({node for pair in endpoints_of or () for node in pair})
-        with self.transaction() as cur:
-            for chunk in _byte_chunks(rows):
+        chunks = list(_byte_chunks(rows))
+        with self.transaction(single_statement=len(chunks) == 1) as cur:
+            for chunk in chunks:
                 params: dict[str, Any] = {"rows": f"[{','.join(chunk)}]"}
                 if endpoints_of is not None:
                     params["endpoints"], endpoints = endpoints, []
@@ -502,18 +497,36 @@ def _utf8(text: str, what: str) -> bytes:
 
 
 def _ids(values: Iterable[str]) -> list[str]:
+    """Ids to look up or delete: strings PostgreSQL can take (no NUL, valid Unicode). An id
+    longer than a write allows matches nothing, like any unknown id. Checked in one pass
+    over all of them; only a failure looks for the culprit, to name it."""
     if isinstance(values, str):
         raise InvalidInput(f"expected a list of node ids, got the string {values!r:.80}")
-    return [_node_id(value) for value in values]
+    ids = list(values)
+    try:
+        joined = "".join(ids)  # TypeError: not all strings
+        if "\x00" not in joined and joined.encode("utf-8"):
+            return ids
+    except (TypeError, UnicodeEncodeError):
+        pass
+    for value in ids:
+        check_key(value, "node id", max_length=sys.maxsize)
+        _utf8(value, f"node id {value[:40]!r}")
+    return ids
 
 
-def _pair(pair: Any) -> tuple[str, str]:
-    """An edge given as (src, tgt) or LightRAG's {"src": ..., "tgt": ...}."""
-    if isinstance(pair, Mapping):
-        pair = (pair.get("src"), pair.get("tgt"))
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-        raise InvalidInput(f"an edge must be a (source, target) pair, got {pair!r:.80}")
-    return _node_id(pair[0]), _node_id(pair[1])
+def _pairs(values: Iterable[Any]) -> list[tuple[str, str]]:
+    """Edges given as (src, tgt) or LightRAG's {"src": ..., "tgt": ...}, ids checked as
+    ``_ids`` does."""
+    pairs = []
+    for pair in values:
+        if isinstance(pair, Mapping):
+            pair = (pair.get("src"), pair.get("tgt"))
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InvalidInput(f"an edge must be a (source, target) pair, got {pair!r:.80}")
+        pairs.append((pair[0], pair[1]))
+    _ids([node for pair in pairs for node in pair])
+    return pairs
 
 
 def _properties(value: Any, what: str) -> dict[str, Any]:

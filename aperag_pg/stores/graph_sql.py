@@ -134,20 +134,22 @@ ORDER BY src_id COLLATE "C", tgt_id COLLATE "C"
 """
 
 # Every node with its degree, highest first, ties by label in code-point order.
-RANKED_NODES = f"""
+_RANKED = f"""
 SELECT n.id, {{columns}} COALESCE(d.degree, 0) AS degree
-FROM {{nodes}} n
+FROM {{{{nodes}}}} n
 LEFT JOIN (
     SELECT id, count(*) AS degree FROM (
-        SELECT src_id AS id FROM {{edges}} WHERE {SCOPE}
+        SELECT src_id AS id FROM {{{{edges}}}} WHERE {SCOPE}
         UNION ALL
-        SELECT tgt_id FROM {{edges}} WHERE {SCOPE}
+        SELECT tgt_id FROM {{{{edges}}}} WHERE {SCOPE}
     ) ends GROUP BY id
 ) d ON d.id = n.id
 WHERE n.workspace = %(ws)s AND n.namespace = %(ns)s
 ORDER BY degree DESC, n.id COLLATE "C"
 LIMIT %(limit)s
 """
+RANKED_IDS = _RANKED.format(columns="")
+RANKED_NODES = _RANKED.format(columns="n.properties,")
 
 # NetworkXStorage.search_labels' scores, computed and ranked by the server: exact 1000,
 # prefix 500, else 100 - length, +50 when the match follows a space or an underscore.
