@@ -162,6 +162,7 @@ def import_graph(
     edge_batches = _batches(edges, edges.pairs, batch_size)
     node_counts = _write_batches(store.write_nodes, node_batches, len(nodes.ids), "nodes", report)
     edge_counts = _write_batches(store.write_edges, edge_batches, len(edges.pairs), "edges", report)
+    store.analyze()  # the planner's statistics, before autovacuum would get to it
     return ImportSummary(
         path=source,
         workspace=store.workspace,

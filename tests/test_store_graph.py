@@ -453,3 +453,18 @@ def test_the_facade_resolves_the_workspace_as_lightrag_does(manager, base_settin
     assert asyncio.run(opened("mine")) == ("mine", "mine")
     PostgreSQLSyncConnectionManager.initialize(base_settings.replace(workspace="from_env"))
     assert asyncio.run(opened("mine")) == ("from_env", "from_env")
+
+
+def test_analyze_gives_the_planner_the_tables_as_they_are(store, admin_conn):
+    """After a bulk import the planner must not think the tables are still small."""
+    store.upsert_edges_batch([(f"a{i}", f"b{i}", {}) for i in range(500)])
+    store.analyze()
+    with admin_conn.cursor() as cur:
+        for table in ("lightrag_graph_nodes", "lightrag_graph_edges"):
+            cur.execute(
+                f'SELECT c.reltuples::bigint, (SELECT count(*) FROM "{store.schema}".{table}) '
+                "FROM pg_class c WHERE c.oid = %s::regclass",
+                (f'"{store.schema}".{table}',),
+            )
+            estimated, actual = cur.fetchone()
+            assert estimated == actual, table

@@ -151,7 +151,8 @@ class GraphStore(SyncStore):
         ids = _ids(node_ids)
         if not ids:
             return set()
-        return {row["id"] for row in self._read(q.NODE_IDS, ids=ids)}
+        template, params = _one_or_many(q.NODE_ID, q.NODE_IDS, ids)
+        return {row["id"] for row in self._read(template, **params)}
 
     def get_node(self, node_id: str) -> dict[str, Any] | None:
         return self.get_nodes_batch([node_id]).get(node_id)
@@ -161,7 +162,8 @@ class GraphStore(SyncStore):
         ids = _ids(node_ids)
         if not ids:
             return {}
-        rows = self._read(q.GET_NODES, ids=ids)
+        template, params = _one_or_many(q.GET_NODE, q.GET_NODES, ids)
+        rows = self._read(template, **params)
         return {row["id"]: _node_properties(row["id"], row["properties"]) for row in rows}
 
     def node_degree(self, node_id: str) -> int:
@@ -202,12 +204,17 @@ class GraphStore(SyncStore):
         given = _pairs(pairs)
         if not given:
             return {}
-        wanted = sorted({canonical(src, tgt) for src, tgt in given})
-        rows = self._read(
-            q.GET_EDGES, srcs=[src for src, _ in wanted], tgts=[tgt for _, tgt in wanted]
-        )
+        stored = [canonical(src, tgt) for src, tgt in given]
+        wanted = set(stored)
+        if len(wanted) == 1:
+            ((src, tgt),) = wanted
+            rows = self._read(q.GET_EDGE, src=src, tgt=tgt)
+        else:
+            rows = self._read(
+                q.GET_EDGES, srcs=[src for src, _ in wanted], tgts=[tgt for _, tgt in wanted]
+            )
         found = {(row["src_id"], row["tgt_id"]): row["properties"] for row in rows}
-        return {pair: dict(found[canonical(*pair)]) for pair in given if canonical(*pair) in found}
+        return {pair: found[key] for pair, key in zip(given, stored, strict=True) if key in found}
 
     def get_node_edges(self, source_node_id: str) -> list[tuple[str, str]] | None:
         """``(node_id, neighbour)`` for each edge, sorted by neighbour; ``[]`` for a node
@@ -276,6 +283,13 @@ class GraphStore(SyncStore):
             for row in self._read(q.ALL_EDGES)
         ]
 
+    def analyze(self) -> None:
+        """Refresh the planner's statistics of both tables, e.g. after a bulk import: until
+        autovacuum does it, a traversal may be planned as if the tables were still small.
+        A role that does not own the tables gets the server's warning, not an error."""
+        with self.transaction(single_statement=True) as cur:
+            self._execute(cur, q.ANALYZE)
+
     def tables_exist(self) -> bool:
         return self.table_exists(q.NODES)
 
@@ -332,7 +346,7 @@ class GraphStore(SyncStore):
         )
 
     def _bfs(self, cur: Any, seed: str, max_depth: int, max_nodes: int) -> Subgraph:
-        self._execute(cur, q.GET_NODES, ids=[seed])
+        self._execute(cur, q.GET_NODE, id=seed)
         seed_row = cur.fetchone()
         if seed_row is None:
             return Subgraph()
@@ -439,7 +453,8 @@ class GraphStore(SyncStore):
         if statement is None:  # rendered once per store: the schema does not change
             rendered = self.render(template, nodes=q.NODES, edges=q.EDGES)
             statement = self._statements[template] = rendered.as_string(cur)
-        cur.execute(statement, {"ws": self.workspace, "ns": self.namespace, **params})
+        lists = {k: _text_array(v) for k, v in params.items() if isinstance(v, (list, tuple))}
+        cur.execute(statement, {"ws": self.workspace, "ns": self.namespace, **params, **lists})
 
     def _read(self, template: str, **params: Any) -> list[dict[str, Any]]:
         with self.transaction(read_only=True) as cur:
@@ -599,6 +614,21 @@ def _non_negative(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(f"{what} must be a non-negative integer, got {value!r:.40}")
     return value
+
+
+def _one_or_many(one: str, many: str, ids: list[str]) -> tuple[str, dict[str, Any]]:
+    """The statement for one id when there is one (it plans faster), else the list one."""
+    return (one, {"id": ids[0]}) if len(ids) == 1 else (many, {"ids": ids})
+
+
+def _text_array(values: Sequence[str]) -> str:
+    """``values`` as one PostgreSQL array literal (the statement casts it to text[]).
+
+    psycopg2 sends a list as ``ARRAY['a', 'b', ...]``: an expression of one constant per
+    item that the server parses and folds one by one, where one literal is parsed at once.
+    """
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return '{"' + '","'.join(quoted) + '"}' if values else "{}"
 
 
 def _escape_like(text: str) -> str:

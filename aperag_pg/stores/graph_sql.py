@@ -42,6 +42,24 @@ DDL = (
 
 SCOPE = "workspace = %(ws)s AND namespace = %(ns)s"
 
+
+def among(parameter: str) -> str:
+    """``= ANY(...)`` of a list parameter, hidden from the planner behind a sub-select.
+
+    psycopg2 sends a list as a literal array, and the planner estimates ``= ANY`` of a
+    literal element by element: 4,000 ids took 18 ms to plan against 2 ms this way.
+    """
+    return f"ANY(ARRAY(SELECT unnest(%({parameter})s::text[])))"
+
+
+def outside(column: str, parameter: str) -> str:
+    """``column`` is none of the list parameter's values: a hashed anti-join, where
+    ``<> ALL(literal)`` is estimated element by element and compared one by one."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM unnest(%({parameter})s::text[]) AS x(id) WHERE x.id = {column})"
+    )
+
+
 # Rows arrive as one JSON array per statement, in the order they must be locked.
 UPSERT_NODES = """
 WITH written AS (
@@ -82,24 +100,27 @@ written AS (
 SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS written FROM written
 """
 
-GET_NODES = f"SELECT id, properties FROM {{nodes}} WHERE {SCOPE} AND id = ANY(%(ids)s)"
-NODE_IDS = f"SELECT id FROM {{nodes}} WHERE {SCOPE} AND id = ANY(%(ids)s)"
+# Each lookup comes for one item and for a list: one item plans in a tenth of the time.
+GET_NODE = f"SELECT id, properties FROM {{nodes}} WHERE {SCOPE} AND id = %(id)s"
+GET_NODES = f"SELECT id, properties FROM {{nodes}} WHERE {SCOPE} AND id = {among('ids')}"
+NODE_ID = f"SELECT id FROM {{nodes}} WHERE {SCOPE} AND id = %(id)s"
+NODE_IDS = f"SELECT id FROM {{nodes}} WHERE {SCOPE} AND id = {among('ids')}"
 
 # Degrees count each endpoint of each edge: a self-loop counts twice, as in NetworkX.
 DEGREES = f"""
 SELECT id, count(*) AS degree FROM (
-    SELECT src_id AS id FROM {{edges}} WHERE {SCOPE} AND src_id = ANY(%(ids)s)
+    SELECT src_id AS id FROM {{edges}} WHERE {SCOPE} AND src_id = {among("ids")}
     UNION ALL
-    SELECT tgt_id FROM {{edges}} WHERE {SCOPE} AND tgt_id = ANY(%(ids)s)
+    SELECT tgt_id FROM {{edges}} WHERE {SCOPE} AND tgt_id = {among("ids")}
 ) ends GROUP BY id
 """
 
 # One arm per index (the primary key leads with src_id, the other index with tgt_id).
 NEIGHBOURS = f"""
-SELECT src_id AS id, tgt_id AS neighbour FROM {{edges}} WHERE {SCOPE} AND src_id = ANY(%(ids)s)
+SELECT src_id AS id, tgt_id AS neighbour FROM {{edges}} WHERE {SCOPE} AND src_id = {among("ids")}
 UNION ALL
 SELECT tgt_id, src_id FROM {{edges}}
-WHERE {SCOPE} AND tgt_id = ANY(%(ids)s) AND src_id <> tgt_id
+WHERE {SCOPE} AND tgt_id = {among("ids")} AND src_id <> tgt_id
 """
 
 NODE_EDGES = f"""
@@ -107,12 +128,16 @@ SELECT EXISTS (SELECT 1 FROM {{nodes}} WHERE {SCOPE} AND id = %(id)s) AS found,
        ARRAY(SELECT neighbour FROM ({NEIGHBOURS}) n) AS neighbours
 """
 
+GET_EDGE = f"""
+SELECT src_id, tgt_id, properties FROM {{edges}}
+WHERE {SCOPE} AND src_id = %(src)s AND tgt_id = %(tgt)s
+"""
 GET_EDGES = f"""
 SELECT src_id, tgt_id, properties FROM {{edges}}
 WHERE {SCOPE} AND (src_id, tgt_id) IN (SELECT * FROM unnest(%(srcs)s::text[], %(tgts)s::text[]))
 """
 
-DELETE_NODES = f"DELETE FROM {{nodes}} WHERE {SCOPE} AND id = ANY(%(ids)s)"  # edges cascade
+DELETE_NODES = f"DELETE FROM {{nodes}} WHERE {SCOPE} AND id = {among('ids')}"  # edges cascade
 DELETE_EDGES = f"""
 DELETE FROM {{edges}}
 WHERE {SCOPE} AND (src_id, tgt_id) IN (SELECT * FROM unnest(%(srcs)s::text[], %(tgts)s::text[]))
@@ -173,12 +198,12 @@ LIMIT %(limit)s
 # label), at most %(limit)s of them. The degree is the node's degree in the whole graph.
 BFS_LEVEL = f"""
 WITH neighbours AS (
-    SELECT tgt_id AS id FROM {{edges}} WHERE {SCOPE} AND src_id = ANY(%(frontier)s)
+    SELECT tgt_id AS id FROM {{edges}} WHERE {SCOPE} AND src_id = {among("frontier")}
     UNION
-    SELECT src_id FROM {{edges}} WHERE {SCOPE} AND tgt_id = ANY(%(frontier)s)
+    SELECT src_id FROM {{edges}} WHERE {SCOPE} AND tgt_id = {among("frontier")}
 ),
 candidates AS (
-    SELECT id FROM neighbours WHERE id <> ALL(%(visited)s)
+    SELECT id FROM neighbours n WHERE {outside("n.id", "visited")}
 ),
 degrees AS (
     SELECT id, count(*) AS degree FROM (
@@ -200,16 +225,18 @@ LIMIT %(limit)s
 # Does any node of %(level)s have a neighbour, other than itself, outside %(known)s?
 HAS_NEIGHBOUR_OUTSIDE = f"""
 SELECT EXISTS (
-    SELECT 1 FROM {{edges}} WHERE {SCOPE} AND src_id = ANY(%(level)s)
-        AND tgt_id <> src_id AND tgt_id <> ALL(%(known)s)
+    SELECT 1 FROM {{edges}} WHERE {SCOPE} AND src_id = {among("level")}
+        AND tgt_id <> src_id AND {outside("tgt_id", "known")}
     UNION ALL
-    SELECT 1 FROM {{edges}} WHERE {SCOPE} AND tgt_id = ANY(%(level)s)
-        AND src_id <> tgt_id AND src_id <> ALL(%(known)s)
+    SELECT 1 FROM {{edges}} WHERE {SCOPE} AND tgt_id = {among("level")}
+        AND src_id <> tgt_id AND {outside("src_id", "known")}
 ) AS found
 """
 
 INDUCED_EDGES = f"""
 SELECT src_id, tgt_id, properties FROM {{edges}}
-WHERE {SCOPE} AND src_id = ANY(%(ids)s) AND tgt_id = ANY(%(ids)s)
+WHERE {SCOPE} AND src_id = {among("ids")} AND tgt_id IN (SELECT unnest(%(ids)s::text[]))
 ORDER BY src_id COLLATE "C", tgt_id COLLATE "C"
 """
+
+ANALYZE = "ANALYZE {nodes}, {edges}"
