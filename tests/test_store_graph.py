@@ -17,7 +17,7 @@ from lightrag.kg import pgtable_impl
 from aperag_pg.errors import InvalidInput
 from aperag_pg.lightrag.storages import PGSyncGraphStorage
 from aperag_pg.pool import PostgreSQLSyncConnectionManager
-from aperag_pg.stores import base, graph
+from aperag_pg.stores import graph
 from aperag_pg.stores.graph import GraphStore
 
 from .lightrag_support import new_workspace
@@ -117,13 +117,13 @@ def test_batches_are_one_round_trip(store, monkeypatch):
     ids = [f"n{i}" for i in range(40)]
     pairs = [(f"n{i}", f"n{i + 1}") for i in range(39)]
     statements = []
-    original = base.DictRowCursor.execute
+    original = GraphStore._execute  # every statement of the store goes through it
 
-    def counting(cur, query, params=None):
-        statements.append(query)
-        return original(cur, query, params)
+    def counting(self, cur, template, **params):
+        statements.append(template)
+        return original(self, cur, template, **params)
 
-    monkeypatch.setattr(base.DictRowCursor, "execute", counting)
+    monkeypatch.setattr(GraphStore, "_execute", counting)
     calls = {
         "get_nodes_batch": lambda: store.get_nodes_batch(ids),
         "node_degrees_batch": lambda: store.node_degrees_batch(ids),

@@ -170,7 +170,7 @@ class SyncStore:
 
     @contextmanager
     def transaction(
-        self, read_only: bool = False, single_statement: bool = False
+        self, read_only: bool = False, single_statement: bool = False, tuples: bool = False
     ) -> Iterator[DictRowCursor]:
         """A dict-row cursor in one transaction: committed on success, rolled back on error.
 
@@ -178,12 +178,13 @@ class SyncStore:
         read needs no transaction under READ COMMITTED (each statement sees committed
         data either way), one statement is a transaction of its own, and skipping BEGIN
         and COMMIT saves two round trips per call. The pool turns autocommit off again
-        when the connection comes back.
+        when the connection comes back. ``tuples`` gives psycopg2's own tuple rows, for
+        results too large to turn into dicts.
         """
         with self.manager.get_connection() as conn:
             if read_only or single_statement:
                 conn.autocommit = True
-            with conn.cursor(cursor_factory=DictRowCursor) as cur:
+            with conn.cursor(cursor_factory=None if tuples else DictRowCursor) as cur:
                 yield cur
 
     def ensure_table(self, name: str, statements: Sequence[str], **tables: str) -> None:
