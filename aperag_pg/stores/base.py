@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
+import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
@@ -132,6 +133,20 @@ class DictRowCursor(psycopg2.extensions.cursor):
         return [dict(zip(names, row, strict=True)) for row in rows]
 
 
+class _SnapshotCursor(DictRowCursor):
+    """Sends ``SyncStore.snapshot``'s BEGIN with its first statement."""
+
+    BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
+    begun = False
+
+    def execute(self, query: Any, vars: Any = None) -> None:
+        if not self.begun:
+            if not isinstance(query, str):
+                query = query.as_string(self)
+            query, self.begun = self.BEGIN + query, True
+        super().execute(query, vars)
+
+
 class SyncStore:
     """Base of the sync stores: one LightRAG namespace in one workspace, on the process pool.
 
@@ -163,10 +178,22 @@ class SyncStore:
     def snapshot(self) -> Iterator[DictRowCursor]:
         """A read-only REPEATABLE READ transaction: every statement sees the same data, for
         reads that take several statements (a traversal) and must not mix two states.
+
+        Its BEGIN travels with the first statement, and its COMMIT is the one extra round
+        trip (psycopg2's own transaction would cost three: BEGIN, SET TRANSACTION, COMMIT).
         """
-        with self.transaction() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield cur
+        with self.manager.get_connection() as conn:
+            conn.autocommit = True  # the cursor sends BEGIN and this sends COMMIT
+            with conn.cursor(cursor_factory=_SnapshotCursor) as cur:
+                try:
+                    yield cur
+                except BaseException:
+                    if cur.begun:
+                        with suppress(psycopg2.Error):  # the first error is the one raised
+                            cur.execute("ROLLBACK")
+                    raise
+                if cur.begun:
+                    cur.execute("COMMIT")
 
     @contextmanager
     def transaction(
