@@ -405,6 +405,8 @@ class GraphStore(SyncStore):
 
     def write_nodes(self, rows: NodeRows) -> WriteCounts:
         """Write nodes already checked by ``NodeRows.of``, in one transaction."""
+        if len(rows.ids) == 1:
+            return self._write_one(q.UPSERT_NODE, id=rows.ids[0], row=rows.json[0])
         return self._write(q.UPSERT_NODES, rows.json)
 
     def upsert_edge(
@@ -421,6 +423,9 @@ class GraphStore(SyncStore):
 
     def write_edges(self, rows: EdgeRows) -> WriteCounts:
         """Write edges already checked by ``EdgeRows.of``, in one transaction."""
+        if len(rows.pairs) == 1:
+            ((src, tgt),) = rows.pairs
+            return self._write_one(q.UPSERT_EDGE, src=src, tgt=tgt, row=rows.json[0])
         return self._write(q.UPSERT_EDGES, rows.json, endpoints_of=rows.pairs)
 
     def delete_node(self, node_id: str) -> None:
@@ -477,6 +482,13 @@ class GraphStore(SyncStore):
         with self.transaction(read_only=True, tuples=True) as cur:
             self._execute(cur, template, **params)
             return cur.fetchall()
+
+    def _write_one(self, template: str, **params: Any) -> WriteCounts:
+        """One node or edge: one statement, in autocommit."""
+        with self.transaction(single_statement=True) as cur:
+            self._execute(cur, template, **params)
+            inserted = cur.fetchone()["inserted"]
+        return WriteCounts(int(inserted), int(not inserted))
 
     def _write(
         self,

@@ -100,6 +100,34 @@ written AS (
 SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS written FROM written
 """
 
+# One node: the same, in a statement that plans faster.
+UPSERT_NODE = """
+INSERT INTO {nodes} AS n (workspace, namespace, id, properties, updated_at)
+VALUES (%(ws)s, %(ns)s, %(id)s, %(row)s::jsonb -> 'properties', now())
+ON CONFLICT (workspace, namespace, id) DO UPDATE
+    SET properties = n.properties || EXCLUDED.properties, updated_at = now()
+RETURNING (xmax = 0) AS inserted
+"""
+
+# One edge (LightRAG's merge writes them one by one): the same, in a statement that plans
+# in half the time. A self-loop names its node twice; DO NOTHING takes that.
+UPSERT_EDGE = """
+WITH endpoints AS (
+    INSERT INTO {nodes} (workspace, namespace, id, properties, updated_at)
+    VALUES (%(ws)s, %(ns)s, %(src)s, jsonb_build_object('entity_id', %(src)s::text), now()),
+           (%(ws)s, %(ns)s, %(tgt)s, jsonb_build_object('entity_id', %(tgt)s::text), now())
+    ON CONFLICT (workspace, namespace, id) DO NOTHING
+    RETURNING 1
+),
+endpoints_done AS (SELECT count(*) AS created FROM endpoints)
+INSERT INTO {edges} AS g (workspace, namespace, src_id, tgt_id, properties, updated_at)
+SELECT %(ws)s, %(ns)s, %(src)s, %(tgt)s, %(row)s::jsonb -> 'properties', now()
+FROM endpoints_done
+ON CONFLICT (workspace, namespace, src_id, tgt_id) DO UPDATE
+    SET properties = g.properties || EXCLUDED.properties, updated_at = now()
+RETURNING (xmax = 0) AS inserted
+"""
+
 # Each lookup comes for one item and for a list: one item plans in a tenth of the time.
 GET_NODE = f"SELECT id, properties FROM {{nodes}} WHERE {SCOPE} AND id = %(id)s"
 GET_NODES = f"SELECT id, properties FROM {{nodes}} WHERE {SCOPE} AND id = {among('ids')}"
