@@ -17,16 +17,13 @@ from dataclasses import dataclass
 import psycopg2.errors
 from psycopg2 import sql
 
+from . import locks
 from .errors import SchemaPrivilegeError, first_line
 from .pool import PostgreSQLSyncConnectionManager
 
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_TABLE = "aperag_pg_migrations"
-
-# First key of the two-key advisory lock: b"apg1" as an int, so our lock cannot
-# collide with an application's single-key locks.
-_LOCK_NAMESPACE = 0x61706731
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,6 @@ CREATE TABLE IF NOT EXISTS {schema}.{table} (
 """
 _SELECT_APPLIED = "SELECT version FROM {schema}.{table}"
 _INSERT_APPLIED = "INSERT INTO {schema}.{table} (version, description) VALUES (%s, %s)"
-_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 _PRIVILEGES = """
 SELECT current_user,
        current_database(),
@@ -104,7 +100,7 @@ def _migrate(
     if already is not None and already >= {m.version for m in wanted}:
         return []
     with manager.get_connection() as conn, conn.cursor() as cur:
-        cur.execute(_LOCK, (_LOCK_NAMESPACE, schema))
+        locks.hold_until_commit(cur, locks.SCHEMA, schema)
         create_schema_if_permitted(cur, schema)
         ident = {"schema": sql.Identifier(schema), "table": sql.Identifier(MIGRATIONS_TABLE)}
         cur.execute(sql.SQL(_CREATE_MIGRATIONS_TABLE).format(**ident))

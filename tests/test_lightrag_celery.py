@@ -134,3 +134,21 @@ def test_every_process_answers_from_one_graph_before_and_after_a_restart(service
         }
         assert len(digests) == 1, (mode, before[mode], after[mode])
     assert not list((tmp_path / "rag").rglob("*.graphml"))  # nothing kept per process
+
+
+def test_a_workspace_named_like_a_lock_blocks_nothing_else(manager, admin_conn):
+    """The writer lock of workspace "pgvector" is not pgvector's CREATE EXTENSION lock."""
+    from aperag_pg import locks
+    from aperag_pg.lightrag.tasks import one_writer
+
+    namespaces = (locks.SCHEMA, locks.TABLES, locks.VECTOR, locks.WORKSPACE_WRITER)
+    assert len(set(namespaces)) == len(namespaces)
+    try_lock = "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))"
+    with one_writer("pgvector"), admin_conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute(try_lock, (locks.WORKSPACE_WRITER, "pgvector"))
+        assert cur.fetchone() == (False,)  # the writer lock is really held
+        for namespace in (locks.SCHEMA, locks.TABLES, locks.VECTOR):
+            cur.execute(try_lock, (namespace, "pgvector"))
+            assert cur.fetchone() == (True,), hex(namespace)
+        cur.execute("ROLLBACK")

@@ -15,6 +15,7 @@ import logging
 
 from psycopg2 import sql as pgsql
 
+from .. import locks
 from ..pool import PostgreSQLSyncConnectionManager
 from ..schema import create_schema_if_permitted, privilege_errors_explained
 from . import sql
@@ -56,7 +57,9 @@ def _up_to_date(schema: str, manager: type[PostgreSQLSyncConnectionManager]) -> 
 def _migrate(schema: str, manager: type[PostgreSQLSyncConnectionManager]) -> list[int]:
     applied: list[int] = []
     with manager.get_connection() as conn, conn.cursor() as cur:
-        cur.execute(sql.ADVISORY_LOCK, (sql.LOCK_NAMESPACE, schema))
+        # aperag_pg.schema's lock for the same schema: all of the package's DDL on one
+        # schema runs one at a time, so two processes never race to create the schema.
+        locks.hold_until_commit(cur, locks.SCHEMA, schema)
         create_schema_if_permitted(cur, schema)
         cur.execute(sql.render(sql.MIGRATIONS[0], conn, schema))
         cur.execute(sql.render(sql.SELECT_MIGRATION_VERSION, conn, schema))

@@ -69,11 +69,6 @@ MIGRATIONS: tuple[str, ...] = (
 MIGRATIONS_TABLE = "checkpoint_migrations"
 SELECT_MIGRATION_VERSION = "SELECT max(v) FROM {schema}.checkpoint_migrations"
 INSERT_MIGRATION_VERSION = "INSERT INTO {schema}.checkpoint_migrations (v) VALUES (%s)"
-# The two-key advisory lock aperag_pg.schema takes for the same schema (b"apg1" as an int,
-# then the schema name's hash): all of the package's DDL on one schema runs one at a time,
-# so two processes never race to create the schema itself.
-ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
-LOCK_NAMESPACE = 0x61706731
 REGCLASS = "SELECT to_regclass(%s)"
 
 # -- functions: the hot paths, whose plans PL/pgSQL caches per server process ----------

@@ -27,6 +27,7 @@ from typing import Any
 
 from celery import shared_task
 
+from .. import locks
 from ..environment import LIGHTRAG_WORKING_DIR
 from ..pool import PostgreSQLSyncConnectionManager
 from ..selection import lightrag_storage_kwargs
@@ -34,9 +35,6 @@ from ..settings import load_environment
 from ..worker import database_time, run_async
 from .models import lightrag_models
 from .registry import FACADES
-
-_WRITER_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
-_WRITER_LOCK_NAMESPACE = 0x61706733  # b"apg3": LightRAG workspace writers
 
 # Least recently used instances are finalized past this many, so a worker serving many
 # tenants does not keep every tenant's LightRAG (and its in-memory graph) forever.
@@ -107,7 +105,7 @@ def one_writer(workspace: str) -> Iterator[None]:
     (safe behind PgBouncer) held during the ingest makes the writers take turns.
     """
     with PostgreSQLSyncConnectionManager.get_connection() as conn, conn.cursor() as cur:
-        cur.execute(_WRITER_LOCK, (_WRITER_LOCK_NAMESPACE, workspace))
+        locks.hold_until_commit(cur, locks.WORKSPACE_WRITER, workspace)
         yield
 
 

@@ -17,6 +17,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
+from .. import locks
 from ..errors import InvalidInput
 from ..pool import PostgreSQLSyncConnectionManager
 from ..schema import create_schema_if_permitted
@@ -39,9 +40,6 @@ NAMESPACE_TABLES: tuple[tuple[str, str], ...] = (
     ("relationships", "LIGHTRAG_VDB_RELATION"),
     ("doc_status", "LIGHTRAG_DOC_STATUS"),
 )
-
-# First key of the two-key advisory lock taken while creating tables (b"apg2").
-_TABLES_LOCK_NAMESPACE = 0x61706732
 
 
 def table_for_namespace(namespace: str) -> str:
@@ -223,10 +221,7 @@ class SyncStore:
         if self.table_exists(name):
             return
         with self.transaction() as cur:
-            cur.execute(
-                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                (_TABLES_LOCK_NAMESPACE, f"{self.schema}.{name.lower()}"),
-            )
+            locks.hold_until_commit(cur, locks.TABLES, f"{self.schema}.{name.lower()}")
             with cur.connection.cursor() as plain:  # it reads tuple rows
                 create_schema_if_permitted(plain, self.schema)
             for statement in statements:

@@ -40,6 +40,7 @@ import psycopg2.errors
 from pgvector.psycopg2 import register_vector
 from psycopg2 import sql
 
+from .. import locks
 from ..batching import chunked, execute_values_chunked
 from ..errors import (
     AperagPGError,
@@ -64,8 +65,6 @@ _READ_CHUNK = 1000  # ids per statement in deletes and lookups
 # is created in its place, as LightRAG does when POSTGRES_VECTOR_INDEX_TYPE changes.
 _VECTOR_INDEX_SUFFIXES = ("hnsw_cosine", "hnsw_halfvec_cosine", "ivfflat_cosine", "vchordrq_cosine")
 
-# First key of the advisory lock taken while creating pgvector and vector indexes (b"apg3").
-_VECTOR_LOCK_NAMESPACE = 0x61706733
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -217,7 +216,6 @@ _KINDS: dict[str, _Kind] = {
 
 _PGVECTOR_INSTALLED = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
 _CREATE_PGVECTOR = "CREATE EXTENSION IF NOT EXISTS vector"
-_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 _VECTOR_COLUMN = """
 SELECT a.atttypmod AS dim, format_type(a.atttypid, a.atttypmod) AS type
 FROM pg_attribute a
@@ -351,7 +349,7 @@ class VectorStore(SyncStore):
             cur.execute(_PGVECTOR_INSTALLED)
             if cur.fetchone() is not None:
                 return  # no privilege needed to use an installed extension
-            cur.execute(_LOCK, (_VECTOR_LOCK_NAMESPACE, "pgvector"))
+            locks.hold_until_commit(cur, locks.VECTOR, "pgvector")
             try:
                 cur.execute(_CREATE_PGVECTOR)
             except (psycopg2.errors.FeatureNotSupported, psycopg2.errors.UndefinedFile) as exc:
@@ -425,7 +423,7 @@ class VectorStore(SyncStore):
         name = safe_index_name(self.table_name, suffix)
         if self._index_exists(cur, name):
             return
-        cur.execute(_LOCK, (_VECTOR_LOCK_NAMESPACE, self.qualified_name))
+        locks.hold_until_commit(cur, locks.VECTOR, self.qualified_name)
         if self._index_exists(cur, name):  # another process made it while we waited
             return
         for other in _VECTOR_INDEX_SUFFIXES:
