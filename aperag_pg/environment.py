@@ -14,6 +14,10 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 REDIS_URL = "REDIS_URL"
 CELERY_BROKER_URL = "CELERY_BROKER_URL"
 CELERY_RESULT_BACKEND = "CELERY_RESULT_BACKEND"
+# Seconds Redis waits for an unacknowledged task before it delivers it again: longer than
+# the longest task, or a task still running is delivered a second time.
+CELERY_VISIBILITY_TIMEOUT = "CELERY_VISIBILITY_TIMEOUT"
+DEFAULT_VISIBILITY_TIMEOUT = 7200
 LIGHTRAG_WORKING_DIR = "LIGHTRAG_WORKING_DIR"
 # A real OpenAI-compatible endpoint for LightRAG (aperag_pg.lightrag.models).
 OPENAI_API_KEY = "OPENAI_API_KEY"
@@ -37,6 +41,22 @@ def celery_urls(env: Mapping[str, str]) -> tuple[str, str]:
     return env.get(CELERY_BROKER_URL) or redis_url, env.get(CELERY_RESULT_BACKEND) or redis_url
 
 
+def visibility_timeout(env: Mapping[str, str]) -> int:
+    """CELERY_VISIBILITY_TIMEOUT in seconds, or ConfigError naming the value."""
+    from .errors import ConfigError
+
+    text = (env.get(CELERY_VISIBILITY_TIMEOUT) or "").strip()
+    if not text:
+        return DEFAULT_VISIBILITY_TIMEOUT
+    if not text.isdigit() or int(text) < 60:
+        raise ConfigError(
+            f"{CELERY_VISIBILITY_TIMEOUT}={text!r} is not valid: give whole seconds, at least "
+            "60 and longer than your longest task (default "
+            f"{DEFAULT_VISIBILITY_TIMEOUT})."
+        )
+    return int(text)
+
+
 def known_variables() -> set[str]:
     """The names of all variables the package reads."""
     from .selection import STORAGE_VARIABLES
@@ -46,6 +66,7 @@ def known_variables() -> set[str]:
     names.update(POSTGRES_ALIASES)
     names.update(v for variables, _, _ in STORAGE_VARIABLES for v in variables)
     names.update((REDIS_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, LIGHTRAG_WORKING_DIR))
+    names.add(CELERY_VISIBILITY_TIMEOUT)
     names.update((OPENAI_API_KEY, OPENAI_BASE_URL, LLM_MODEL, EMBEDDING_MODEL, EMBEDDING_DIM))
     names.update((CHECKPOINT_THREAD_TTL_DAYS, CHECKPOINT_HISTORY_TTL_DAYS))
     return names

@@ -53,6 +53,11 @@ class InvalidInput(AperagPGError, ValueError):
     """Data a store was asked to write cannot be stored as given; nothing was written."""
 
 
+class TaskKeepsCrashing(AperagPGError):
+    """A task's worker process died (SIGKILL, out of memory) on every delivery of it, so it
+    is not delivered again. The message names the task's work."""
+
+
 class GraphMLError(AperagPGError, ValueError):
     """A GraphML file cannot be read or written, or a graph cannot be put into one: a
     missing or malformed file, or a stored value GraphML cannot hold."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import reprlib
 import threading
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
@@ -18,9 +19,12 @@ from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.errors
+from billiard.einfo import ExceptionInfo
 from celery import Task
+from celery.exceptions import WorkerLostError
+from celery.worker.request import Request
 
-from .errors import PoolTimeout
+from .errors import PoolTimeout, TaskKeepsCrashing, first_line
 from .pool import PostgreSQLSyncConnectionManager
 from .schema import ensure_schema
 from .threads import shutdown_executor
@@ -81,6 +85,53 @@ class DatabaseTask(Task):
     retry_backoff_max = 60
     retry_jitter = True
     retry_kwargs = {"max_retries": 5}
+    # A worker process that dies under a task (SIGKILL, out of memory) hands it back: with
+    # task_retry_on_worker_lost it is sent again after this many seconds, at most
+    # max_retries times, then fails with TaskKeepsCrashing (see CrashLimitedRequest).
+    max_retries = 5
+    default_retry_delay = 1
+    Request = "aperag_pg.worker:CrashLimitedRequest"
+
+    def describe_work(self, args: tuple, kwargs: dict) -> str:
+        """What this call was to do, for an error that ends it; tasks say it better."""
+        return f"arguments {reprlib.repr(args)}, {reprlib.repr(kwargs)}"
+
+
+class CrashLimitedRequest(Request):
+    """Celery's request, except that a task whose worker process died on its last allowed
+    delivery fails with ``TaskKeepsCrashing`` naming its work, not a bare WorkerLostError.
+    It runs in the worker's main process, which outlives the dead child."""
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False):
+        exc = exc_info.exception
+        exc = getattr(exc, "exc", exc)  # billiard wraps it in ExceptionWithTraceback
+        if isinstance(exc, WorkerLostError) and self._no_delivery_left():
+            task = self.task
+            deliveries = self._context.retries + 1
+            describe = getattr(task, "describe_work", None)
+            work = describe(self.args, self.kwargs) if describe else reprlib.repr(self.args)
+            exc_info = _exception_info(
+                TaskKeepsCrashing(
+                    f"{task.name}: its worker process died on each of its {deliveries} "
+                    f"deliveries ({first_line(exc)}), so it is not delivered again. It was "
+                    f"to process {work}. Find out why the process dies (memory? an input "
+                    "that crashes a parser?), then send the task again."
+                )
+            )
+        return super().on_failure(exc_info, send_failed_event, return_ok)
+
+    def _no_delivery_left(self) -> bool:
+        max_retries = self.task.max_retries
+        return bool(self.task.retry_on_worker_lost) and (
+            max_retries is not None and self._context.retries >= max_retries
+        )
+
+
+def _exception_info(exc: BaseException) -> ExceptionInfo:
+    try:
+        raise exc
+    except BaseException:
+        return ExceptionInfo()
 
 
 def _is_prefork(worker: Any) -> bool:

@@ -14,7 +14,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from aperag_pg.environment import celery_urls
+from aperag_pg.environment import celery_urls, visibility_timeout
 from aperag_pg.settings import load_environment
 from aperag_pg.worker import (
     DatabaseTask,
@@ -23,7 +23,8 @@ from aperag_pg.worker import (
     setup_worker_postgres,
 )
 
-_broker, _backend = celery_urls(load_environment())
+_environment = load_environment()
+_broker, _backend = celery_urls(_environment)
 
 app = Celery(
     "aperag_pg",
@@ -35,7 +36,15 @@ app = Celery(
     include=["aperag_pg.tasks"] + (["aperag_pg.lightrag.tasks"] if find_spec("lightrag") else []),
 )
 app.conf.update(
+    # A task is acknowledged when it ends, and a worker process that dies under it (SIGKILL,
+    # out of memory) hands it back: it runs again, at most max_retries times (DatabaseTask).
     task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_retry_on_worker_lost=True,
+    # Redis delivers an unacknowledged task again after this many seconds (a whole worker
+    # that died, say): it must exceed the longest task. CELERY_VISIBILITY_TIMEOUT.
+    broker_transport_options={"visibility_timeout": visibility_timeout(_environment)},
+    result_backend_transport_options={"visibility_timeout": visibility_timeout(_environment)},
     worker_prefetch_multiplier=1,
     task_serializer="json",
     result_serializer="json",

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 from celery import shared_task
 
 from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager
 
 ATTEMPTS_TABLE = "celery_task_attempts"
+# Created by the test before its worker starts: two first tasks creating it at once collide.
+ATTEMPTS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (task_id text, at timestamptz default now())"
+)
 
 
 def _record_attempt(task_id: str) -> None:
-    Manager.execute_query(
-        f"CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (task_id text, at timestamptz default now())"
-    )
     Manager.execute_query(f"INSERT INTO {ATTEMPTS_TABLE} (task_id) VALUES (%s)", (task_id,))
 
 
@@ -32,3 +36,12 @@ def bad_sql(self) -> None:
     """A programming error: must fail at once, never be retried."""
     _record_attempt(self.request.id)
     Manager.execute_query("SELECT * FROM table_that_does_not_exist")
+
+
+@shared_task(bind=True, name="tests.dies")
+def dies(self, deaths: int, label: str) -> dict:
+    """Its worker process is killed (SIGKILL) on its first ``deaths`` deliveries."""
+    _record_attempt(self.request.id)
+    if self.request.retries < deaths:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"pid": os.getpid(), "retries": self.request.retries, "label": label}

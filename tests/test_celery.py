@@ -9,6 +9,7 @@ import pytest
 
 from aperag_pg.devservices import celery_worker, connections_per_process, wait_for_no_connections
 
+from .celery_test_tasks import ATTEMPTS_DDL
 from .conftest import REPO_ROOT
 
 
@@ -51,6 +52,12 @@ def test_worker_processes_own_their_pools(pool, service_env, base_settings, tmp_
     assert "Traceback" not in log
 
 
+@pytest.fixture
+def attempts_table(admin_conn) -> None:
+    with admin_conn.cursor() as cur:
+        cur.execute(ATTEMPTS_DDL)
+
+
 def _attempts(admin_conn, task_id: str) -> int:
     with admin_conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM celery_task_attempts WHERE task_id = %s", (task_id,))
@@ -58,7 +65,7 @@ def _attempts(admin_conn, task_id: str) -> int:
 
 
 def test_transient_database_errors_are_retried_programming_errors_are_not(
-    service_env, admin_conn, tmp_path
+    service_env, admin_conn, tmp_path, attempts_table
 ):
     with celery_worker(
         service_env,
@@ -79,3 +86,32 @@ def test_transient_database_errors_are_retried_programming_errors_are_not(
     assert _attempts(admin_conn, broken.id) == 1
     assert broken.state == "FAILURE"
     assert "Retry in" in log and "UndefinedTable" in log
+
+
+def test_a_task_whose_worker_process_dies_runs_again_and_a_crash_loop_ends(
+    service_env, admin_conn, tmp_path, attempts_table
+):
+    """SIGKILL of the process running a task (out of memory looks the same): the task is
+    delivered again and completes; one that kills its process every time fails after
+    max_retries + 1 deliveries with an error naming its work, instead of looping."""
+    with celery_worker(
+        service_env,
+        tmp_path,
+        pool="prefork",
+        concurrency=2,
+        cwd=REPO_ROOT,
+        include=("tests.celery_test_tasks",),
+    ) as worker:
+        survivor = worker.send("tests.dies", 2, "survivor")
+        doomed = worker.send("tests.dies", 99, "doomed-batch-7")
+        outcome = survivor.get(timeout=120)
+        with pytest.raises(Exception) as failure:
+            doomed.get(timeout=120)
+        log = worker.log_text()
+    assert outcome["retries"] == 2 and outcome["label"] == "survivor"
+    assert _attempts(admin_conn, survivor.id) == 3
+    assert _attempts(admin_conn, doomed.id) == 6  # 1 delivery + max_retries (5)
+    assert type(failure.value).__name__ == "TaskKeepsCrashing"
+    message = str(failure.value)
+    assert "died on each of its 6 deliveries" in message and "doomed-batch-7" in message
+    assert "SIGKILL" in log or "signal 9" in log

@@ -231,3 +231,13 @@ def test_wrong_password_error_and_logs_do_not_leak_it(base_settings, hostile_rol
     assert "s3cr" not in message
     assert "s3cr" not in caplog.text
     assert isinstance(info.value, psycopg2.OperationalError)
+
+
+def test_visibility_timeout_is_validated():
+    from aperag_pg.environment import DEFAULT_VISIBILITY_TIMEOUT, visibility_timeout
+
+    assert visibility_timeout({}) == DEFAULT_VISIBILITY_TIMEOUT
+    assert visibility_timeout({"CELERY_VISIBILITY_TIMEOUT": " 86400 "}) == 86400
+    for bad in ("59", "-5", "1h", "1.5"):
+        with pytest.raises(ConfigError, match="CELERY_VISIBILITY_TIMEOUT"):
+            visibility_timeout({"CELERY_VISIBILITY_TIMEOUT": bad})
