@@ -3,6 +3,9 @@ process, reused by every task, no loop errors, no pool rebuilds, no retries."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections import defaultdict
 
 from celery import Celery
@@ -152,3 +155,85 @@ def test_a_workspace_named_like_a_lock_blocks_nothing_else(manager, admin_conn):
             cur.execute(try_lock, (namespace, "pgvector"))
             assert cur.fetchone() == (True,), hex(namespace)
         cur.execute("ROLLBACK")
+
+
+def _writer_lock_holder(admin_conn) -> int | None:
+    """The worker process holding a LightRAG workspace's writer lock, seen in pg_locks."""
+    from aperag_pg import locks
+
+    with admin_conn.cursor() as cur:
+        cur.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (locks.WORKSPACE_WRITER,),
+        )
+        row = cur.fetchone()
+    return int(row[0].split(":", 1)[1]) if row else None
+
+
+def _status_counts(admin_conn, workspace: str) -> dict[str, int]:
+    with admin_conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('lightrag_doc_status') IS NOT NULL")
+        if not cur.fetchone()[0]:  # the first ingest has not created it yet
+            return {}
+        cur.execute(
+            "SELECT status, count(*) FROM lightrag_doc_status WHERE workspace = %s GROUP BY 1",
+            (workspace,),
+        )
+        return dict(cur.fetchall())
+
+
+def _stored(admin_conn, workspace: str) -> dict[str, int]:
+    """Rows per LightRAG table of a workspace: a duplicate anywhere shows as a difference."""
+    counts = {}
+    with admin_conn.cursor() as cur:
+        for table in (
+            "lightrag_doc_full",
+            "lightrag_doc_chunks",
+            "lightrag_doc_status",
+            "lightrag_full_entities",
+            "lightrag_full_relations",
+            "lightrag_graph_nodes",
+            "lightrag_graph_edges",
+        ):
+            cur.execute(f"SELECT count(*) FROM {table} WHERE workspace = %s", (workspace,))
+            counts[table] = cur.fetchone()[0]
+    return counts
+
+
+def test_an_ingest_whose_worker_is_killed_midway_completes_without_duplicates(
+    service_env, admin_conn, tmp_path
+):
+    """kill -9 of the process holding the workspace's writer lock, with some documents
+    processed and others not: the ingest is delivered again, finishes every document
+    exactly once, and stores what an uninterrupted ingest of the same documents stores."""
+    from aperag_pg.corpus import documents
+
+    corpus = documents(16)
+    texts, paths = [t for t, _ in corpus], [p for _, p in corpus]
+    crashed, clean = new_workspace("killed"), new_workspace("clean")
+    env = {**service_env, "LIGHTRAG_WORKING_DIR": str(tmp_path / "rag")}
+    with celery_worker(env, tmp_path, pool="prefork", concurrency=2, cwd=REPO_ROOT) as worker:
+        ingest = worker.send("aperag_pg.lightrag_ingest", crashed, texts, paths)
+        victim = None
+        while victim is None:  # wait until it is midway: some processed, not all
+            counts = _status_counts(admin_conn, crashed)
+            holder = _writer_lock_holder(admin_conn)
+            if holder and 0 < counts.get("processed", 0) < len(texts):
+                victim = holder
+                os.kill(victim, signal.SIGKILL)
+            assert not ingest.ready(), "the ingest finished before it could be interrupted"
+            time.sleep(0.005)
+        at_kill = dict(counts)
+        result = ingest.get(timeout=300)
+        reference = worker.send("aperag_pg.lightrag_ingest", clean, texts, paths).get(timeout=300)
+        log = worker.log_text()
+    assert "WorkerLostError" in log or "signal 9" in log
+    assert result["pid"] != victim  # delivered again, to a live process
+    assert result["already_processed"] and (result["resumed"] or result["inserted"])
+    assert set(result["statuses"].values()) == {"processed"}
+    assert at_kill.get("processed", 0) < len(texts)
+    assert _status_counts(admin_conn, crashed) == {"processed": len(texts)}  # no dup- rows
+    assert reference["status_counts"]["processed"] == len(texts)
+    assert _stored(admin_conn, crashed) == _stored(admin_conn, clean)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import reprlib
 import socket
 import threading
 from collections import OrderedDict
@@ -33,6 +34,7 @@ from ..pool import PostgreSQLSyncConnectionManager
 from ..selection import lightrag_storage_kwargs
 from ..settings import load_environment
 from ..worker import database_time, run_async
+from .ingest import ingest_once
 from .models import lightrag_models
 from .registry import FACADES
 
@@ -109,14 +111,23 @@ def one_writer(workspace: str) -> Iterator[None]:
         yield
 
 
-@shared_task(name="aperag_pg.lightrag_ingest")
+def _documents_of(_task: Any, args: tuple, kwargs: dict) -> str:
+    """An ingest's work, named by its files (for TaskKeepsCrashing)."""
+    paths = kwargs.get("file_paths", args[2] if len(args) > 2 else [])
+    workspace = kwargs.get("workspace", args[0] if args else "?")
+    return f"{len(paths)} document(s) of workspace {workspace!r}: {reprlib.repr(list(paths))}"
+
+
+@shared_task(name="aperag_pg.lightrag_ingest", describe_work=_documents_of)
 def lightrag_ingest(workspace: str, texts: list[str], file_paths: list[str]) -> dict[str, Any]:
-    """Insert documents through LightRAG's pipeline; returns the workspace's status counts."""
+    """Bring the documents through LightRAG's pipeline. Safe to run again (a redelivery after
+    its worker died): processed documents are skipped, half-done ones finished, failed ones
+    tried again, none duplicated. Fails with DocumentsFailed if any ends failed."""
     rag = rag_for(workspace)
     with one_writer(workspace), database_time() as usage:  # usage: not the lock's wait
-        run_async(rag.ainsert(texts, file_paths=file_paths))
+        report = run_async(ingest_once(rag, texts, file_paths))
         counts = run_async(rag.doc_status.get_all_status_counts())
-    return {**_process_report(rag, usage), "status_counts": counts}
+    return {**_process_report(rag, usage), "status_counts": counts, **report.as_dict()}
 
 
 @shared_task(name="aperag_pg.lightrag_query")

@@ -1,0 +1,124 @@
+"""Ingest that is safe to run twice: what a task does when its last delivery died midway.
+
+LightRAG 1.5.7 names a document after its file (``doc-`` + the hash of the file's base
+name) and, asked to insert a name it already holds, writes a FAILED ``dup-...`` record
+instead, whatever state the first one is in. So a redelivered ``ainsert`` of the same
+files would leave a phantom failure per file. Instead, each file's document is looked up
+first:
+
+- absent: inserted;
+- processed: left alone;
+- pending, parsing, analyzing or processing (a dead process's work): LightRAG's own
+  pipeline resets these to pending at its next run and processes them again, purging
+  their partial chunks and graph first, so nothing is written twice;
+- failed: set back to pending, so this delivery tries it again.
+
+Texts without a file name are inserted as LightRAG does it (it deduplicates them by
+content). The caller holds the workspace's writer lock (LightRAG assumes one writer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import AperagPGError
+
+
+class DocumentsFailed(AperagPGError):
+    """LightRAG's pipeline marked some of an ingest's documents failed."""
+
+
+@dataclass
+class IngestReport:
+    """What one delivery of an ingest found and did, by document id."""
+
+    inserted: list[str] = field(default_factory=list)
+    already_processed: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)  # left midway by an earlier delivery
+    retried: list[str] = field(default_factory=list)  # failed before, pending again now
+    statuses: dict[str, str] = field(default_factory=dict)  # every document, at the end
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "inserted": self.inserted,
+            "already_processed": self.already_processed,
+            "resumed": self.resumed,
+            "retried": self.retried,
+            "statuses": self.statuses,
+        }
+
+
+def document_id(file_path: str) -> str | None:
+    """LightRAG 1.5.7's id for the document of ``file_path``; None for no file name."""
+    from lightrag.utils import compute_mdhash_id
+    from lightrag.utils_pipeline import has_known_document_source, normalize_document_file_path
+
+    canonical = normalize_document_file_path(file_path)
+    if not has_known_document_source(canonical):
+        return None
+    return compute_mdhash_id(canonical, prefix="doc-")
+
+
+async def ingest_once(rag: Any, texts: Sequence[str], file_paths: Sequence[str]) -> IngestReport:
+    """Bring every text's document to processed, without duplicating any; raise
+    ``DocumentsFailed`` naming the documents LightRAG could not process."""
+    from lightrag.base import DocStatus
+
+    if len(texts) != len(file_paths):
+        raise ValueError(f"{len(texts)} texts but {len(file_paths)} file paths")
+    ids = [document_id(path) for path in file_paths]
+    known = [doc_id for doc_id in ids if doc_id is not None]
+    existing = await _statuses(rag, known)
+    report = IngestReport()
+    new_texts, new_paths = [], []
+    for text, path, doc_id in zip(texts, file_paths, ids, strict=True):
+        status = existing.get(doc_id) if doc_id else None
+        if status is None:
+            new_texts.append(text)
+            new_paths.append(path)
+            if doc_id:
+                report.inserted.append(doc_id)
+        elif status == DocStatus.PROCESSED:
+            report.already_processed.append(doc_id)
+        elif status == DocStatus.FAILED:
+            await rag.doc_status.update_doc_status_fields(
+                doc_id, {"status": DocStatus.PENDING, "error_msg": ""}
+            )
+            report.retried.append(doc_id)
+        else:
+            report.resumed.append(doc_id)
+    if new_texts:
+        await rag.ainsert(new_texts, file_paths=new_paths)  # also runs the pipeline
+    else:
+        await rag.apipeline_process_enqueue_documents()
+    final = await _records(rag, known)
+    report.statuses = {
+        doc_id: final[doc_id]["status"] if doc_id in final else "missing" for doc_id in known
+    }
+    failed = {
+        doc_id: (record.get("file_path"), record.get("error_msg"))
+        for doc_id, record in final.items()
+        if record["status"] == DocStatus.FAILED
+    }
+    if failed:
+        named = "; ".join(f"{path} ({doc_id}): {error}" for doc_id, (path, error) in failed.items())
+        raise DocumentsFailed(
+            f"{len(failed)} of {len(known)} documents failed in LightRAG's pipeline: {named}. "
+            "Fix the cause and send the ingest again: processed documents are skipped and "
+            "failed ones are tried again."
+        )
+    return report
+
+
+async def _records(rag: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The doc-status records of ``ids`` that exist, in one read."""
+    if not ids:
+        return {}
+    records = await rag.doc_status.get_by_ids(ids)
+    return {doc_id: record for doc_id, record in zip(ids, records, strict=True) if record}
+
+
+async def _statuses(rag: Any, ids: list[str]) -> dict[str, str]:
+    return {doc_id: record["status"] for doc_id, record in (await _records(rag, ids)).items()}
