@@ -41,6 +41,8 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     task_retry_on_worker_lost=True,
+    # A running task reports STARTED (with its worker process), not PENDING.
+    task_track_started=True,
     # Redis delivers an unacknowledged task again after this many seconds (a whole worker
     # that died, say): it must exceed the longest task. CELERY_VISIBILITY_TIMEOUT.
     broker_transport_options={"visibility_timeout": visibility_timeout(_environment)},

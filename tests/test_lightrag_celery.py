@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from collections import defaultdict
 
 from celery import Celery
@@ -237,3 +238,52 @@ def test_an_ingest_whose_worker_is_killed_midway_completes_without_duplicates(
     assert _status_counts(admin_conn, crashed) == {"processed": len(texts)}  # no dup- rows
     assert reference["status_counts"]["processed"] == len(texts)
     assert _stored(admin_conn, crashed) == _stored(admin_conn, clean)
+
+
+def _killed_while_running(result, child_pid: int) -> bool:
+    """SIGKILL ``child_pid`` as soon as ``result`` is STARTED; False if it finished first."""
+    while result.state == "PENDING":
+        time.sleep(0.002)
+    if result.state != "STARTED":
+        return False
+    os.kill(child_pid, signal.SIGKILL)
+    return True
+
+
+def _interrupted(worker, child_pid: int, name: str, *args) -> tuple[dict, int]:
+    """Send a task and kill the worker process running it; return its result (after the
+    redelivery) and the killed pid. Retried when the task outran the kill."""
+    for _ in range(5):
+        result = worker.send(name, *args)
+        if _killed_while_running(result, child_pid):
+            return result.get(timeout=120), child_pid
+        child_pid = result.get(timeout=120)["pid"]
+    raise AssertionError(f"{name} always finished before its process could be killed")
+
+
+def test_a_query_and_a_workflow_resume_whose_worker_is_killed_complete(
+    service_env, manager, tmp_path
+):
+    """kill -9 during a query and during a LangGraph resume: each is delivered again and
+    completes, and the workflow's steps each ran once."""
+    from aperag_pg.checkpoint import PGSyncCheckpointSaver
+
+    PGSyncCheckpointSaver(schema="public").setup()
+    workspace, thread = new_workspace("killq"), f"killed-{uuid.uuid4().hex[:8]}"
+    env = {**service_env, "LIGHTRAG_WORKING_DIR": str(tmp_path / "rag")}
+    with celery_worker(env, tmp_path, pool="prefork", concurrency=1, cwd=REPO_ROOT) as worker:
+        child = worker.call("aperag_pg.lightrag_ingest", workspace, DOCS, FILE_PATHS, timeout=180)[
+            "pid"
+        ]
+        answer, victim = _interrupted(
+            worker, child, "aperag_pg.lightrag_query", workspace, QUESTION, "local"
+        )
+        started = worker.call("aperag_pg.checkpoint_demo_start", thread, "crashes", timeout=120)
+        resumed, resume_victim = _interrupted(
+            worker, started["pid"], "aperag_pg.checkpoint_demo_resume", thread, "yes"
+        )
+    assert answer["pid"] != victim and answer["context_chars"] > 500
+    assert resumed["pid"] != resume_victim
+    assert resumed["state"]["draft"] == "A short note about crashes. (published)"
+    steps = [entry.split("@")[0] for entry in resumed["state"]["log"]]
+    assert steps == ["draft", "review", "publish"] and resumed["next"] == []
