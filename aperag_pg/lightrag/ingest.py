@@ -91,12 +91,18 @@ async def ingest_once(rag: Any, texts: Sequence[str], file_paths: Sequence[str])
             report.resumed.append(doc_id)
     if new_texts:
         await rag.ainsert(new_texts, file_paths=new_paths)  # also runs the pipeline
-    else:
+    report.statuses = await finish(rag, known, run_pipeline=not new_texts)
+    return report
+
+
+async def finish(rag: Any, doc_ids: list[str], run_pipeline: bool = True) -> dict[str, str]:
+    """Run LightRAG's pipeline (pending and half-done documents), then the status of each of
+    ``doc_ids``; ``DocumentsFailed`` naming those that ended failed."""
+    from lightrag.base import DocStatus
+
+    if run_pipeline:
         await rag.apipeline_process_enqueue_documents()
-    final = await _records(rag, known)
-    report.statuses = {
-        doc_id: final[doc_id]["status"] if doc_id in final else "missing" for doc_id in known
-    }
+    final = await _records(rag, doc_ids)
     failed = {
         doc_id: (record.get("file_path"), record.get("error_msg"))
         for doc_id, record in final.items()
@@ -105,11 +111,11 @@ async def ingest_once(rag: Any, texts: Sequence[str], file_paths: Sequence[str])
     if failed:
         named = "; ".join(f"{path} ({doc_id}): {error}" for doc_id, (path, error) in failed.items())
         raise DocumentsFailed(
-            f"{len(failed)} of {len(known)} documents failed in LightRAG's pipeline: {named}. "
-            "Fix the cause and send the ingest again: processed documents are skipped and "
+            f"{len(failed)} of {len(doc_ids)} documents failed in LightRAG's pipeline: {named}. "
+            "Fix the cause and send the task again: processed documents are skipped and "
             "failed ones are tried again."
         )
-    return report
+    return {doc_id: final[doc_id]["status"] if doc_id in final else "missing" for doc_id in doc_ids}
 
 
 async def _records(rag: Any, ids: list[str]) -> dict[str, dict[str, Any]]:

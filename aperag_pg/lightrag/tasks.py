@@ -34,6 +34,7 @@ from ..pool import PostgreSQLSyncConnectionManager
 from ..selection import lightrag_storage_kwargs
 from ..settings import load_environment
 from ..worker import database_time, run_async
+from . import lifecycle
 from .ingest import ingest_once
 from .models import lightrag_models
 from .registry import FACADES
@@ -150,3 +151,36 @@ def lightrag_query(workspace: str, question: str, mode: str = "hybrid") -> dict[
         # Tells whether two answers were built from the same knowledge, without shipping it.
         "context_digest": hashlib.sha256(context.encode("utf-8")).hexdigest()[:16],
     }
+
+
+@shared_task(name="aperag_pg.lightrag_status")
+def lightrag_status(
+    workspace: str, page: int = 1, page_size: int = 50, status: str | None = None
+) -> dict[str, Any]:
+    """Document counts by status and one page of documents with their status and error."""
+    rag = rag_for(workspace)
+    return run_async(lifecycle.status_page(rag, page, page_size, status))
+
+
+@shared_task(name="aperag_pg.lightrag_delete")
+def lightrag_delete(workspace: str, doc_ids: list[str]) -> dict[str, Any]:
+    """Delete documents by id from all four storages; already deleted ones are no error."""
+    rag = rag_for(workspace)
+    with one_writer(workspace):
+        return run_async(lifecycle.delete_documents(rag, doc_ids))
+
+
+@shared_task(name="aperag_pg.lightrag_retry_failed")
+def lightrag_retry_failed(workspace: str) -> dict[str, Any]:
+    """Run the workspace's failed documents through the pipeline again."""
+    rag = rag_for(workspace)
+    with one_writer(workspace):
+        return run_async(lifecycle.retry_failed(rag))
+
+
+@shared_task(name="aperag_pg.lightrag_clear")
+def lightrag_clear(workspace: str) -> dict[str, Any]:
+    """Delete everything the workspace holds in every LightRAG storage."""
+    rag = rag_for(workspace)
+    with one_writer(workspace):
+        return run_async(lifecycle.clear_workspace(rag))
