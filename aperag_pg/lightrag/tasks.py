@@ -131,6 +131,14 @@ def lightrag_ingest(workspace: str, texts: list[str], file_paths: list[str]) -> 
     return {**_process_report(rag, usage), "status_counts": counts, **report.as_dict()}
 
 
+def context_digest(context: str) -> str:
+    """Tells whether two answers were built from the same knowledge, without shipping it.
+    Order-blind: LightRAG lists equal-ranked entities in an order that follows Python's
+    per-process string hashing, so two processes may list the same knowledge differently."""
+    lines = "\n".join(sorted(context.splitlines()))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()[:16]
+
+
 @shared_task(name="aperag_pg.lightrag_query")
 def lightrag_query(workspace: str, question: str, mode: str = "hybrid") -> dict[str, Any]:
     """Answer ``question`` from the workspace's knowledge; returns the answer, and the size and
@@ -148,8 +156,7 @@ def lightrag_query(workspace: str, question: str, mode: str = "hybrid") -> dict[
         **report,
         "answer": answer,
         "context_chars": len(context),
-        # Tells whether two answers were built from the same knowledge, without shipping it.
-        "context_digest": hashlib.sha256(context.encode("utf-8")).hexdigest()[:16],
+        "context_digest": context_digest(context),
     }
 
 
