@@ -91,3 +91,39 @@ def test_the_document_lifecycle_as_tasks(service_env, admin_conn, tmp_path):
     assert after_clear["total"] == 0
     left = {t: n for t, n in _rows(admin_conn, workspace).items() if n}
     assert set(left) <= {"lightrag_llm_cache"}, left  # like LightRAG's clear: cache stays
+
+
+def _writers(admin_conn) -> int:
+    """How many workspace writer locks are held right now."""
+    from aperag_pg import locks
+
+    with admin_conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = %s",
+            (locks.WORKSPACE_WRITER,),
+        )
+        return cur.fetchone()[0]
+
+
+def test_two_workspaces_ingest_at_the_same_time(service_env, admin_conn, tmp_path):
+    """A workspace's writers take turns; different workspaces do not wait for each other:
+    both writer locks are seen held at once, by two worker processes."""
+    from aperag_pg.corpus import documents
+
+    corpus = documents(12)
+    texts, paths = [t for t, _ in corpus], [p for _, p in corpus]
+    first, second = new_workspace("par_a"), new_workspace("par_b")
+    env = {**service_env, "LIGHTRAG_WORKING_DIR": str(tmp_path / "rag")}
+    with celery_worker(env, tmp_path, pool="prefork", concurrency=2, cwd=REPO_ROOT) as worker:
+        worker.call("aperag_pg.lightrag_status", first)  # both processes warm, tables made
+        pending = [
+            worker.send("aperag_pg.lightrag_ingest", ws, texts, paths) for ws in (first, second)
+        ]
+        most = 0
+        while not all(r.ready() for r in pending):
+            most = max(most, _writers(admin_conn))
+        results = [r.get(timeout=300) for r in pending]
+    assert most == 2
+    assert results[0]["pid"] != results[1]["pid"]
+    assert all(set(r["statuses"].values()) == {"processed"} for r in results)
