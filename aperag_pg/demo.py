@@ -5,7 +5,8 @@ at running ones, starts ``celery -A config.celery worker --pool=prefork``, and s
 batch: documents ingested through LightRAG on the PGSync storages, queries in every
 mode, and LangGraph workflows that stop at a human review and are resumed from their
 checkpoints, often in another worker process. It shows live progress, prints a summary
-and stops everything. LightRAG runs on offline stand-ins unless OPENAI_API_KEY is set.
+and stops everything. LightRAG runs on the offline stand-ins (LLM_BINDING=standin) unless
+LLM_BINDING or OPENAI_API_KEY name a real model.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from .devservices import (
     local_services,
     wait_for_no_connections,
 )
-from .lightrag.models import lightrag_models
+from .environment import LLM_BINDING, OPENAI_API_KEY
+from .lightrag.models import STANDIN, lightrag_models
 from .lightrag.tasks import DEFAULT_STORAGES
 from .pool import PostgreSQLSyncConnectionManager
 from .selection import lightrag_storage_kwargs
@@ -182,8 +184,17 @@ def summarize(
     print(f"  warm shutdown:         exit code {exit_code}, connections left: {sum(left.values())}")
 
 
+def demo_models(environ: dict[str, str]) -> dict[str, str]:
+    """The demo asks for the offline stand-ins by name unless a model is configured: a
+    worker given no model refuses to run LightRAG at all."""
+    if environ.get(LLM_BINDING) or environ.get(OPENAI_API_KEY):
+        return {}
+    return {LLM_BINDING: STANDIN}
+
+
 def run(docs: int, per_task: int, queries: int, workflows: int, concurrency: int) -> int:
-    _, label = lightrag_models()
+    models = demo_models(dict(os.environ))
+    _, label = lightrag_models({**os.environ, **models})
     print(f"LightRAG models: {label}")
     with tempfile.TemporaryDirectory(prefix="apg-demo-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
@@ -191,6 +202,7 @@ def run(docs: int, per_task: int, queries: int, workflows: int, concurrency: int
         env = {
             **os.environ,
             **stack.enter_context(local_services(tmp, "aperag_demo")),
+            **models,
             "PYTHONPATH": os.getcwd(),
             "LIGHTRAG_WORKING_DIR": str(tmp / "lightrag"),
         }

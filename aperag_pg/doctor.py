@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib.util import find_spec
 from typing import Any
 
 import psycopg2
@@ -192,10 +193,29 @@ def check_budget(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
         yield Finding("pool budget", OK, detail)
 
 
+def check_models(_cur: Any, _settings: PostgresSettings) -> Iterator[Finding]:
+    """The LightRAG tasks' models: configured, stand-ins by name, or missing."""
+    if find_spec("lightrag") is None:
+        return
+    from .errors import ModelsNotConfigured
+    from .lightrag.models import STANDIN, lightrag_models
+
+    try:
+        _kwargs, label = lightrag_models()
+    except ModelsNotConfigured as exc:
+        yield Finding("models", FAIL, f"{exc} The LightRAG tasks refuse to run until then.")
+        return
+    if STANDIN in label or "stand-in" in label:
+        yield Finding("models", WARN, f"{label}: fake answers and embeddings, not for production")
+    else:
+        yield Finding("models", OK, label)
+
+
 CHECKS: tuple[Callable[[Any, PostgresSettings], Iterator[Finding]], ...] = (
     check_server,
     check_pgvector,
     check_privileges,
     check_tables,
     check_budget,
+    check_models,
 )

@@ -19,7 +19,9 @@ CELERY_RESULT_BACKEND = "CELERY_RESULT_BACKEND"
 CELERY_VISIBILITY_TIMEOUT = "CELERY_VISIBILITY_TIMEOUT"
 DEFAULT_VISIBILITY_TIMEOUT = 7200
 LIGHTRAG_WORKING_DIR = "LIGHTRAG_WORKING_DIR"
-# A real OpenAI-compatible endpoint for LightRAG (aperag_pg.lightrag.models).
+# LightRAG's models (aperag_pg.lightrag.models): "openai", or "standin" for the offline
+# stand-ins; nothing chosen is an error, never a silent fake.
+LLM_BINDING = "LLM_BINDING"
 OPENAI_API_KEY = "OPENAI_API_KEY"
 OPENAI_BASE_URL = "OPENAI_BASE_URL"
 LLM_MODEL = "LLM_MODEL"
@@ -68,5 +70,6 @@ def known_variables() -> set[str]:
     names.update((REDIS_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, LIGHTRAG_WORKING_DIR))
     names.add(CELERY_VISIBILITY_TIMEOUT)
     names.update((OPENAI_API_KEY, OPENAI_BASE_URL, LLM_MODEL, EMBEDDING_MODEL, EMBEDDING_DIM))
+    names.add(LLM_BINDING)
     names.update((CHECKPOINT_THREAD_TTL_DAYS, CHECKPOINT_HISTORY_TTL_DAYS))
     return names

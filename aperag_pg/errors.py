@@ -53,6 +53,10 @@ class InvalidInput(AperagPGError, ValueError):
     """Data a store was asked to write cannot be stored as given; nothing was written."""
 
 
+class ModelsNotConfigured(ConfigError):
+    """No LLM and embedding model was chosen for LightRAG; the message names the variables."""
+
+
 class TaskKeepsCrashing(AperagPGError):
     """A task's worker process died (SIGKILL, out of memory) on every delivery of it, so it
     is not delivered again. The message names the task's work."""

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,9 @@ from aperag_pg.settings import PostgresSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _EXTERNAL_PG_VARS = ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL")
+# Never handed to a test worker from the developer's environment: a real API key there must
+# not make the tests call a paid endpoint, nor another server's settings leak in.
+MODEL_AND_SERVICE_PREFIXES = ("POSTGRES_", "CELERY_", "OPENAI_", "LLM_", "EMBEDDING_")
 
 
 @dataclass
@@ -108,12 +111,24 @@ def redis_url(tmp_root: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def service_env(base_settings: PostgresSettings, redis_url: str) -> dict[str, str]:
     """Environment for a subprocess (a Celery worker) pointing at the test services."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "CELERY_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(base_settings.to_env())
+    return worker_environment(os.environ, base_settings, redis_url)
+
+
+def worker_environment(
+    environ: Mapping[str, str], settings: PostgresSettings, redis_url: str
+) -> dict[str, str]:
+    """``environ`` without model or service settings, plus the test services' and the
+    offline stand-ins."""
+    env = {
+        k: v
+        for k, v in environ.items()
+        if not k.startswith(MODEL_AND_SERVICE_PREFIXES) and k not in ("DATABASE_URL",)
+    }
+    env.update(settings.to_env())
     env.update(
         POSTGRES_MAX_CONNECTIONS="3",
         REDIS_URL=redis_url,
+        LLM_BINDING="standin",  # the offline stand-ins, asked for by name
         PYTHONPATH=str(REPO_ROOT),
     )
     return env

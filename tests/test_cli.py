@@ -11,12 +11,12 @@ import pytest
 
 from aperag_pg.stores.vector import vector_table_name
 
-from .conftest import REPO_ROOT
+from .conftest import MODEL_AND_SERVICE_PREFIXES, REPO_ROOT
 
 
 def run_cli(settings, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTGRES_")}
-    env.update(settings.to_env())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(MODEL_AND_SERVICE_PREFIXES)}
+    env.update(settings.to_env(), LLM_BINDING="standin")
     env.update(extra_env)
     return subprocess.run(
         [sys.executable, "-m", "aperag_pg", *args],
@@ -72,6 +72,7 @@ def test_init_schema_then_doctor_reports_all_ok(base_settings):
         "privileges": "OK",
         "tables": "OK",
         "pool budget": "OK",
+        "models": "WARN",  # the offline stand-ins: said so, not an error
     }
     assert "PostgreSQL 1" in after.stdout and "installed, version 0.8" in after.stdout
 
@@ -144,3 +145,10 @@ def test_vector_table_name_follows_lightrag(model, dim):
     )
     assert vector_table_name("entities", model, dim) == storage.table_name
     assert storage.table_name.startswith(namespace_to_table_name("entities"))
+
+
+def test_doctor_fails_when_no_model_is_configured(base_settings):
+    result = run_cli(base_settings, "doctor", LLM_BINDING="")
+    assert result.returncode == 1
+    assert verdicts(result.stdout)["models"] == "FAIL"
+    assert "LLM_BINDING=openai" in result.stdout and "OPENAI_API_KEY" in result.stdout

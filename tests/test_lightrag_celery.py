@@ -78,6 +78,7 @@ def test_instances_beyond_the_limit_are_finalized(manager, tmp_path, monkeypatch
     from aperag_pg.lightrag import tasks
 
     monkeypatch.setenv("LIGHTRAG_WORKING_DIR", str(tmp_path))
+    monkeypatch.setenv("LLM_BINDING", "standin")
     monkeypatch.setattr(tasks, "MAX_INSTANCES", 2)
     monkeypatch.setattr(tasks, "_instances", tasks.OrderedDict())
     first = tasks.rag_for("lru_a")

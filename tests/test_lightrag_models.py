@@ -14,10 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from lightrag import QueryParam
 
-from aperag_pg.errors import ConfigError
+from aperag_pg.devservices import celery_worker
+from aperag_pg.errors import ConfigError, ModelsNotConfigured
 from aperag_pg.lightrag.models import lightrag_models
 from aperag_pg.standins import embed_texts, standin_llm
 
+from .conftest import REPO_ROOT
 from .lightrag_support import DOCS, OURS, make_rag, new_workspace
 
 
@@ -78,14 +80,51 @@ def endpoint():
     server.shutdown()
 
 
-def test_default_is_the_labelled_offline_stand_ins():
-    kwargs, label = lightrag_models({})
+def test_stand_ins_run_only_when_asked_for_by_name():
+    kwargs, label = lightrag_models({"LLM_BINDING": "standin"})
     assert "stand-in" in label
     assert kwargs["embedding_func"].model_name == "standin-hash"
+    for nothing in ({}, {"LLM_BINDING": ""}, {"LLM_BINDING": "gpt"}, {"OPENAI_BASE_URL": "x"}):
+        with pytest.raises(ModelsNotConfigured) as info:
+            lightrag_models(nothing)
+        message = str(info.value)
+        assert "LLM_BINDING=openai" in message and "OPENAI_API_KEY" in message
+        assert "LLM_BINDING=standin" in message
+
+
+def test_the_developers_model_settings_never_reach_a_test_worker(base_settings):
+    from .conftest import worker_environment
+
+    developer = {
+        "OPENAI_API_KEY": "sk-real",
+        "LLM_MODEL": "gpt-x",
+        "EMBEDDING_DIM": "3072",
+        "LLM_BINDING": "openai",
+        "HOME": "/home/dev",
+    }
+    env = worker_environment(developer, base_settings, "redis://127.0.0.1:1/0")
+    assert env["LLM_BINDING"] == "standin" and env["HOME"] == "/home/dev"
+    assert not {"OPENAI_API_KEY", "LLM_MODEL", "EMBEDDING_DIM"} & set(env)
+
+
+def test_a_worker_without_a_model_refuses_lightrag_tasks_at_once(service_env, tmp_path):
+    """No silent fakes: ingest and query fail with the variables to set, never retried."""
+    env = {k: v for k, v in service_env.items() if k != "LLM_BINDING"}
+    env["LIGHTRAG_WORKING_DIR"] = str(tmp_path / "rag")
+    with celery_worker(env, tmp_path, pool="prefork", concurrency=1, cwd=REPO_ROOT) as worker:
+        ingest = worker.send("aperag_pg.lightrag_ingest", "nomodel", DOCS[:1], ["a.txt"])
+        query = worker.send("aperag_pg.lightrag_query", "nomodel", "anything?")
+        for result in (ingest, query):
+            with pytest.raises(Exception, match="LLM_BINDING=openai") as info:
+                result.get(timeout=60)
+            assert type(info.value).__name__ == "ModelsNotConfigured"
+        log = worker.log_text()
+    assert "Retry in" not in log
 
 
 def test_a_configured_endpoint_is_used_end_to_end(manager, endpoint, tmp_path):
     env = {
+        "LLM_BINDING": "openai",
         "OPENAI_API_KEY": "test-key",
         "OPENAI_BASE_URL": endpoint,
         "LLM_MODEL": "chat-model-x",

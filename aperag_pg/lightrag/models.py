@@ -1,8 +1,15 @@
 """The LLM, embedding function and tokenizer LightRAG runs with in the Celery tasks and the demo.
 
-A real OpenAI-compatible endpoint when ``OPENAI_API_KEY`` is set (with ``OPENAI_BASE_URL``
-for other providers, ``LLM_MODEL``, ``EMBEDDING_MODEL`` and ``EMBEDDING_DIM``); otherwise
-the deterministic offline stand-ins of ``aperag_pg.standins``, which say so in their label.
+Chosen explicitly, never by default:
+
+- ``LLM_BINDING=openai`` (or, as before, just ``OPENAI_API_KEY``): an OpenAI-compatible
+  endpoint, with ``OPENAI_BASE_URL`` for other providers, ``LLM_MODEL``,
+  ``EMBEDDING_MODEL`` and ``EMBEDDING_DIM``;
+- ``LLM_BINDING=standin``: the deterministic offline stand-ins of ``aperag_pg.standins``
+  (fake answers and 64-dimension hash embeddings), for demos and tests only.
+
+Anything else, nothing included, raises ``ModelsNotConfigured`` naming the variables: a
+production worker that forgot them must not fill its tables with fake vectors.
 """
 
 from __future__ import annotations
@@ -18,23 +25,35 @@ from ..environment import (
     DEFAULT_LLM_MODEL,
     EMBEDDING_DIM,
     EMBEDDING_MODEL,
+    LLM_BINDING,
     LLM_MODEL,
     OPENAI_API_KEY,
     OPENAI_BASE_URL,
 )
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelsNotConfigured
 from ..settings import load_environment
 from ..standins import lightrag_standins
 
 logger = logging.getLogger(__name__)
 
+STANDIN = "standin"  # LLM_BINDING value of the offline stand-ins
+
 
 def lightrag_models(environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], str]:
     """(LightRAG constructor arguments, a one-line description for logs and the demo)."""
     env = load_environment(environ)
+    binding = env.get(LLM_BINDING, "").strip().lower()
     api_key = env.get(OPENAI_API_KEY, "").strip()
-    if not api_key:
+    if binding == STANDIN:
         return lightrag_standins(), "offline stand-ins (deterministic LLM and embeddings)"
+    if binding not in ("", "openai") or not api_key:
+        raise ModelsNotConfigured(
+            f"no model for LightRAG: {LLM_BINDING}={binding or '(unset)'}, "
+            f"{OPENAI_API_KEY} {'set' if api_key else 'unset'}. Set {LLM_BINDING}=openai with "
+            f"{OPENAI_API_KEY} (and {OPENAI_BASE_URL}, {LLM_MODEL}, {EMBEDDING_MODEL}, "
+            f"{EMBEDDING_DIM} as needed), or {LLM_BINDING}={STANDIN} for the offline "
+            "stand-ins (fake answers and embeddings: demos and tests only)."
+        )
     from lightrag.llm.openai import openai_complete_if_cache, openai_embed
     from lightrag.utils import EmbeddingFunc
 
