@@ -10,6 +10,7 @@ LangGraph workflows started and resumed from their checkpoints, and pool probes.
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -17,16 +18,21 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg2
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import benchmark_services, machine_line, run_benchmark  # noqa: E402
 
+from aperag_pg import locks  # noqa: E402
 from aperag_pg.corpus import documents  # noqa: E402
 from aperag_pg.devservices import celery_worker  # noqa: E402
+from aperag_pg.settings import PostgresSettings  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PROCESSES = (1, 2, 4)
 WORKSPACES = 4
+INGEST_WORKSPACES = (1, 2, 4)
 
 
 def run_batch(
@@ -63,9 +69,69 @@ def run_batch(
     return time.perf_counter() - start, results
 
 
+def ingest_docs_per_second(worker, workspaces: int, docs: int, first_doc: int) -> float:
+    """Documents per second for ``docs`` documents, 5 per task, over fresh workspaces."""
+    names = [f"ing_{uuid.uuid4().hex[:6]}" for _ in range(workspaces)]
+    for name in names:  # every process builds its LightRAG for them before the clock starts
+        worker.call("aperag_pg.lightrag_status", name, timeout=120)
+    corpus = documents(docs, start=first_doc)
+    start = time.perf_counter()
+    pending = [
+        worker.send(
+            "aperag_pg.lightrag_ingest",
+            names[(i // 5) % workspaces],
+            [t for t, _ in corpus[i : i + 5]],
+            [p for _, p in corpus[i : i + 5]],
+        )
+        for i in range(0, docs, 5)
+    ]
+    for result in pending:
+        result.get(timeout=900)
+    return docs / (time.perf_counter() - start)
+
+
+def _writer_pid(cur) -> int | None:
+    """The worker process holding a workspace writer lock right now, from pg_locks."""
+    cur.execute(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s",
+        (locks.WORKSPACE_WRITER,),
+    )
+    row = cur.fetchone()
+    return int(row[0].split(":", 1)[1]) if row else None
+
+
+def redelivery_seconds(worker, settings: PostgresSettings, docs: int, killed: bool) -> float:
+    """Seconds for one ingest task of ``docs`` documents; with ``killed``, the process
+    holding its workspace's lock is SIGKILLed once it holds it, and the task delivered again."""
+    name = f"kill_{uuid.uuid4().hex[:6]}"
+    worker.call("aperag_pg.lightrag_status", name, timeout=120)
+    corpus = documents(docs, start=50_000 + (docs if killed else 0))
+    start = time.perf_counter()
+    result = worker.send(
+        "aperag_pg.lightrag_ingest", name, [t for t, _ in corpus], [p for _, p in corpus]
+    )
+    if killed:
+        conn = psycopg2.connect(**settings.connect_kwargs(application_name="bench"))
+        conn.autocommit = True
+        with conn, conn.cursor() as cur:
+            while not result.ready():
+                pid = _writer_pid(cur)
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    break
+        conn.close()
+    outcome = result.get(timeout=900)
+    assert set(outcome["statuses"].values()) == {"processed"}, outcome["statuses"]
+    return time.perf_counter() - start
+
+
 def run(quick: bool) -> str:
     docs, workflows, probes = (40, 10, 40) if quick else (100, 40, 200)
+    ingest_docs = 20 if quick else 60
     rows = []
+    matrix: dict[tuple[int, int], float] = {}
+    redelivery: dict[str, list[float]] = {"uninterrupted": [], "killed once": []}
     with benchmark_services() as services, tempfile.TemporaryDirectory() as tmp:
         env = {
             **os.environ,
@@ -83,6 +149,17 @@ def run(quick: bool) -> str:
                 workspaces = [f"tp_{uuid.uuid4().hex[:6]}" for _ in range(WORKSPACES)]
                 run_batch(worker, workspaces, 10_000, 20 * processes, 2 * processes, 4)
                 elapsed, results = run_batch(worker, workspaces, 0, docs, workflows, probes)
+                for count in INGEST_WORKSPACES:
+                    matrix[processes, count] = ingest_docs_per_second(
+                        worker, count, ingest_docs, 20_000 + 1000 * count
+                    )
+                if processes == 2:
+                    settings = PostgresSettings.from_env(env)
+                    for _ in range(1 if quick else 3):
+                        for label, killed in (("uninterrupted", False), ("killed once", True)):
+                            redelivery[label].append(
+                                redelivery_seconds(worker, settings, ingest_docs, killed)
+                            )
                 assert worker.warm_shutdown() == 0
             db_ms = [r["db_ms"] for r in results if "db_ms" in r]
             rows.append(
@@ -116,6 +193,24 @@ def run(quick: bool) -> str:
         "",
         f"The machine has {os.cpu_count()} CPUs: past that many processes the stand-in "
         "models and LightRAG's own work compete for CPU, so throughput stops growing.",
+        "",
+        f"Ingest alone: {ingest_docs} documents, 5 per task, into fresh workspaces; documents "
+        "per second. One workspace's writers take turns (its writer lock); several "
+        "workspaces ingest in parallel on different processes.",
+        "",
+        "| worker processes | " + " | ".join(f"{w} workspace(s)" for w in INGEST_WORKSPACES) + " |",
+        "|---:|" + "---:|" * len(INGEST_WORKSPACES),
+    ]
+    for processes in PROCESSES:
+        cells = " | ".join(f"{matrix[processes, w]:.1f}" for w in INGEST_WORKSPACES)
+        lines.append(f"| {processes} | {cells} |")
+    plain, killed = (statistics.median(redelivery[k]) for k in ("uninterrupted", "killed once"))
+    lines += [
+        "",
+        f"Redelivery: one ingest task of {ingest_docs} documents with 2 processes, median of "
+        f"{len(redelivery['killed once'])}: {plain:.1f} s uninterrupted; {killed:.1f} s when the "
+        "process holding the workspace's lock is killed (SIGKILL) as soon as it holds it, "
+        f"so the task is delivered again a second later and resumed: {killed - plain:+.1f} s.",
     ]
     return "\n".join(lines)
 
