@@ -52,6 +52,18 @@ def test_worker_processes_own_their_pools(pool, service_env, base_settings, tmp_
     assert "Traceback" not in log
 
 
+def _worker_with_test_tasks(service_env, tmp_path, concurrency: int):
+    """A prefork worker that also runs tests.celery_test_tasks."""
+    return celery_worker(
+        service_env,
+        tmp_path,
+        pool="prefork",
+        concurrency=concurrency,
+        cwd=REPO_ROOT,
+        include=("tests.celery_test_tasks",),
+    )
+
+
 @pytest.fixture
 def attempts_table(admin_conn) -> None:
     with admin_conn.cursor() as cur:
@@ -67,14 +79,7 @@ def _attempts(admin_conn, task_id: str) -> int:
 def test_transient_database_errors_are_retried_programming_errors_are_not(
     service_env, admin_conn, tmp_path, attempts_table
 ):
-    with celery_worker(
-        service_env,
-        tmp_path,
-        pool="prefork",
-        concurrency=1,
-        cwd=REPO_ROOT,
-        include=("tests.celery_test_tasks",),
-    ) as worker:
+    with _worker_with_test_tasks(service_env, tmp_path, concurrency=1) as worker:
         flaky = worker.send("tests.loses_connection", 2)
         assert flaky.get(timeout=90) == 2  # succeeded on the third attempt
         broken = worker.send("tests.bad_sql")
@@ -94,14 +99,7 @@ def test_a_task_whose_worker_process_dies_runs_again_and_a_crash_loop_ends(
     """SIGKILL of the process running a task (out of memory looks the same): the task is
     delivered again and completes; one that kills its process every time fails after
     max_retries + 1 deliveries with an error naming its work, instead of looping."""
-    with celery_worker(
-        service_env,
-        tmp_path,
-        pool="prefork",
-        concurrency=2,
-        cwd=REPO_ROOT,
-        include=("tests.celery_test_tasks",),
-    ) as worker:
+    with _worker_with_test_tasks(service_env, tmp_path, concurrency=2) as worker:
         survivor = worker.send("tests.dies", 2, "survivor")
         doomed = worker.send("tests.dies", 99, "doomed-batch-7")
         outcome = survivor.get(timeout=120)
