@@ -288,3 +288,41 @@ def test_a_query_and_a_workflow_resume_whose_worker_is_killed_complete(
     assert resumed["state"]["draft"] == "A short note about crashes. (published)"
     steps = [entry.split("@")[0] for entry in resumed["state"]["log"]]
     assert steps == ["draft", "review", "publish"] and resumed["next"] == []
+
+
+def test_a_warm_stop_during_ingests_finishes_or_hands_back_every_one(
+    service_env, admin_conn, tmp_path
+):
+    """`make worker-stop` while ingests run and others wait: the running ones finish, the
+    waiting ones go back to the queue, and the next worker completes them; none is lost."""
+    from aperag_pg.corpus import documents
+
+    env = {**service_env, "LIGHTRAG_WORKING_DIR": str(tmp_path / "rag")}
+    run_dir = tmp_path / "run"
+    client = Celery(broker=env["REDIS_URL"], backend=env["REDIS_URL"])
+    batches = [documents(6, start=100 * i) for i in range(5)]
+    workspaces = [new_workspace(f"stop{i}") for i in range(len(batches))]
+    try:
+        make_ok("worker-start", env, run_dir)
+        sent = [
+            client.send_task(
+                "aperag_pg.lightrag_ingest",
+                args=(ws, [t for t, _ in batch], [p for _, p in batch]),
+            )
+            for ws, batch in zip(workspaces, batches, strict=True)
+        ]
+        while _writer_lock_holder(admin_conn) is None:  # an ingest is under way
+            assert not all(r.ready() for r in sent)
+            time.sleep(0.005)
+        make_ok("worker-stop", env, run_dir)  # warm: waits for the running tasks
+        finished_by_first = sum(r.ready() for r in sent)
+        make_ok("worker-start", env, run_dir)
+        outcomes = [r.get(timeout=300) for r in sent]
+    finally:
+        stopped = make("worker-stop", env, run_dir)
+        client.close()
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert 1 <= finished_by_first < len(sent)  # some ran through the stop, some waited
+    for ws, outcome in zip(workspaces, outcomes, strict=True):
+        assert set(outcome["statuses"].values()) == {"processed"}
+        assert _status_counts(admin_conn, ws) == {"processed": 6}
