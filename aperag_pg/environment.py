@@ -22,6 +22,9 @@ LIGHTRAG_WORKING_DIR = "LIGHTRAG_WORKING_DIR"
 # LightRAG's models (aperag_pg.lightrag.models): "openai", or "standin" for the offline
 # stand-ins; nothing chosen is an error, never a silent fake.
 LLM_BINDING = "LLM_BINDING"
+# "package.module:function" returning LightRAG keyword arguments of a team's own (model
+# functions, chunking, addon_params); the tasks add the storages.
+LIGHTRAG_FACTORY = "LIGHTRAG_FACTORY"
 OPENAI_API_KEY = "OPENAI_API_KEY"
 OPENAI_BASE_URL = "OPENAI_BASE_URL"
 LLM_MODEL = "LLM_MODEL"
@@ -70,6 +73,6 @@ def known_variables() -> set[str]:
     names.update((REDIS_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, LIGHTRAG_WORKING_DIR))
     names.add(CELERY_VISIBILITY_TIMEOUT)
     names.update((OPENAI_API_KEY, OPENAI_BASE_URL, LLM_MODEL, EMBEDDING_MODEL, EMBEDDING_DIM))
-    names.add(LLM_BINDING)
+    names.update((LLM_BINDING, LIGHTRAG_FACTORY))
     names.update((CHECKPOINT_THREAD_TTL_DAYS, CHECKPOINT_HISTORY_TTL_DAYS))
     return names

@@ -63,6 +63,13 @@ app.conf.update(
     },
 )
 
+if find_spec("lightrag"):
+    # A LIGHTRAG_FACTORY that cannot be loaded stops the worker here, at its start, with
+    # the reason, instead of failing every LightRAG task later.
+    from aperag_pg.lightrag.models import load_factory
+
+    load_factory(_environment)
+
 # Prefork children: one pool each, opened after fork and closed on exit.
 worker_process_init.connect(setup_worker_postgres)
 worker_process_shutdown.connect(cleanup_worker_postgres)

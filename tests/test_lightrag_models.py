@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -165,3 +166,51 @@ def test_a_configured_endpoint_is_used_end_to_end(manager, endpoint, tmp_path):
 def test_bad_embedding_dim_names_the_variable():
     with pytest.raises(ConfigError, match="EMBEDDING_DIM"):
         lightrag_models({"OPENAI_API_KEY": "k", "EMBEDDING_DIM": "big"})
+
+
+def test_a_factory_supplies_the_models_and_chunking(service_env, tmp_path):
+    env = {k: v for k, v in service_env.items() if k != "LLM_BINDING"}  # no binding needed
+    env.update(
+        LIGHTRAG_FACTORY="tests.lightrag_factory:build",
+        LIGHTRAG_WORKING_DIR=str(tmp_path / "rag"),
+    )
+    workspace = new_workspace("factory")
+    with celery_worker(env, tmp_path, pool="prefork", concurrency=1, cwd=REPO_ROOT) as worker:
+        worker.call(
+            "aperag_pg.lightrag_ingest", workspace, DOCS[:2], ["f0.txt", "f1.txt"], timeout=120
+        )
+        page = worker.call("aperag_pg.lightrag_status", workspace)
+    # 24-token chunks: each document is cut into several (one chunk with LightRAG's default)
+    assert all(doc["chunks"] > 1 for doc in page["documents"]), page["documents"]
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("tests.lightrag_factory", "not 'package.module:function'"),
+        ("tests.no_such_module:build", "cannot be imported"),
+        ("tests.lightrag_factory:missing", "has no function 'missing'"),
+    ],
+)
+def test_a_bad_factory_stops_the_worker_at_start(path, says):
+    import subprocess
+    import sys
+
+    env = {"PATH": os.environ.get("PATH", ""), "LIGHTRAG_FACTORY": path}
+    started = subprocess.run(
+        [sys.executable, "-c", "import config.celery"],
+        cwd=REPO_ROOT,
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode != 0 and "LIGHTRAG_FACTORY" in started.stderr
+    assert says in started.stderr
+
+
+def test_a_factory_must_return_keyword_arguments():
+    from aperag_pg.lightrag.models import lightrag_arguments
+
+    with pytest.raises(ConfigError, match="returned list, not a dict"):
+        lightrag_arguments({"LIGHTRAG_FACTORY": "tests.lightrag_factory:not_a_dict"})

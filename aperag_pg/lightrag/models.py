@@ -15,6 +15,7 @@ production worker that forgot them must not fill its tables with fake vectors.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +26,7 @@ from ..environment import (
     DEFAULT_LLM_MODEL,
     EMBEDDING_DIM,
     EMBEDDING_MODEL,
+    LIGHTRAG_FACTORY,
     LLM_BINDING,
     LLM_MODEL,
     OPENAI_API_KEY,
@@ -37,6 +39,51 @@ from ..standins import lightrag_standins
 logger = logging.getLogger(__name__)
 
 STANDIN = "standin"  # LLM_BINDING value of the offline stand-ins
+
+
+def lightrag_arguments(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The LightRAG keyword arguments of the tasks' instances, storages aside: those of
+    LIGHTRAG_FACTORY when set (its model functions win), else the configured models."""
+    env = load_environment(environ)
+    factory = load_factory(env)
+    if factory is None:
+        return lightrag_models(env)[0]
+    arguments = factory()
+    if not isinstance(arguments, Mapping):
+        raise ConfigError(
+            f"{LIGHTRAG_FACTORY}={env[LIGHTRAG_FACTORY]!r} returned "
+            f"{type(arguments).__name__}, not a dict of LightRAG keyword arguments."
+        )
+    if {"llm_model_func", "embedding_func"} <= set(arguments):
+        return dict(arguments)
+    return {**lightrag_models(env)[0], **arguments}
+
+
+def load_factory(environ: Mapping[str, str] | None = None) -> Any:
+    """The function LIGHTRAG_FACTORY names, or None; ConfigError saying what is wrong."""
+    env = load_environment(environ)
+    path = env.get(LIGHTRAG_FACTORY, "").strip()
+    if not path:
+        return None
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(
+            f"{LIGHTRAG_FACTORY}={path!r} is not 'package.module:function' (a colon between "
+            "the module and the function that returns LightRAG's keyword arguments)."
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{LIGHTRAG_FACTORY}={path!r}: module {module_name!r} cannot be imported "
+            f"({exc}); is it installed, or on PYTHONPATH for the workers?"
+        ) from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ConfigError(
+            f"{LIGHTRAG_FACTORY}={path!r}: {module_name} has no function {attribute!r}."
+        )
+    return function
 
 
 def lightrag_models(environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], str]:

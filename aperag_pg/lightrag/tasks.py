@@ -36,7 +36,7 @@ from ..settings import load_environment
 from ..worker import database_time, run_async
 from . import lifecycle
 from .ingest import ingest_once
-from .models import lightrag_models
+from .models import lightrag_arguments
 from .registry import FACADES
 
 # Least recently used instances are finalized past this many, so a worker serving many
@@ -83,7 +83,7 @@ def _build(workspace: str) -> Any:
         workspace=workspace,
         vector_db_storage_cls_kwargs={"cosine_better_than_threshold": 0.2},
         **{**DEFAULT_STORAGES, **lightrag_storage_kwargs()},
-        **lightrag_models()[0],
+        **lightrag_arguments(),
     )
     run_async(rag.initialize_storages())
     return rag
