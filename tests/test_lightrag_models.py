@@ -97,7 +97,7 @@ def test_the_developers_model_settings_never_reach_a_test_worker(base_settings):
     from .conftest import worker_environment
 
     developer = {
-        "OPENAI_API_KEY": "sk-real",
+        "OPENAI_API_KEY": "sk-not-a-real-key",
         "LLM_MODEL": "gpt-x",
         "EMBEDDING_DIM": "3072",
         "LLM_BINDING": "openai",
