@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
+
+from celery import Celery
 
 from .conftest import REPO_ROOT
 
@@ -28,20 +31,23 @@ def make(target: str, env: dict[str, str], run_dir) -> subprocess.CompletedProce
 
 
 def make_ok(target: str, env: dict[str, str], run_dir) -> subprocess.CompletedProcess:
-    """``make target``, which must succeed; for start and restart, until the worker is ready."""
+    """``make target``, which must succeed; for start and restart, until the worker answers."""
     done = make(target, env, run_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     if target in ("worker-start", "worker-restart"):
-        wait_ready(run_dir)
+        wait_ready(env["REDIS_URL"])
     return done
 
 
-def wait_ready(run_dir, timeout: float = 60) -> None:
-    """Until the worker's log says it is ready (Celery writes " ready." once consuming)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        logs = "".join(p.read_text(errors="replace") for p in run_dir.glob(f"{WORKER_NAME}*.log"))
-        if logs.count(" ready.") >= 1:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"worker did not become ready:\n{logs[-3000:]}")
+def wait_ready(redis_url: str, timeout: float = 60) -> None:
+    """Until the worker answers Celery's ping (each ping waits up to a second for replies)."""
+    client = Celery(broker=redis_url, backend=redis_url)
+    node = f"{WORKER_NAME}@{socket.gethostname()}"
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if client.control.ping(destination=[node], timeout=1.0):
+                return
+    finally:
+        client.close()
+    raise AssertionError(f"worker {node} did not answer a ping within {timeout:g} s")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from collections import defaultdict
 
@@ -226,7 +225,6 @@ def test_an_ingest_whose_worker_is_killed_midway_completes_without_duplicates(
                 victim = holder
                 os.kill(victim, signal.SIGKILL)
             assert not ingest.ready(), "the ingest finished before it could be interrupted"
-            time.sleep(0.005)
         at_kill = dict(counts)
         result = ingest.get(timeout=300)
         reference = worker.send("aperag_pg.lightrag_ingest", clean, texts, paths).get(timeout=300)
@@ -241,24 +239,29 @@ def test_an_ingest_whose_worker_is_killed_midway_completes_without_duplicates(
     assert _stored(admin_conn, crashed) == _stored(admin_conn, clean)
 
 
-def _killed_while_running(result, child_pid: int) -> bool:
-    """SIGKILL ``child_pid`` as soon as ``result`` is STARTED; False if it finished first."""
-    while result.state == "PENDING":
-        time.sleep(0.002)
-    if result.state != "STARTED":
-        return False
-    os.kill(child_pid, signal.SIGKILL)
-    return True
+def _kill_when_started(pid: int):
+    """A result-message callback that SIGKILLs ``pid`` at the task's first STARTED."""
+    killed: list[int] = []
+
+    def on_message(meta: dict) -> None:
+        if meta["status"] == "STARTED" and not killed:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    return on_message
 
 
 def _interrupted(worker, child_pid: int, name: str, *args) -> tuple[dict, int]:
-    """Send a task and kill the worker process running it; return its result (after the
-    redelivery) and the killed pid. Retried when the task outran the kill."""
+    """Send a task and SIGKILL the worker process running it the moment the result backend
+    reports it STARTED; return its result (after the redelivery) and the killed pid.
+    Tried again when the task outran the kill (its result then names the killed pid)."""
     for _ in range(5):
         result = worker.send(name, *args)
-        if _killed_while_running(result, child_pid):
-            return result.get(timeout=120), child_pid
-        child_pid = result.get(timeout=120)["pid"]
+        outcome = result.get(timeout=120, on_message=_kill_when_started(child_pid))
+        if outcome["pid"] != child_pid:
+            return outcome, child_pid
+        # Finished before the kill landed: the next task goes to the replacement process.
+        child_pid = worker.call("aperag_pg.pool_probe", 0.0, timeout=60)["pid"]
     raise AssertionError(f"{name} always finished before its process could be killed")
 
 
@@ -314,7 +317,6 @@ def test_a_warm_stop_during_ingests_finishes_or_hands_back_every_one(
         ]
         while _writer_lock_holder(admin_conn) is None:  # an ingest is under way
             assert not all(r.ready() for r in sent)
-            time.sleep(0.005)
         make_ok("worker-stop", env, run_dir)  # warm: waits for the running tasks
         finished_by_first = sum(r.ready() for r in sent)
         make_ok("worker-start", env, run_dir)
