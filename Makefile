@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(PY) -m aperag_pg.demo
+	$(PY) -m aperag_pg.demo --stand-ins-unless-configured
 
 bench: $(STAMP)
 	$(PY) bench/task_overhead.py

@@ -5,8 +5,9 @@ at running ones, starts ``celery -A config.celery worker --pool=prefork``, and s
 batch: documents ingested through LightRAG on the PGSync storages, queries in every
 mode, and LangGraph workflows that stop at a human review and are resumed from their
 checkpoints, often in another worker process. It shows live progress, prints a summary
-and stops everything. LightRAG runs on the offline stand-ins (LLM_BINDING=standin) unless
-LLM_BINDING or OPENAI_API_KEY name a real model.
+and stops everything. LightRAG runs on the model LLM_BINDING / OPENAI_API_KEY name; with
+--stand-ins-unless-configured (as `make demo` runs it) and neither set, on the offline
+stand-ins, asked for by name (LLM_BINDING=standin).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from .devservices import (
     wait_for_no_connections,
 )
 from .environment import LLM_BINDING, OPENAI_API_KEY
+from .errors import ConfigError
 from .lightrag.models import STANDIN, lightrag_models
 from .lightrag.tasks import DEFAULT_STORAGES
 from .pool import PostgreSQLSyncConnectionManager
 from .selection import lightrag_storage_kwargs
-from .settings import PostgresSettings
+from .settings import PostgresSettings, load_environment
 from .stores.graph import GraphStore
 
 MODES = ("local", "global", "hybrid", "naive", "mix")
@@ -184,16 +186,25 @@ def summarize(
     print(f"  warm shutdown:         exit code {exit_code}, connections left: {sum(left.values())}")
 
 
-def demo_models(environ: dict[str, str]) -> dict[str, str]:
-    """The demo asks for the offline stand-ins by name unless a model is configured: a
-    worker given no model refuses to run LightRAG at all."""
-    if environ.get(LLM_BINDING) or environ.get(OPENAI_API_KEY):
+def demo_models(stand_ins_unless_configured: bool) -> dict[str, str]:
+    """The model variables to add for the demo: LLM_BINDING=standin only when the caller
+    asked for it (``make demo`` does) and no model is configured, in the environment or
+    .env; otherwise nothing, and a missing model is the workers' clear error."""
+    env = load_environment()
+    if not stand_ins_unless_configured or env.get(LLM_BINDING) or env.get(OPENAI_API_KEY):
         return {}
     return {LLM_BINDING: STANDIN}
 
 
-def run(docs: int, per_task: int, queries: int, workflows: int, concurrency: int) -> int:
-    models = demo_models(dict(os.environ))
+def run(
+    docs: int,
+    per_task: int,
+    queries: int,
+    workflows: int,
+    concurrency: int,
+    stand_ins_unless_configured: bool = False,
+) -> int:
+    models = demo_models(stand_ins_unless_configured)
     _, label = lightrag_models({**os.environ, **models})
     print(f"LightRAG models: {label}")
     with tempfile.TemporaryDirectory(prefix="apg-demo-") as tmp_name, ExitStack() as stack:
@@ -234,8 +245,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--workflows", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--stand-ins-unless-configured",
+        action="store_true",
+        help="run LightRAG on the offline stand-ins when no model is configured",
+    )
     args = parser.parse_args(argv)
-    return run(args.docs, args.docs_per_task, args.queries, args.workflows, args.concurrency)
+    try:
+        return run(
+            args.docs,
+            args.docs_per_task,
+            args.queries,
+            args.workflows,
+            args.concurrency,
+            args.stand_ins_unless_configured,
+        )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ content). The caller holds the workspace's writer lock (LightRAG assumes one wri
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,13 +42,7 @@ class IngestReport:
     statuses: dict[str, str] = field(default_factory=dict)  # every document, at the end
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "inserted": self.inserted,
-            "already_processed": self.already_processed,
-            "resumed": self.resumed,
-            "retried": self.retried,
-            "statuses": self.statuses,
-        }
+        return dataclasses.asdict(self)
 
 
 def document_id(file_path: str) -> str | None:

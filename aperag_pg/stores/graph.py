@@ -390,7 +390,7 @@ class GraphStore(SyncStore):
         known = set(collected)
         if depth >= max_depth:
             known.difference_update(level)
-        self._execute(cur, q.HAS_NEIGHBOUR_OUTSIDE, level=level, known=sorted(known))
+        self._execute(cur, q.HAS_NEIGHBOUR_OUTSIDE, level=level, known=list(known))
         return cur.fetchone()["found"]
 
     # -- writes ------------------------------------------------------------------------
