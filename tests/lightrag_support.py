@@ -139,3 +139,23 @@ def postgres_env(settings: PostgresSettings):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def workspace_writers(admin_conn) -> list[int]:
+    """The worker processes holding a LightRAG workspace's writer lock now, from pg_locks."""
+    from aperag_pg import locks
+
+    with admin_conn.cursor() as cur:
+        cur.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (locks.WORKSPACE_WRITER,),
+        )
+        return [int(name.split(":", 1)[1]) for (name,) in cur.fetchall()]
+
+
+def first_writer(admin_conn) -> int | None:
+    """A worker process holding a workspace's writer lock now, or None."""
+    writers = workspace_writers(admin_conn)
+    return writers[0] if writers else None

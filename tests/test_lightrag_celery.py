@@ -14,7 +14,7 @@ from psycopg2 import sql
 from aperag_pg.devservices import celery_worker
 
 from .conftest import REPO_ROOT
-from .lightrag_support import DOCS, FILE_PATHS, new_workspace
+from .lightrag_support import DOCS, FILE_PATHS, first_writer, new_workspace
 from .make_support import make, make_ok
 
 LOOP_ERRORS = (
@@ -158,21 +158,6 @@ def test_a_workspace_named_like_a_lock_blocks_nothing_else(manager, admin_conn):
         cur.execute("ROLLBACK")
 
 
-def _writer_lock_holder(admin_conn) -> int | None:
-    """The worker process holding a LightRAG workspace's writer lock, seen in pg_locks."""
-    from aperag_pg import locks
-
-    with admin_conn.cursor() as cur:
-        cur.execute(
-            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            (locks.WORKSPACE_WRITER,),
-        )
-        row = cur.fetchone()
-    return int(row[0].split(":", 1)[1]) if row else None
-
-
 def _status_counts(admin_conn, workspace: str) -> dict[str, int]:
     with admin_conn.cursor() as cur:
         cur.execute("SELECT to_regclass('lightrag_doc_status') IS NOT NULL")
@@ -220,7 +205,7 @@ def test_an_ingest_whose_worker_is_killed_midway_completes_without_duplicates(
         victim = None
         while victim is None:  # wait until it is midway: some processed, not all
             counts = _status_counts(admin_conn, crashed)
-            holder = _writer_lock_holder(admin_conn)
+            holder = first_writer(admin_conn)
             if holder and 0 < counts.get("processed", 0) < len(texts):
                 victim = holder
                 os.kill(victim, signal.SIGKILL)
@@ -315,7 +300,7 @@ def test_a_warm_stop_during_ingests_finishes_or_hands_back_every_one(
             )
             for batch in batches
         ]
-        while _writer_lock_holder(admin_conn) is None:  # an ingest is under way
+        while first_writer(admin_conn) is None:  # an ingest is under way
             assert not all(r.ready() for r in sent)
         make_ok("worker-stop", env, run_dir)  # warm: waits for the running tasks
         finished_by_first = sum(r.ready() for r in sent)

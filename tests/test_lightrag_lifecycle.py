@@ -8,7 +8,7 @@ import pytest
 from aperag_pg.devservices import celery_worker
 
 from .conftest import REPO_ROOT
-from .lightrag_support import DOCS, FILE_PATHS, new_workspace
+from .lightrag_support import DOCS, FILE_PATHS, new_workspace, workspace_writers
 
 
 def _rows(admin_conn, workspace: str) -> dict[str, int]:
@@ -93,19 +93,6 @@ def test_the_document_lifecycle_as_tasks(service_env, admin_conn, tmp_path):
     assert set(left) <= {"lightrag_llm_cache"}, left  # like LightRAG's clear: cache stays
 
 
-def _writers(admin_conn) -> int:
-    """How many workspace writer locks are held right now."""
-    from aperag_pg import locks
-
-    with admin_conn.cursor() as cur:
-        cur.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND classid = %s",
-            (locks.WORKSPACE_WRITER,),
-        )
-        return cur.fetchone()[0]
-
-
 def test_two_workspaces_ingest_at_the_same_time(service_env, admin_conn, tmp_path):
     """A workspace's writers take turns; different workspaces do not wait for each other:
     both writer locks are seen held at once, by two worker processes."""
@@ -122,7 +109,7 @@ def test_two_workspaces_ingest_at_the_same_time(service_env, admin_conn, tmp_pat
         ]
         most = 0
         while not all(r.ready() for r in pending):
-            most = max(most, _writers(admin_conn))
+            most = max(most, len(workspace_writers(admin_conn)))
         results = [r.get(timeout=300) for r in pending]
     assert most == 2
     assert results[0]["pid"] != results[1]["pid"]

@@ -35,6 +35,7 @@ from typing import Any
 
 import psycopg2.extensions
 
+from ..batching import chunked
 from ..errors import InvalidInput
 from ..pool import PostgreSQLSyncConnectionManager
 from . import graph_sql as q
@@ -437,7 +438,7 @@ class GraphStore(SyncStore):
         if not ids:
             return
         with self.transaction(single_statement=len(ids) <= CHUNK_ROWS) as cur:
-            for chunk in _chunks(ids, CHUNK_ROWS):
+            for chunk in chunked(ids, CHUNK_ROWS):
                 self._execute(cur, q.DELETE_NODES, ids=chunk)
 
     def remove_edges(self, edges: Iterable[tuple[str, str]]) -> None:
@@ -446,7 +447,7 @@ class GraphStore(SyncStore):
         if not wanted:
             return
         with self.transaction(single_statement=len(wanted) <= CHUNK_ROWS) as cur:
-            for chunk in _chunks(wanted, CHUNK_ROWS):
+            for chunk in chunked(wanted, CHUNK_ROWS):
                 self._execute(
                     cur, q.DELETE_EDGES, srcs=[s for s, _ in chunk], tgts=[t for _, t in chunk]
                 )
@@ -672,11 +673,6 @@ def _text_array(values: Sequence[str]) -> str:
 def _escape_like(text: str) -> str:
     """``text`` matched literally by LIKE ... ESCAPE '!'."""
     return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _byte_chunks(rows: list[str]) -> Iterator[list[str]]:
