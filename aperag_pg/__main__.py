@@ -17,7 +17,6 @@ from .settings import PostgresSettings
 if TYPE_CHECKING:
     from .stores.graph import GraphStore
 
-VECTOR_NAMESPACES = ("chunks", "entities", "relationships")
 
 _STATS = """
 SELECT application_name, state, count(*)
@@ -52,7 +51,7 @@ def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
     from .stores.doc_status import DocStatusStore
     from .stores.graph import GraphStore
     from .stores.kv import KV_NAMESPACES, KVStore
-    from .stores.vector import VectorStore, vector_table_name
+    from .stores.vector import VECTOR_NAMESPACES, VectorStore, vector_table_name
 
     PostgreSQLSyncConnectionManager.initialize(settings.replace(min_connections=0))
     try:

@@ -32,9 +32,10 @@ from .devservices import (
     local_services,
     wait_for_no_connections,
 )
-from .environment import LLM_BINDING, OPENAI_API_KEY
+from .environment import LIGHTRAG_FACTORY, LLM_BINDING
 from .errors import ConfigError
-from .lightrag.models import STANDIN, lightrag_models
+from .lightrag.bindings import chosen_bindings
+from .lightrag.models import STANDIN, configured_models
 from .lightrag.tasks import DEFAULT_STORAGES
 from .pool import PostgreSQLSyncConnectionManager
 from .selection import lightrag_storage_kwargs
@@ -191,7 +192,8 @@ def demo_models(stand_ins_unless_configured: bool) -> dict[str, str]:
     asked for it (``make demo`` does) and no model is configured, in the environment or
     .env; otherwise nothing, and a missing model is the workers' clear error."""
     env = load_environment()
-    if not stand_ins_unless_configured or env.get(LLM_BINDING) or env.get(OPENAI_API_KEY):
+    configured = chosen_bindings(env)[0] or env.get(LIGHTRAG_FACTORY, "").strip()
+    if not stand_ins_unless_configured or configured:
         return {}
     return {LLM_BINDING: STANDIN}
 
@@ -205,7 +207,7 @@ def run(
     stand_ins_unless_configured: bool = False,
 ) -> int:
     models = demo_models(stand_ins_unless_configured)
-    _, label = lightrag_models({**os.environ, **models})
+    _, label = configured_models({**os.environ, **models})
     print(f"LightRAG models: {label}")
     with tempfile.TemporaryDirectory(prefix="apg-demo-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)

@@ -193,15 +193,17 @@ def check_budget(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
         yield Finding("pool budget", OK, detail)
 
 
-def check_models(_cur: Any, _settings: PostgresSettings) -> Iterator[Finding]:
-    """The LightRAG tasks' models: configured, stand-ins by name, or missing."""
+def check_models(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
+    """The LightRAG tasks' models: configured, stand-ins by name, or missing; and whether
+    the embedding's dimension fits the vector tables (a worker would refuse to start)."""
     if find_spec("lightrag") is None:
         return
     from .errors import ModelsNotConfigured
-    from .lightrag.models import STANDIN, lightrag_models
+    from .lightrag.models import STANDIN, configured_models
+    from .lightrag.preflight import check_vector_tables
 
     try:
-        _kwargs, label = lightrag_models()
+        _kwargs, label = configured_models()
     except ModelsNotConfigured as exc:
         yield Finding("models", FAIL, f"{exc} The LightRAG tasks refuse to run until then.")
         return
@@ -209,6 +211,11 @@ def check_models(_cur: Any, _settings: PostgresSettings) -> Iterator[Finding]:
         yield Finding("models", WARN, f"{label}: fake answers and embeddings, not for production")
     else:
         yield Finding("models", OK, label)
+    problems = check_vector_tables(cur.connection, settings.schema)
+    for problem in problems:
+        yield Finding("embeddings", FAIL, f"{problem}; workers refuse to start until it is fixed.")
+    if not problems:
+        yield Finding("embeddings", OK, f"the vector tables in {settings.schema!r} fit the model")
 
 
 CHECKS: tuple[Callable[[Any, PostgresSettings], Iterator[Finding]], ...] = (

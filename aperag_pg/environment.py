@@ -19,20 +19,49 @@ CELERY_RESULT_BACKEND = "CELERY_RESULT_BACKEND"
 CELERY_VISIBILITY_TIMEOUT = "CELERY_VISIBILITY_TIMEOUT"
 DEFAULT_VISIBILITY_TIMEOUT = 7200
 LIGHTRAG_WORKING_DIR = "LIGHTRAG_WORKING_DIR"
-# LightRAG's models (aperag_pg.lightrag.models): "openai", or "standin" for the offline
-# stand-ins; nothing chosen is an error, never a silent fake.
+# LightRAG's models (aperag_pg.lightrag.models and .bindings), by the LightRAG server's own
+# names: a binding ("openai", "azure_openai", "ollama", or "standin" for the offline
+# stand-ins) per role; nothing chosen is an error, never a silent fake.
 LLM_BINDING = "LLM_BINDING"
+LLM_MODEL = "LLM_MODEL"
+LLM_BINDING_HOST = "LLM_BINDING_HOST"
+LLM_BINDING_API_KEY = "LLM_BINDING_API_KEY"
+EMBEDDING_BINDING = "EMBEDDING_BINDING"
+EMBEDDING_MODEL = "EMBEDDING_MODEL"
+EMBEDDING_DIM = "EMBEDDING_DIM"
+EMBEDDING_TOKEN_LIMIT = "EMBEDDING_TOKEN_LIMIT"
+EMBEDDING_BINDING_HOST = "EMBEDDING_BINDING_HOST"
+EMBEDDING_BINDING_API_KEY = "EMBEDDING_BINDING_API_KEY"
 # "package.module:function" returning LightRAG keyword arguments of a team's own (model
 # functions, chunking, addon_params); the tasks add the storages.
 LIGHTRAG_FACTORY = "LIGHTRAG_FACTORY"
+# The bindings' own names, read when the LightRAG names above are unset.
 OPENAI_API_KEY = "OPENAI_API_KEY"
 OPENAI_BASE_URL = "OPENAI_BASE_URL"
-LLM_MODEL = "LLM_MODEL"
-EMBEDDING_MODEL = "EMBEDDING_MODEL"
-EMBEDDING_DIM = "EMBEDDING_DIM"
+AZURE_OPENAI_ENDPOINT = "AZURE_OPENAI_ENDPOINT"
+AZURE_OPENAI_API_KEY = "AZURE_OPENAI_API_KEY"
+AZURE_OPENAI_API_VERSION = "AZURE_OPENAI_API_VERSION"
+OLLAMA_API_KEY = "OLLAMA_API_KEY"
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
-DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
-DEFAULT_EMBEDDING_DIM = 1536
+MODEL_VARIABLES = (
+    LLM_BINDING,
+    LLM_MODEL,
+    LLM_BINDING_HOST,
+    LLM_BINDING_API_KEY,
+    EMBEDDING_BINDING,
+    EMBEDDING_MODEL,
+    EMBEDDING_DIM,
+    EMBEDDING_TOKEN_LIMIT,
+    EMBEDDING_BINDING_HOST,
+    EMBEDDING_BINDING_API_KEY,
+    LIGHTRAG_FACTORY,
+    OPENAI_API_KEY,
+    OPENAI_BASE_URL,
+    AZURE_OPENAI_ENDPOINT,
+    AZURE_OPENAI_API_KEY,
+    AZURE_OPENAI_API_VERSION,
+    OLLAMA_API_KEY,
+)
 # LangGraph checkpoint retention (aperag_pg.checkpoint.retention); unset: keep everything.
 CHECKPOINT_THREAD_TTL_DAYS = "CHECKPOINT_THREAD_TTL_DAYS"
 CHECKPOINT_HISTORY_TTL_DAYS = "CHECKPOINT_HISTORY_TTL_DAYS"
@@ -72,7 +101,6 @@ def known_variables() -> set[str]:
     names.update(v for variables, _, _ in STORAGE_VARIABLES for v in variables)
     names.update((REDIS_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, LIGHTRAG_WORKING_DIR))
     names.add(CELERY_VISIBILITY_TIMEOUT)
-    names.update((OPENAI_API_KEY, OPENAI_BASE_URL, LLM_MODEL, EMBEDDING_MODEL, EMBEDDING_DIM))
-    names.update((LLM_BINDING, LIGHTRAG_FACTORY))
+    names.update(MODEL_VARIABLES)
     names.update((CHECKPOINT_THREAD_TTL_DAYS, CHECKPOINT_HISTORY_TTL_DAYS))
     return names

@@ -71,6 +71,10 @@ class VectorDimensionMismatch(InvalidInput):
     """A vector's length differs from the dimension of the table's vector column."""
 
 
+class EmbeddingDimensionMismatch(ConfigError):
+    """The configured embedding dimension does not fit LightRAG's vector tables."""
+
+
 class ExtensionMissing(SchemaError):
     """A PostgreSQL extension the store needs (pgvector) is not installed on the server."""
 

@@ -67,8 +67,12 @@ if find_spec("lightrag"):
     # A LIGHTRAG_FACTORY that cannot be loaded stops the worker here, at its start, with
     # the reason, instead of failing every LightRAG task later.
     from aperag_pg.lightrag.models import load_factory
+    from aperag_pg.lightrag.preflight import check_at_worker_start
 
     load_factory(_environment)
+    # An embedding dimension that does not fit the vector tables stops the worker at start,
+    # in its main process, before any child takes a task.
+    worker_init.connect(check_at_worker_start)
 
 # Prefork children: one pool each, opened after fork and closed on exit.
 worker_process_init.connect(setup_worker_postgres)

@@ -27,8 +27,18 @@ from aperag_pg.settings import PostgresSettings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _EXTERNAL_PG_VARS = ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL")
 # Never handed to a test worker from the developer's environment: a real API key there must
-# not make the tests call a paid endpoint, nor another server's settings leak in.
-MODEL_AND_SERVICE_PREFIXES = ("POSTGRES_", "CELERY_", "OPENAI_", "LLM_", "EMBEDDING_")
+# not make the tests call a paid endpoint, nor another server's settings leak in. LightRAG's
+# bindings also read AZURE_* and OLLAMA_* (and OPENAI_API_BASE) themselves.
+MODEL_AND_SERVICE_PREFIXES = (
+    "POSTGRES_",
+    "CELERY_",
+    "OPENAI_",
+    "LLM_",
+    "EMBEDDING_",
+    "AZURE_",
+    "OLLAMA_",
+    "LIGHTRAG_FACTORY",
+)
 
 
 @dataclass

@@ -12,3 +12,21 @@ def build() -> dict:
 
 def not_a_dict() -> list:
     return ["chunk_token_size", 24]
+
+
+def unnamed_embedding() -> dict:
+    """An embedding function without a model name, as many hand-written ones are: LightRAG
+    then uses its vector tables without a model suffix, whatever the dimension."""
+    from lightrag.utils import EmbeddingFunc
+
+    from aperag_pg.standins import standin_embed
+
+    return {
+        **lightrag_standins(),
+        "embedding_func": EmbeddingFunc(embedding_dim=64, func=standin_embed),
+    }
+
+
+def chunking_only() -> dict:
+    """Only chunking of its own: the models come from LLM_BINDING and friends."""
+    return {"chunk_token_size": 24, "chunk_overlap_token_size": 4}

@@ -2,11 +2,13 @@
 
 Chosen explicitly, never by default:
 
-- ``LLM_BINDING=openai`` (or, as before, just ``OPENAI_API_KEY``): an OpenAI-compatible
-  endpoint, with ``OPENAI_BASE_URL`` for other providers, ``LLM_MODEL``,
-  ``EMBEDDING_MODEL`` and ``EMBEDDING_DIM``;
+- ``LLM_BINDING`` / ``EMBEDDING_BINDING`` = ``openai``, ``azure_openai`` or ``ollama``, with
+  LightRAG's own variables (``aperag_pg.lightrag.bindings``); ``OPENAI_API_KEY`` alone
+  still means openai;
 - ``LLM_BINDING=standin``: the deterministic offline stand-ins of ``aperag_pg.standins``
-  (fake answers and 64-dimension hash embeddings), for demos and tests only.
+  (fake answers and 64-dimension hash embeddings), for demos and tests only;
+- ``LIGHTRAG_FACTORY=package.module:function``: a team's own LightRAG arguments; the
+  variables above then only supply what the factory leaves out.
 
 Anything else, nothing included, raises ``ModelsNotConfigured`` naming the variables: a
 production worker that forgot them must not fill its tables with fake vectors.
@@ -14,49 +16,78 @@ production worker that forgot them must not fill its tables with fake vectors.
 
 from __future__ import annotations
 
-import functools
 import importlib
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from ..environment import (
-    DEFAULT_EMBEDDING_DIM,
-    DEFAULT_EMBEDDING_MODEL,
-    DEFAULT_LLM_MODEL,
+    EMBEDDING_BINDING,
+    EMBEDDING_BINDING_API_KEY,
+    EMBEDDING_BINDING_HOST,
     EMBEDDING_DIM,
     EMBEDDING_MODEL,
     LIGHTRAG_FACTORY,
     LLM_BINDING,
+    LLM_BINDING_API_KEY,
+    LLM_BINDING_HOST,
     LLM_MODEL,
     OPENAI_API_KEY,
-    OPENAI_BASE_URL,
 )
 from ..errors import ConfigError, ModelsNotConfigured
 from ..settings import load_environment
 from ..standins import lightrag_standins
+from .bindings import (
+    SUPPORTED,
+    Endpoint,
+    chosen_bindings,
+    embedding_endpoint,
+    embedding_function,
+    llm_endpoint,
+    llm_function,
+    tiktoken_loads,
+)
 
-logger = logging.getLogger(__name__)
+STANDIN = "standin"  # LLM_BINDING / EMBEDDING_BINDING value of the offline stand-ins
+STANDINS_LABEL = "offline stand-ins (deterministic LLM and embeddings)"
+LLM_ROLE = "llm_model_func"
+EMBEDDING_ROLE = "embedding_func"
 
-STANDIN = "standin"  # LLM_BINDING value of the offline stand-ins
+NOTHING_CHOSEN = (
+    f"no model for LightRAG: {LLM_BINDING} is unset and so is {OPENAI_API_KEY}. Set "
+    f"{LLM_BINDING}={', '.join(SUPPORTED[:-1])} or {SUPPORTED[-1]} with LightRAG's own "
+    f"variables ({LLM_MODEL}, {LLM_BINDING_HOST}, {LLM_BINDING_API_KEY}, {EMBEDDING_BINDING}, "
+    f"{EMBEDDING_MODEL}, {EMBEDDING_DIM}, {EMBEDDING_BINDING_HOST}, {EMBEDDING_BINDING_API_KEY} "
+    f"as needed), or just {OPENAI_API_KEY} for OpenAI; or {LIGHTRAG_FACTORY}="
+    f"package.module:function for models of your own; or {LLM_BINDING}={STANDIN} for the "
+    "offline stand-ins (fake answers and embeddings: demos and tests only)."
+)
 
 
 def lightrag_arguments(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The LightRAG keyword arguments of the tasks' instances, storages aside: those of
-    LIGHTRAG_FACTORY when set (its model functions win), else the configured models."""
+    LIGHTRAG_FACTORY when set (its model functions win), the configured models for the
+    roles it leaves out."""
+    return configured_models(environ)[0]
+
+
+def configured_models(environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], str]:
+    """(``lightrag_arguments``, a one-line description of where the models come from)."""
     env = load_environment(environ)
     factory = load_factory(env)
     if factory is None:
-        return lightrag_models(env)[0]
+        return lightrag_models(env)
     arguments = factory()
     if not isinstance(arguments, Mapping):
         raise ConfigError(
             f"{LIGHTRAG_FACTORY}={env[LIGHTRAG_FACTORY]!r} returned "
             f"{type(arguments).__name__}, not a dict of LightRAG keyword arguments."
         )
-    if {"llm_model_func", "embedding_func"} <= set(arguments):
-        return dict(arguments)
-    return {**lightrag_models(env)[0], **arguments}
+    label = f"{LIGHTRAG_FACTORY}={env[LIGHTRAG_FACTORY].strip()}"
+    missing = {LLM_ROLE, EMBEDDING_ROLE} - set(arguments)
+    if not missing:
+        return dict(arguments), label
+    kwargs, rest = lightrag_models(env, roles=missing)
+    return {**kwargs, **arguments}, f"{label}; {rest}"
 
 
 def load_factory(environ: Mapping[str, str] | None = None) -> Any:
@@ -86,66 +117,56 @@ def load_factory(environ: Mapping[str, str] | None = None) -> Any:
     return function
 
 
-def lightrag_models(environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], str]:
-    """(LightRAG constructor arguments, a one-line description for logs and the demo)."""
+def lightrag_models(
+    environ: Mapping[str, str] | None = None,
+    roles: set[str] | frozenset[str] = frozenset({LLM_ROLE, EMBEDDING_ROLE}),
+) -> tuple[dict[str, Any], str]:
+    """(LightRAG constructor arguments for ``roles``, a one-line description for logs, the
+    demo and doctor); ModelsNotConfigured naming what to set."""
     env = load_environment(environ)
-    binding = env.get(LLM_BINDING, "").strip().lower()
-    api_key = env.get(OPENAI_API_KEY, "").strip()
-    if binding == STANDIN:
-        return lightrag_standins(), "offline stand-ins (deterministic LLM and embeddings)"
-    if binding not in ("", "openai") or not api_key:
-        raise ModelsNotConfigured(
-            f"no model for LightRAG: {LLM_BINDING}={binding or '(unset)'}, "
-            f"{OPENAI_API_KEY} {'set' if api_key else 'unset'}. Set {LLM_BINDING}=openai with "
-            f"{OPENAI_API_KEY} (and {OPENAI_BASE_URL}, {LLM_MODEL}, {EMBEDDING_MODEL}, "
-            f"{EMBEDDING_DIM} as needed), or {LLM_BINDING}={STANDIN} for the offline "
-            "stand-ins (fake answers and embeddings: demos and tests only)."
-        )
-    from lightrag.llm.openai import openai_complete_if_cache, openai_embed
-    from lightrag.utils import EmbeddingFunc
+    llm_binding, embedding_binding = chosen_bindings(env)
+    if (LLM_ROLE in roles and not llm_binding) or (
+        EMBEDDING_ROLE in roles and not embedding_binding
+    ):
+        raise ModelsNotConfigured(NOTHING_CHOSEN)
+    standins = lightrag_standins()
+    kwargs: dict[str, Any] = {}
+    described: list[str] = []
+    llm = _real_llm_endpoint(env, llm_binding, required=LLM_ROLE in roles)
+    if LLM_ROLE in roles:
+        if llm is None:
+            kwargs[LLM_ROLE] = standins[LLM_ROLE]
+        else:
+            kwargs.update(llm_function(llm, env))
+        described.append(f"LLM: {llm.describe() if llm else 'offline stand-in'}")
+    if EMBEDDING_ROLE in roles:
+        if embedding_binding == STANDIN:
+            kwargs[EMBEDDING_ROLE] = standins[EMBEDDING_ROLE]
+            described.append("embeddings: offline stand-in")
+        else:
+            endpoint, dim = embedding_endpoint(env, embedding_binding, llm)
+            kwargs[EMBEDDING_ROLE] = embedding_function(endpoint, dim, env)
+            described.append(f"embeddings: {endpoint.describe()}, {dim} dimensions")
+    stand_in_only = llm_binding == embedding_binding == STANDIN
+    kwargs.update({"tokenizer": standins["tokenizer"]} if llm_binding == STANDIN else _tokenizer())
+    return kwargs, STANDINS_LABEL if stand_in_only else "; ".join(described)
 
-    base_url = env.get(OPENAI_BASE_URL, "").strip() or None
-    llm_model = env.get(LLM_MODEL, "").strip() or DEFAULT_LLM_MODEL
-    embedding_model = env.get(EMBEDDING_MODEL, "").strip() or DEFAULT_EMBEDDING_MODEL
-    raw_dim = env.get(EMBEDDING_DIM, "").strip() or str(DEFAULT_EMBEDDING_DIM)
-    if not raw_dim.isdigit() or not 1 <= int(raw_dim) <= 16000:
-        raise ConfigError(
-            f"{EMBEDDING_DIM}={raw_dim!r} is not a vector size: use a whole number from 1 to "
-            "16000 matching the embedding model."
-        )
-    common = {"base_url": base_url, "api_key": api_key}
 
-    async def llm(prompt: str, system_prompt: str | None = None, history_messages=None, **kw):
-        return await openai_complete_if_cache(
-            llm_model,
-            prompt,
-            system_prompt=system_prompt,
-            history_messages=history_messages or [],
-            **common,
-            **kw,
-        )
-
-    embed = functools.partial(openai_embed.func, model=embedding_model, **common)
-    kwargs = {
-        "llm_model_func": llm,
-        "embedding_func": EmbeddingFunc(
-            embedding_dim=int(raw_dim), func=embed, model_name=embedding_model
-        ),
-        **_tokenizer(),
-    }
-    where = base_url or "api.openai.com"
-    return kwargs, f"OpenAI-compatible endpoint {where}: {llm_model} + {embedding_model}"
+def _real_llm_endpoint(env: Mapping[str, str], binding: str, required: bool) -> Endpoint | None:
+    """The LLM's endpoint, or None for the stand-in. When a factory supplies the LLM, it is
+    still looked for (an embedding endpoint on the same binding shares its host and key),
+    but its absence is no error."""
+    if binding == STANDIN or not binding:
+        return None
+    try:
+        return llm_endpoint(env, binding)
+    except ModelsNotConfigured:
+        if required:
+            raise
+        return None
 
 
 def _tokenizer() -> dict[str, Any]:
     """LightRAG's default tiktoken tokenizer when its encoding can be loaded; otherwise
-    (no network to fetch it) the byte tokenizer, which only makes chunks smaller.
-    """
-    try:
-        import tiktoken
-
-        tiktoken.get_encoding("cl100k_base")
-        return {}
-    except Exception:  # noqa: BLE001 - any failure to load means: fall back
-        logger.warning("tiktoken's encoding is not available; counting UTF-8 bytes as tokens")
-        return {"tokenizer": lightrag_standins()["tokenizer"]}
+    the byte tokenizer, which only makes chunks smaller."""
+    return {} if tiktoken_loads() else {"tokenizer": lightrag_standins()["tokenizer"]}

@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 GRAPH_FIELD_SEP = "<SEP>"  # LightRAG's separator of chunk ids in source_id
 PG_MAX_IDENTIFIER_LENGTH = 63
 MAX_DIMENSION = 16000  # pgvector's limit for the vector type
+VECTOR_NAMESPACES = ("chunks", "entities", "relationships")  # LightRAG's three vector storages
 MAX_INDEXED_DIMENSION = 2000  # pgvector's limit for HNSW and IVFFLAT on vector columns
 _READ_CHUNK = 1000  # ids per statement in deletes and lookups
 
@@ -222,6 +223,16 @@ FROM pg_attribute a
 WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
   AND a.attname = 'content_vector' AND NOT a.attisdropped
 """
+# LightRAG's vector tables in a schema, with their vector dimension (-1: undimensioned).
+_VECTOR_TABLES = """
+SELECT c.relname, a.atttypmod
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'content_vector' AND NOT a.attisdropped
+WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND starts_with(c.relname, 'lightrag_vdb_')
+ORDER BY c.relname
+"""
+_HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM {table})"
 _INDEX_EXISTS = """
 SELECT 1 FROM pg_indexes WHERE schemaname = %s AND tablename = %s AND indexname = %s
 """
@@ -702,6 +713,28 @@ def _unique_keys(ids: Iterable[str], what: str) -> list[str]:
     if isinstance(ids, str):
         raise InvalidInput(f"expected a list of {what}s, got the single string {ids!r:.80}.")
     return list(dict.fromkeys(check_key(key, what) for key in ids))
+
+
+@dataclass(frozen=True)
+class VectorTable:
+    """One of LightRAG's vector tables as found in the database."""
+
+    name: str
+    dimension: int  # 0: a vector column without a dimension
+    has_rows: bool
+
+
+def vector_tables(conn: Any, schema: str) -> list[VectorTable]:
+    """LightRAG's vector tables in ``schema``, with their dimension and whether they hold
+    any row; on any connection (a worker checks them at start, before it has a pool)."""
+    with conn.cursor() as cur:
+        cur.execute(_VECTOR_TABLES, (schema,))
+        found = cur.fetchall()
+        tables = []
+        for name, typmod in found:
+            cur.execute(sql.SQL(_HAS_ROWS).format(table=sql.Identifier(schema, name)))
+            tables.append(VectorTable(name, max(typmod, 0), bool(cur.fetchone()[0])))
+    return tables
 
 
 def vector_table_name(namespace: str, model_name: str | None, embedding_dim: int) -> str:
