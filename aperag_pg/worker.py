@@ -13,14 +13,14 @@ import logging
 import os
 import reprlib
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.errors
 from billiard.einfo import ExceptionInfo
-from celery import Task
+from celery import Task, bootsteps
 from celery.exceptions import WorkerLostError
 from celery.worker.request import Request
 
@@ -59,6 +59,23 @@ def setup_main_process(sender: Any = None, **_signal_kwargs: Any) -> None:
     if _is_prefork(sender):
         return
     ensure_schema()
+
+
+def startup_check(check: Callable[[], None]) -> type[bootsteps.Step]:
+    """A worker bootstep that runs ``check`` once in the worker's main process when the
+    worker is built: after Celery has set up its logging (so what ``check`` logs reaches
+    the worker's log file, also when detached) and before the pool starts any child. A
+    ``SystemExit`` from it stops the worker. Add it with ``app.steps["worker"].add(...)``.
+    """
+
+    class StartupCheck(bootsteps.Step):
+        name = f"aperag_pg.startup_check.{check.__module__}.{check.__qualname__}"
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            check()
+
+    return StartupCheck
 
 
 def install_worker_signals() -> None:

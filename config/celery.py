@@ -21,6 +21,7 @@ from aperag_pg.worker import (
     cleanup_worker_postgres,
     setup_main_process,
     setup_worker_postgres,
+    startup_check,
 )
 
 _environment = load_environment()
@@ -72,7 +73,7 @@ if find_spec("lightrag"):
     load_factory(_environment)
     # An embedding dimension that does not fit the vector tables stops the worker at start,
     # in its main process, before any child takes a task.
-    worker_init.connect(check_at_worker_start)
+    app.steps["worker"].add(startup_check(check_at_worker_start))
 
 # Prefork children: one pool each, opened after fork and closed on exit.
 worker_process_init.connect(setup_worker_postgres)

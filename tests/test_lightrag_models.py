@@ -21,7 +21,7 @@ from aperag_pg.errors import ConfigError, ModelsNotConfigured
 from aperag_pg.lightrag.bindings import BINDINGS
 from aperag_pg.lightrag.models import lightrag_arguments, lightrag_models
 from aperag_pg.lightrag.preflight import dimension_problems
-from aperag_pg.stores.vector import VectorStore, VectorTable, vector_table_name
+from aperag_pg.stores.vector import VectorTable, vector_table_name
 
 from .cli_support import run_cli, verdicts
 from .conftest import REPO_ROOT
@@ -264,30 +264,6 @@ def test_ollama_through_a_worker_then_a_changed_dimension_stops_the_next(
     )
     assert doctor.returncode == 1 and verdicts(doctor.stdout)["embeddings"] == "FAIL"
     assert "lightrag_vdb_relation_embed_test_64d" in doctor.stdout
-
-
-def test_a_table_of_another_dimension_stops_the_worker(
-    service_env, base_settings, manager, tmp_path
-):
-    """An embedding without a model name uses the tables without a suffix: one made for
-    another dimension would refuse every write, so the worker does not start."""
-    schema = f"unnamed_{uuid.uuid4().hex[:6]}"
-    manager.close()
-    manager.initialize(base_settings.replace(schema=schema))
-    VectorStore("chunks", vector_table_name("chunks", None, 32), 32, 0.2).ensure_tables()
-    env = {
-        **service_env,
-        "POSTGRES_SCHEMA": schema,
-        "LIGHTRAG_FACTORY": "tests.lightrag_factory:unnamed_embedding",
-        "LIGHTRAG_WORKING_DIR": str(tmp_path / "rag"),
-    }
-    with pytest.raises(RuntimeError, match="worker exited early") as info:
-        with celery_worker(env, tmp_path, concurrency=1, cwd=REPO_ROOT):
-            pass
-    assert (
-        f"table {schema}.lightrag_vdb_chunks stores 32-dimensional vectors, but the embedding "
-        "model gives 64" in str(info.value)
-    )
 
 
 def test_tables_that_fit_or_hold_nothing_are_no_problem():

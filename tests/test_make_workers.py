@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 from celery import Celery
 
 from aperag_pg.devservices import connections_per_process, wait_for_no_connections
+from aperag_pg.stores.vector import VectorStore, vector_table_name
 
 from .make_support import make, make_ok
 
@@ -47,3 +49,35 @@ def test_start_tasks_restart_tasks_stop(service_env, base_settings, tmp_path):
     assert make("worker-status", service_env, run_dir).returncode != 0
     every_pid = pids_before | pids_after | {first_main, second_main}
     assert wait_for_no_connections(base_settings, every_pid) == {}
+
+
+def test_a_worker_whose_embedding_does_not_fit_the_tables_says_why_in_its_log(
+    service_env, base_settings, manager, tmp_path
+):
+    """An embedding function without a model name uses LightRAG's vector tables without a
+    suffix; one made for another dimension would refuse every write. The detached worker
+    stops at start and its log file names the table and both dimensions."""
+    schema = f"unfit_{uuid.uuid4().hex[:6]}"
+    manager.close()
+    manager.initialize(base_settings.replace(schema=schema))
+    VectorStore("chunks", vector_table_name("chunks", None, 32), 32, 0.2).ensure_tables()
+    env = {
+        **service_env,
+        "POSTGRES_SCHEMA": schema,
+        "LIGHTRAG_FACTORY": "tests.lightrag_factory:unnamed_embedding",  # 64 dimensions
+        "LIGHTRAG_WORKING_DIR": str(tmp_path / "rag"),
+    }
+    run_dir = tmp_path / "run"
+    assert make("worker-start", env, run_dir).returncode == 0  # celery multi only detaches
+    log = run_dir / "maketest.log"
+    deadline = time.monotonic() + 60
+    while make("worker-status", env, run_dir).returncode == 0 or "CRITICAL" not in (
+        log.read_text() if log.exists() else ""
+    ):
+        assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+    text = log.read_text()
+    assert "worker not started" in text
+    assert (
+        f"table {schema}.lightrag_vdb_chunks stores 32-dimensional vectors, but the embedding "
+        "model gives 64" in text
+    )

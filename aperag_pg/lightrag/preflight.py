@@ -85,9 +85,10 @@ def _check_configured_database() -> list[str]:
         conn.close()
 
 
-def check_at_worker_start(**_signal_kwargs: Any) -> None:
-    """``worker_init`` handler: stop the worker when the embedding does not fit the vector
-    tables; warn, and start, when there is no model or no database to check against."""
+def check_at_worker_start() -> None:
+    """Stop the worker when the embedding does not fit the vector tables; warn, and let it
+    start, when there is no model or no database to check against. Runs in the worker's
+    main process (``aperag_pg.worker.startup_check``), before any child takes a task."""
     try:
         problems = _check_configured_database()
     except ModelsNotConfigured as exc:
@@ -105,5 +106,4 @@ def check_at_worker_start(**_signal_kwargs: Any) -> None:
             "start over with this model. Nothing was written."
         )
         logger.critical("worker not started: %s", error)
-        # Celery logs and swallows a signal handler's Exception; SystemExit stops the worker.
         raise SystemExit(f"aperag_pg: worker not started: {error}")
