@@ -30,6 +30,7 @@ class Seen:
     key: str | None  # the bearer token, or Azure's api-key header
     query: dict[str, list[str]] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # Ollama's options
+    temperature: float | None = None  # OpenAI's
 
 
 class ModelServer(ThreadingHTTPServer):
@@ -97,7 +98,15 @@ class _Handler(BaseHTTPRequestHandler):
         # Azure names the deployment in the path, not in the body.
         model = body.get("model") or url.path.split("/deployments/")[-1].split("/")[0]
         self.server.record(
-            Seen(kind, url.path, model, key, parse_qs(url.query), body.get("options") or {})
+            Seen(
+                kind,
+                url.path,
+                model,
+                key,
+                parse_qs(url.query),
+                body.get("options") or {},
+                body.get("temperature"),
+            )
         )
         payload = json.dumps(reply).encode()
         self.send_response(200)

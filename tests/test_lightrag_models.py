@@ -146,8 +146,8 @@ def test_openai_binding_with_lightrags_variables(manager, tmp_path):
         answer, rag = run_rag(tmp_path, kwargs)
     assert answer.startswith("Stand-in answer")  # what the endpoint said
     assert "chat-model-x" in label and chat.url in label and embeddings.url in label
-    assert {(s.path, s.model, s.key) for s in chat.seen} == {
-        ("/v1/chat/completions", "chat-model-x", "llm-key")
+    assert {(s.path, s.model, s.key, s.temperature) for s in chat.seen} == {
+        ("/v1/chat/completions", "chat-model-x", "llm-key", 0.25)  # OPENAI_LLM_TEMPERATURE
     }
     assert {(s.path, s.model, s.key) for s in embeddings.seen} == {
         ("/v1/embeddings", "embed-model-y", "embedding-key")
