@@ -198,13 +198,13 @@ def check_models(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
     the embedding's dimension fits the vector tables (a worker would refuse to start)."""
     if find_spec("lightrag") is None:
         return
-    from .errors import ModelsNotConfigured
+    from .errors import ConfigError
     from .lightrag.models import STANDIN, configured_models
     from .lightrag.preflight import check_vector_tables
 
     try:
         _kwargs, label = configured_models()
-    except ModelsNotConfigured as exc:
+    except ConfigError as exc:  # nothing chosen, or a setting that is not valid
         yield Finding("models", FAIL, f"{exc} The LightRAG tasks refuse to run until then.")
         return
     if STANDIN in label or "stand-in" in label:

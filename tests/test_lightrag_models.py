@@ -266,6 +266,19 @@ def test_ollama_through_a_worker_then_a_changed_dimension_stops_the_next(
     assert "lightrag_vdb_relation_embed_test_64d" in doctor.stdout
 
 
+def test_an_invalid_model_setting_stops_the_worker_and_fails_doctor(
+    service_env, base_settings, tmp_path
+):
+    env = {**service_env, "LLM_BINDING": "ollama", "OLLAMA_LLM_NUM_CTX": "lots"}
+    with pytest.raises(RuntimeError, match="worker exited early") as info:
+        with celery_worker(env, tmp_path, concurrency=1, cwd=REPO_ROOT):
+            pass
+    assert "worker not started: OLLAMA_LLM_NUM_CTX is not valid" in str(info.value)
+    doctor = run_cli(base_settings, "doctor", LLM_BINDING="ollama", EMBEDDING_DIM="big")
+    assert doctor.returncode == 1 and verdicts(doctor.stdout)["models"] == "FAIL"
+    assert "EMBEDDING_DIM='big' is not a vector size" in doctor.stdout
+
+
 def test_tables_that_fit_or_hold_nothing_are_no_problem():
     def table(name: str, dim: int, rows: bool = True) -> VectorTable:
         return VectorTable(name, dim, rows)

@@ -8,10 +8,10 @@ the embedding model and dimension (``lightrag_vdb_chunks_<model>_<dim>d``), so
 - the same model's tables at another dimension, with rows, mean EMBEDDING_DIM changed:
   LightRAG would start new, empty tables and queries would no longer find what is stored.
 
-Either stops the worker at start with the tables and both dimensions. ``doctor`` reports
-the same. A worker whose models are not configured starts (its LightRAG tasks refuse to
-run, saying why); one that cannot reach the database starts too (tasks retry until it is
-back).
+Either stops the worker at start with the tables and both dimensions, as does an invalid
+model setting (``EMBEDDING_DIM=big``); ``doctor`` reports the same. A worker whose models
+are not configured starts (its LightRAG tasks refuse to run, saying why); so does one that
+cannot reach the database (tasks retry until it is back).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg2
 
-from ..errors import EmbeddingDimensionMismatch, ModelsNotConfigured, first_line
+from ..errors import ConfigError, EmbeddingDimensionMismatch, ModelsNotConfigured, first_line
 from ..settings import PostgresSettings, load_environment
 from ..stores.vector import VECTOR_NAMESPACES, VectorTable, vector_table_name, vector_tables
 from .models import EMBEDDING_ROLE, lightrag_arguments
@@ -86,24 +86,35 @@ def _check_configured_database() -> list[str]:
 
 
 def check_at_worker_start() -> None:
-    """Stop the worker when the embedding does not fit the vector tables; warn, and let it
-    start, when there is no model or no database to check against. Runs in the worker's
-    main process (``aperag_pg.worker.startup_check``), before any child takes a task."""
+    """Stop the worker when the embedding does not fit the vector tables, or a model
+    setting is invalid; warn, and let it start, when there is no model or no database to
+    check against. Runs in the worker's main process (``aperag_pg.worker.startup_check``),
+    before any child takes a task."""
     try:
         problems = _check_configured_database()
     except ModelsNotConfigured as exc:
         logger.warning("the LightRAG tasks will refuse to run: %s", exc)
         return
+    except ConfigError as exc:
+        _refuse_to_start(exc)
     except psycopg2.OperationalError as exc:
         logger.warning(
             "vector tables not checked, the database is unreachable: %s", first_line(exc)
         )
         return
+    except psycopg2.Error as exc:  # e.g. no privilege on a table: the tasks will say so too
+        logger.warning("vector tables not checked: %s", first_line(exc))
+        return
     if problems:
-        error = EmbeddingDimensionMismatch(
-            "; ".join(problems) + ". Fix: set EMBEDDING_DIM (and EMBEDDING_MODEL) to what the "
-            "tables were made with, or drop those tables (or use another POSTGRES_SCHEMA) to "
-            "start over with this model. Nothing was written."
+        _refuse_to_start(
+            EmbeddingDimensionMismatch(
+                "; ".join(problems) + ". Fix: set EMBEDDING_DIM (and EMBEDDING_MODEL) to what "
+                "the tables were made with, or drop those tables (or use another "
+                "POSTGRES_SCHEMA) to start over with this model. Nothing was written."
+            )
         )
-        logger.critical("worker not started: %s", error)
-        raise SystemExit(f"aperag_pg: worker not started: {error}")
+
+
+def _refuse_to_start(error: Exception) -> NoReturn:
+    logger.critical("worker not started: %s", error)
+    raise SystemExit(f"aperag_pg: worker not started: {error}")
