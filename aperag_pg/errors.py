@@ -37,6 +37,11 @@ class PoolClosed(PoolError):
     """The pool was closed; call ``initialize()`` again to reopen it."""
 
 
+class TransactionAborted(AperagPGError):
+    """A transaction failed inside a ``get_connection()`` block that then ended normally:
+    it was rolled back, not committed."""
+
+
 class DatabaseUnavailable(AperagPGError, psycopg2.OperationalError):
     """A new connection to PostgreSQL could not be opened."""
 

@@ -28,20 +28,52 @@ import psycopg2.extensions
 import psycopg2.extras
 import psycopg2.pool
 
-from .errors import DatabaseUnavailable, PoolClosed, PoolError, PoolTimeout, first_line
+from .errors import (
+    DatabaseUnavailable,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TransactionAborted,
+    first_line,
+)
 from .settings import PostgresSettings
 
 logger = logging.getLogger(__name__)
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+_IN_ERROR = psycopg2.extensions.TRANSACTION_STATUS_INERROR
+
+
+# Session settings the server reports to the client whenever they change (ParameterStatus
+# messages), so a change is seen on return without a round trip. PostgreSQL 18 reports
+# search_path too; older servers do not (POSTGRES_RESET_ON_RETURN covers them).
+REPORTED_SETTINGS = (
+    "search_path",
+    "TimeZone",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "standard_conforming_strings",
+    "default_transaction_read_only",
+    "application_name",
+    "session_authorization",
+    "is_superuser",
+)
 
 
 class PooledConnection(psycopg2.extensions.connection):
-    """A psycopg2 connection that remembers when it was opened and last returned."""
+    """A psycopg2 connection that remembers when it was opened and last returned, and the
+    session settings it was opened with."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.opened_at = self.idle_since = self.checked_out_at = time.monotonic()
+        self.configured = reported_settings(self)
+
+
+def reported_settings(conn: psycopg2.extensions.connection) -> tuple[str | None, ...]:
+    info = conn.info
+    return tuple(info.parameter_status(name) for name in REPORTED_SETTINGS)
 
 
 class _KeepIdleThreadedPool(psycopg2.pool.ThreadedConnectionPool):
@@ -104,6 +136,7 @@ class SyncConnectionPool:
                 "connections_lost",
                 "connections_recycled",
                 "returns_bad",
+                "returns_changed",
                 "usage_ms",
             ),
             0,
@@ -137,7 +170,7 @@ class SyncConnectionPool:
         try:
             try:
                 yield conn
-                conn.commit()
+                _commit(conn)
             except BaseException:
                 _rollback_quietly(conn)
                 raise
@@ -250,19 +283,39 @@ class SyncConnectionPool:
             if self._closed:
                 self._pool.putconn(conn, close=True)
                 return
-            problem = _state_problem(conn)
-            if problem is None and conn.autocommit:
-                conn.autocommit = False
+            problem = _state_problem(conn) or self._restore_session(conn)
             if problem is None and self._too_old(conn):
                 problem = "recycled"
             if problem is None:
                 conn.idle_since = time.monotonic()
                 self._pool.putconn(conn)
             else:
-                self._discard(conn, problem if problem == "recycled" else "returned_bad")
+                self._discard(conn, problem)
         finally:
             self._release_slot(used_ms)
         self._trim_idle()
+
+    def _restore_session(self, conn: PooledConnection) -> str | None:
+        """Give a returned connection back the session the pool configured, or say why it
+        must be closed instead. The transaction characteristics psycopg2 keeps on the
+        connection (read only, isolation, deferrable, autocommit) are put back without a
+        round trip; a change of a reported setting (search_path, TimeZone, ...) means the
+        caller ran SET: the connection is replaced."""
+        if conn.autocommit:
+            conn.autocommit = False
+        if conn.readonly is not None or conn.isolation_level is not None or conn.deferrable:
+            conn.set_session(isolation_level="DEFAULT", readonly="DEFAULT", deferrable="DEFAULT")
+        if reported_settings(conn) != conn.configured:
+            return "changed"
+        if self.settings.reset_on_return:
+            try:
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("RESET ALL")
+                conn.autocommit = False
+            except psycopg2.Error:
+                return "returned_bad"
+        return None
 
     # -- connection health -----------------------------------------------------
 
@@ -281,9 +334,11 @@ class SyncConnectionPool:
         return now - conn.idle_since > self.settings.max_idle
 
     def _discard(self, conn: PooledConnection, why: str) -> None:
-        counter = {"lost": "connections_lost", "recycled": "connections_recycled"}.get(
-            why, "returns_bad"
-        )
+        counter = {
+            "lost": "connections_lost",
+            "recycled": "connections_recycled",
+            "changed": "returns_changed",
+        }.get(why, "returns_bad")
         with self._cond:
             self._counters[counter] += 1
         logger.debug("discarding connection (%s) in pid %s", why, self.owner_pid)
@@ -353,6 +408,20 @@ def _has_unread_data(conn: PooledConnection) -> bool:
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
     return bool(poller.poll(0))
+
+
+def _commit(conn: PooledConnection) -> None:
+    """Commit, unless a statement failed inside the block and the caller caught its error:
+    PostgreSQL then answers COMMIT with a rollback, and the block's writes would be lost
+    without a word."""
+    if conn.info.transaction_status == _IN_ERROR:
+        raise TransactionAborted(
+            "the transaction failed inside the block and was rolled back: a statement in it "
+            "raised an error that was caught, so PostgreSQL ignored everything after it and "
+            "kept nothing the block wrote. Let the error propagate, or wrap a statement that "
+            "may fail in a savepoint (SAVEPOINT s ... ROLLBACK TO SAVEPOINT s)."
+        )
+    conn.commit()
 
 
 def _rollback_quietly(conn: PooledConnection) -> None:

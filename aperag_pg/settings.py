@@ -84,6 +84,9 @@ class PostgresSettings:
     ssl_root_cert: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_ROOT_CERT"))
     ssl_crl: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_CRL"))
     application_name: str = field(default="aperag_pg", metadata=_meta("POSTGRES_APPLICATION_NAME"))
+    # RESET ALL on every return, for session settings the server does not report (a plain
+    # SET statement_timeout, SET ROLE): one round trip per checkout. Off by default.
+    reset_on_return: bool = field(default=False, metadata=_meta("POSTGRES_RESET_ON_RETURN"))
     # pgvector index of the vector tables (same variables and defaults as LightRAG's).
     vector_index_type: str = field(default="HNSW", metadata=_meta("POSTGRES_VECTOR_INDEX_TYPE"))
     hnsw_m: int = field(default=16, metadata=_meta("POSTGRES_HNSW_M", lo=2, hi=100))
@@ -187,9 +190,12 @@ class PostgresSettings:
         ):
             if value:
                 kwargs[key] = value
-        if self.statement_timeout:
-            kwargs["options"] = f"-c statement_timeout={self.statement_timeout}"
         kwargs.update(dict(self.dsn_options))
+        if self.statement_timeout:
+            # After the DSN's own options (e.g. -c work_mem=8MB), which are kept: the last
+            # -c of a setting wins, and POSTGRES_STATEMENT_TIMEOUT wins over the DSN.
+            timeout = f"-c statement_timeout={self.statement_timeout}"
+            kwargs["options"] = " ".join(filter(None, (kwargs.get("options"), timeout)))
         return kwargs
 
     def dsn(self) -> str:
@@ -197,10 +203,12 @@ class PostgresSettings:
         return psycopg2.extensions.make_dsn(**self.connect_kwargs())
 
     def redacted_dsn(self) -> str:
-        """The connection string with the password replaced, safe for logs and messages."""
-        kwargs = self.connect_kwargs()
-        if "password" in kwargs:
-            kwargs["password"] = "***"
+        """The connection string with every secret replaced (password, sslpassword, any
+        libpq keyword naming a password), safe for logs and messages."""
+        kwargs = {
+            key: "***" if "password" in key.lower() else value
+            for key, value in self.connect_kwargs().items()
+        }
         return psycopg2.extensions.make_dsn(**kwargs)
 
     def to_env(self) -> dict[str, str]:
@@ -254,6 +262,10 @@ def _fields_from_dsn(dsn: str, var: str) -> dict[str, Any]:
     return values
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _convert(f: dataclasses.Field, raw: Any) -> Any:
     """Turn a string from the environment into the field's type, or raise ConfigError."""
     if not isinstance(raw, str):
@@ -262,6 +274,12 @@ def _convert(f: dataclasses.Field, raw: Any) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
     text = raw.strip()
     shown = "<hidden>" if f.name == "password" else repr(raw)
+    if kind == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{var}={shown} is not a yes/no value: use true or false.")
     try:
         if kind == "int":
             return int(text)

@@ -5,7 +5,9 @@ Every "task" runs one ``SELECT 1``, the way a Celery task would at its start:
   (a) a new asyncpg pool per task inside ``asyncio.run``, one query, close
       (what an async library does when each task brings a new event loop);
   (b) ``psycopg2.connect`` per task, one query, close;
-  (c) aperag_pg's worker pool: checkout, one query, return;
+  (c) aperag_pg's worker pool: checkout, one query, return; beside it, the same with the
+      session check on return replaced by a bare autocommit reset (what it cost before),
+      and with ``POSTGRES_RESET_ON_RETURN`` (a RESET ALL round trip on every return);
   (d) the same through ``asyncio.to_thread`` inside a fresh ``asyncio.run`` per task.
 
 The floor is the raw round trip of ``SELECT 1`` on an already open psycopg2
@@ -86,19 +88,32 @@ def run(quick: bool) -> str:
             floor_cur.execute("SELECT 1")
             floor_cur.fetchone()
 
-        Manager.initialize(settings)
+        def bare_autocommit_reset(conn) -> None:
+            if conn.autocommit:
+                conn.autocommit = False
+
+        pool = Manager.initialize(settings)
         try:
             results = {
                 "floor": time_calls(floor, n_fast),
                 "a": time_calls(lambda: asyncio.run(asyncpg_pool_task()), n_slow, warmup=3),
                 "b": time_calls(connect_per_task, n_slow, warmup=3),
                 "c": time_calls(select_one_on_our_pool, n_fast),
+            }
+            pool._restore_session = bare_autocommit_reset  # what return did before the check
+            results["c_bare"] = time_calls(select_one_on_our_pool, n_fast)
+            del pool._restore_session
+            results["c_again"] = time_calls(select_one_on_our_pool, n_fast)
+            pool_stats = Manager.stats()
+            Manager.initialize(settings.replace(reset_on_return=True))
+            results["c_reset"] = time_calls(select_one_on_our_pool, n_fast)
+            Manager.initialize(settings)
+            results |= {
                 "d": time_calls(lambda: asyncio.run(to_thread_task()), n_fast),
                 "e": time_calls(lambda: asyncio.run(shared_executor_task()), n_fast),
                 "f": time_calls(lambda: run_async(to_thread_task()), n_fast),
                 "d0": time_calls(lambda: asyncio.run(to_thread_noop_task()), n_fast),
             }
-            pool_stats = Manager.stats()
         finally:
             cleanup_worker_postgres()  # closes the pool, the worker loop and the executor
             floor_conn.close()
@@ -109,6 +124,8 @@ LABELS = {
     "a": "(a) new asyncpg pool per task (asyncio.run), 1 query, close",
     "b": "(b) psycopg2.connect per task, 1 query, close",
     "c": "(c) aperag_pg pool: checkout, 1 query, return",
+    "c_bare": "(c) with the session check replaced by a bare autocommit reset (before)",
+    "c_reset": "(c) with POSTGRES_RESET_ON_RETURN=true (RESET ALL on every return)",
     "d": "(d) aperag_pg via asyncio.to_thread in a fresh asyncio.run",
     "e": "(e) aperag_pg.threads.to_thread (shared executor) in a fresh asyncio.run",
     "f": "(f) aperag_pg.worker.run_async (one loop per process) + asyncio.to_thread",
@@ -128,7 +145,7 @@ def report(results: dict, pool_stats: dict, n_slow: int, n_fast: int) -> str:
         "| pattern | p50 | p99 | mean | (a) p50 / this p50 | this p50 / floor p50 |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for key in ("a", "b", "c", "d", "e", "f", "d0", "floor"):
+    for key in ("a", "b", "c", "c_bare", "c_reset", "d", "e", "f", "d0", "floor"):
         row = s[key]
         lines.append(
             f"| {LABELS[key]} | {row['p50']:.3f} | {row['p99']:.3f} | {row['mean']:.3f} | "
@@ -141,6 +158,15 @@ def report(results: dict, pool_stats: dict, n_slow: int, n_fast: int) -> str:
             f"- {key}: p50 {p50:.3f} ms ({'met' if p50 <= 1.0 else 'NOT met'} for <= 1 ms), "
             f"{ratio:.1f}x below (a) ({'met' if ratio >= 20 else 'NOT met'} for >= 20x)"
         )
+    check = min(s["c"]["p50"], s["c_again"]["p50"]) / s["c_bare"]["p50"]
+    lines += [
+        "",
+        f"Session check on return (reported settings and transaction characteristics compared "
+        f"with those the connection was opened with): (c) p50 / bare-reset p50 = {check:.2f} "
+        f"({'met' if check <= 1.10 else 'NOT met'} for within 10 %; (c) measured before and "
+        f"after the bare run, the lower p50 taken). RESET ALL on every return costs "
+        f"{s['c_reset']['p50'] / s['c']['p50']:.1f}x (c).",
+    ]
     lines += [
         "",
         f"Pool after the run: {pool_stats['connections_num']} connection(s) opened for "

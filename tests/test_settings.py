@@ -241,3 +241,32 @@ def test_visibility_timeout_is_validated():
     for bad in ("59", "-5", "1h", "1.5"):
         with pytest.raises(ConfigError, match="CELERY_VISIBILITY_TIMEOUT"):
             visibility_timeout({"CELERY_VISIBILITY_TIMEOUT": bad})
+
+
+def test_every_password_keyword_is_redacted():
+    env = {
+        "POSTGRES_DSN": "postgresql://u:pw-one@h/db?sslpassword=key-secret&sslmode=require",
+    }
+    s = PostgresSettings.from_env(env, dotenv_path=NO_DOTENV)
+    assert s.connect_kwargs()["sslpassword"] == "key-secret"  # still passed to libpq
+    for text in (repr(s), str(s), s.redacted_dsn(), s.describe()):
+        assert "pw-one" not in text and "key-secret" not in text
+    assert "sslpassword=***" in s.redacted_dsn() and "password=***" in s.redacted_dsn()
+
+
+def test_statement_timeout_reaches_the_server_beside_the_dsns_options(base_settings):
+    """The DSN's options (-c work_mem=8MB) and POSTGRES_STATEMENT_TIMEOUT both apply."""
+    dsn = psycopg2.extensions.make_dsn(**base_settings.connect_kwargs(), options="-c work_mem=8MB")
+    env = {"POSTGRES_DSN": dsn, "POSTGRES_STATEMENT_TIMEOUT": "100"}
+    settings = PostgresSettings.from_env(env, dotenv_path=NO_DOTENV)
+    PostgreSQLSyncConnectionManager.initialize(settings)
+    try:
+        row = PostgreSQLSyncConnectionManager.execute_query(
+            "SELECT current_setting('work_mem') AS w, current_setting('statement_timeout') AS t",
+            fetch_one=True,
+        )
+        assert (row["w"], row["t"]) == ("8MB", "100ms")
+        with pytest.raises(psycopg2.errors.QueryCanceled):
+            PostgreSQLSyncConnectionManager.execute_query("SELECT pg_sleep(2)")
+    finally:
+        PostgreSQLSyncConnectionManager.close()
