@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 import psycopg2
@@ -34,7 +35,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from ..batching import chunked
+from ..batching import chunked, in_lock_order
 from ..errors import InvalidInput, SchemaError, first_line
 from ..pool import PostgreSQLSyncConnectionManager
 from ..threads import to_thread
@@ -198,6 +199,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         if replace:
             # One statement must not update a row twice: the last write of a key wins.
             rows = list({row[0]: row for row in rows}.values())
+        rows = in_lock_order(rows, key=itemgetter(0))  # by idx, whatever the caller's order
         try:
             if len(rows) <= self.write_chunk_size:
                 with self._statement() as (cur, q):

@@ -29,11 +29,12 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
+from operator import itemgetter
 from typing import Any
 
 from psycopg2 import sql
 
-from ..batching import DEFAULT_CHUNK_SIZE, chunked, execute_values_chunked
+from ..batching import DEFAULT_CHUNK_SIZE, chunked, execute_values_chunked, in_lock_order
 from ..errors import (
     DocStatusNotFound,
     InvalidInput,
@@ -512,7 +513,7 @@ class DocStatusStore(SyncStore):
         """Delete these docs, all or none. (LightRAG logs and swallows an error here.)"""
         if not ids:
             return
-        wanted = _read_ids(ids)
+        wanted = in_lock_order(_read_ids(ids))
         with self.transaction() as cur:
             for chunk in chunked(wanted, DEFAULT_CHUNK_SIZE):
                 cur.execute(self._sql(_DELETE_IDS), (self.workspace, chunk))
@@ -533,7 +534,9 @@ class DocStatusStore(SyncStore):
         """
         if not data:
             return
-        rows = [self._upsert_row(doc_id, doc) for doc_id, doc in data.items()]
+        rows = in_lock_order(
+            (self._upsert_row(doc_id, doc) for doc_id, doc in data.items()), key=itemgetter(1)
+        )
         with self.transaction() as cur:
             execute_values_chunked(cur, self._sql(_UPSERT), rows)
 

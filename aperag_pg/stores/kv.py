@@ -23,7 +23,13 @@ from typing import Any, NamedTuple
 
 from psycopg2 import sql
 
-from ..batching import DEFAULT_CHUNK_SIZE, chunked, execute_json_payloads, json_payloads
+from ..batching import (
+    DEFAULT_CHUNK_SIZE,
+    chunked,
+    execute_json_payloads,
+    in_lock_order,
+    json_payloads,
+)
 from ..errors import InvalidInput
 from ..pool import PostgreSQLSyncConnectionManager
 from .base import (
@@ -287,6 +293,10 @@ def _layout_for(namespace: str) -> tuple[str, _Layout]:
     return table, _LAYOUTS[table]
 
 
+def _by_id(row: Mapping[str, Any]) -> str:
+    return row["id"]
+
+
 def _lookup_ids(ids: Iterable[Any]) -> list[str]:
     """Ids to look up: strings without NUL. (Ids longer than the column are simply absent.)"""
     ids = list(ids)
@@ -381,7 +391,9 @@ class KVStore(SyncStore):
         if not data:
             return
         now = utc_now().isoformat()  # one time for the whole call, as LightRAG does
-        rows = [self._row(id_, record, now) for id_, record in data.items()]
+        rows = in_lock_order(
+            (self._row(id_, record, now) for id_, record in data.items()), key=_by_id
+        )
         # NUL characters and values JSON cannot hold are found in the serialized batch,
         # in C, instead of value by value; only then is the culprit looked for.
         try:
@@ -396,7 +408,7 @@ class KVStore(SyncStore):
 
     def delete(self, ids: list[str]) -> None:
         """Delete these ids (missing ones are ignored), in one transaction."""
-        ids = _lookup_ids(ids)
+        ids = in_lock_order(_lookup_ids(ids))
         if not ids:
             return
         with self.transaction() as cur:

@@ -32,6 +32,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ from pgvector.psycopg2 import register_vector
 from psycopg2 import sql
 
 from .. import locks
-from ..batching import chunked, execute_values_chunked
+from ..batching import chunked, execute_values_chunked, in_lock_order
 from ..errors import (
     AperagPGError,
     ExtensionMissing,
@@ -475,7 +476,9 @@ class VectorStore(SyncStore):
         if not isinstance(data, Mapping):
             raise InvalidInput(f"upsert expects a dict of id -> row, got {type(data).__name__}.")
         now = utc_now()
-        rows = [self._row(key, item, now) for key, item in data.items()]
+        rows = in_lock_order(
+            (self._row(key, item, now) for key, item in data.items()), key=itemgetter(1)
+        )
         with self._vector_transaction() as cur:
             execute_values_chunked(cur, self._upsert_sql, rows, template=self._upsert_template)
         logger.debug("upserted %d rows into %s", len(rows), self.qualified_name)
@@ -520,7 +523,7 @@ class VectorStore(SyncStore):
 
     def delete(self, ids: Iterable[str]) -> None:
         """Delete rows by id; unknown ids are ignored."""
-        keys = _unique_keys(ids, "vector id")
+        keys = in_lock_order(_unique_keys(ids, "vector id"))
         if not keys:
             return
         with self.transaction() as cur:
