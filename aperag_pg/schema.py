@@ -100,7 +100,7 @@ def _migrate(
     if already is not None and already >= {m.version for m in wanted}:
         return []
     with manager.get_connection() as conn, conn.cursor() as cur:
-        locks.hold_until_commit(cur, locks.SCHEMA, schema)
+        locks.hold_ddl_lock(cur)
         create_schema_if_permitted(cur, schema)
         ident = {"schema": sql.Identifier(schema), "table": sql.Identifier(MIGRATIONS_TABLE)}
         cur.execute(sql.SQL(_CREATE_MIGRATIONS_TABLE).format(**ident))

@@ -57,9 +57,7 @@ def _up_to_date(schema: str, manager: type[PostgreSQLSyncConnectionManager]) -> 
 def _migrate(schema: str, manager: type[PostgreSQLSyncConnectionManager]) -> list[int]:
     applied: list[int] = []
     with manager.get_connection() as conn, conn.cursor() as cur:
-        # aperag_pg.schema's lock for the same schema: all of the package's DDL on one
-        # schema runs one at a time, so two processes never race to create the schema.
-        locks.hold_until_commit(cur, locks.SCHEMA, schema)
+        locks.hold_ddl_lock(cur)  # the package's one DDL lock: no first user races another
         create_schema_if_permitted(cur, schema)
         cur.execute(sql.render(sql.MIGRATIONS[0], conn, schema))
         cur.execute(sql.render(sql.SELECT_MIGRATION_VERSION, conn, schema))

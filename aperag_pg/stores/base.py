@@ -221,7 +221,7 @@ class SyncStore:
         if self.table_exists(name):
             return
         with self.transaction() as cur:
-            locks.hold_until_commit(cur, locks.TABLES, f"{self.schema}.{name.lower()}")
+            locks.hold_ddl_lock(cur)
             with cur.connection.cursor() as plain:  # it reads tuple rows
                 create_schema_if_permitted(plain, self.schema)
             for statement in statements:

@@ -361,7 +361,7 @@ class VectorStore(SyncStore):
             cur.execute(_PGVECTOR_INSTALLED)
             if cur.fetchone() is not None:
                 return  # no privilege needed to use an installed extension
-            locks.hold_until_commit(cur, locks.VECTOR, "pgvector")
+            locks.hold_ddl_lock(cur)
             try:
                 cur.execute(_CREATE_PGVECTOR)
             except (psycopg2.errors.FeatureNotSupported, psycopg2.errors.UndefinedFile) as exc:
@@ -435,7 +435,7 @@ class VectorStore(SyncStore):
         name = safe_index_name(self.table_name, suffix)
         if self._index_exists(cur, name):
             return
-        locks.hold_until_commit(cur, locks.VECTOR, self.qualified_name)
+        locks.hold_ddl_lock(cur)
         if self._index_exists(cur, name):  # another process made it while we waited
             return
         for other in _VECTOR_INDEX_SUFFIXES:
