@@ -30,23 +30,24 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 from ..errors import InvalidInput
+from ..values import unstorable
 
 _NUL = "\x00"
 
 
 def text_key(value: Any, what: str) -> str:
-    """``value`` as the text stored in a key column; a NUL character is refused."""
+    """``value`` as the text stored in a key column; a NUL or a lone surrogate is refused."""
     text = value if isinstance(value, str) else str(value)
-    if _NUL in text:
-        raise InvalidInput(
-            f"{what} contains a NUL character (\\x00), which PostgreSQL text cannot store; "
-            "nothing was written. Remove NUL characters from identifiers."
-        )
+    reason = unstorable(text)
+    if reason:
+        raise InvalidInput(f"{what} {text[:40]!r} contains {reason}; nothing was written.")
     return text
 
 
-def has_nul(*values: Any) -> bool:
-    return any(isinstance(v, str) and _NUL in v for v in values)
+def never_stored(*values: Any) -> bool:
+    """Whether a key holds text no row can hold (a NUL, a lone surrogate): a read of it
+    finds nothing, without asking the server."""
+    return any(isinstance(v, str) and unstorable(v) for v in values)
 
 
 def _inline(value: Any) -> bool:

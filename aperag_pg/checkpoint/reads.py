@@ -61,7 +61,7 @@ def list_cursor(
         if checkpoint_id := get_checkpoint_id(config):
             where.append(sql.WHERE_ID)
             params.append(checkpoint_id)
-        impossible = codec.has_nul(thread_id, checkpoint_ns, checkpoint_id)
+        impossible = codec.never_stored(thread_id, checkpoint_ns, checkpoint_id)
     if filter:
         filter_json = codec.dump_metadata_filter(filter)
         impossible = impossible or filter_json is None
@@ -70,7 +70,7 @@ def list_cursor(
     if before is not None and (before_id := get_checkpoint_id(before)):
         where.append(sql.WHERE_BEFORE)
         params.append(before_id)
-        impossible = impossible or codec.has_nul(before_id)
+        impossible = impossible or codec.never_stored(before_id)
     if limit is not None:
         limit = int(limit)
         if limit < 0:

@@ -96,8 +96,8 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         thread_id = str(configurable["thread_id"])
         checkpoint_ns = configurable.get("checkpoint_ns") or ""
         checkpoint_id = get_checkpoint_id(config)
-        if codec.has_nul(thread_id, checkpoint_ns, checkpoint_id):
-            return None  # no stored key can hold a NUL character
+        if codec.never_stored(thread_id, checkpoint_ns, checkpoint_id):
+            return None  # no stored key holds such text
         with self._statement() as (cur, q):
             cur.execute(q(sql.CALL_GET), (thread_id, checkpoint_ns, checkpoint_id or None))
             rows = cur.fetchall()
@@ -214,7 +214,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, blob and write of the thread (all namespaces)."""
         thread_id = str(thread_id)
-        if codec.has_nul(thread_id):
+        if codec.never_stored(thread_id):
             return
         with self._statement() as (cur, q):
             cur.execute(q(sql.DELETE_THREAD), (thread_id,) * 3)
@@ -227,7 +227,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         """
         if isinstance(run_ids, str):
             raise TypeError("run_ids must be a sequence of run IDs, not a str")
-        ids = sorted({str(r) for r in run_ids if not codec.has_nul(str(r))})
+        ids = sorted({str(r) for r in run_ids if not codec.never_stored(str(r))})
         if not ids:
             return
         with self._transaction() as (cur, q):
@@ -266,7 +266,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
             raise ValueError(
                 f"Unknown prune strategy: {strategy!r}; use one of {', '.join(PRUNE_STRATEGIES)}"
             )
-        ids = list(dict.fromkeys(str(t) for t in thread_ids if not codec.has_nul(str(t))))
+        ids = list(dict.fromkeys(str(t) for t in thread_ids if not codec.never_stored(str(t))))
         if not ids:
             return
         if strategy == "delete":

@@ -9,7 +9,7 @@ LightRAG creates them with unquoted names, which PostgreSQL folds to lower case,
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -21,6 +21,7 @@ from .. import locks
 from ..errors import InvalidInput
 from ..pool import PostgreSQLSyncConnectionManager
 from ..schema import create_schema_if_permitted
+from ..values import unstorable
 
 DEFAULT_WORKSPACE = "default"
 MAX_ID_LENGTH = 255  # VARCHAR(255) of the id and workspace columns
@@ -67,40 +68,18 @@ def utc_now() -> datetime.datetime:
 
 
 def check_key(value: Any, what: str, max_length: int = MAX_ID_LENGTH) -> str:
-    """An id or workspace: a string without NUL of at most ``max_length`` characters."""
+    """An id or workspace: a storable string (no NUL, no lone surrogate) of at most
+    ``max_length`` characters."""
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string, got {type(value).__name__}: {value!r:.80}")
-    if "\x00" in value:
-        raise InvalidInput(
-            f"{what} {value!r:.80} contains a NUL character (\\x00), which PostgreSQL cannot "
-            "store: remove it."
-        )
+    reason = unstorable(value)
+    if reason:
+        raise InvalidInput(f"{what} {value!r:.80} contains {reason}.")
     if len(value) > max_length:
         raise InvalidInput(
             f"{what} {value[:40]!r}... is {len(value)} characters long; LightRAG's tables allow "
             f"at most {max_length}: use a shorter {what} (e.g. a hash of it)."
         )
-    return value
-
-
-def check_no_nul(value: Any, where: str) -> Any:
-    """Reject NUL characters anywhere in a string or JSON-like value (PostgreSQL text and
-    jsonb cannot hold them); return the value unchanged otherwise.
-    """
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidInput(
-                f"{where} contains a NUL character (\\x00) at offset {value.index(chr(0))}, "
-                "which PostgreSQL text and jsonb cannot store; nothing was written. Remove it "
-                "first, e.g. text.replace('\\x00', '')."
-            )
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            check_no_nul(key, f"{where} (a key)")
-            check_no_nul(item, f"{where}[{key!r}]")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            check_no_nul(item, f"{where}[{index}]")
     return value
 
 

@@ -27,6 +27,7 @@ import datetime
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from operator import itemgetter
@@ -43,7 +44,8 @@ from ..errors import (
     UnusableDocStatusRow,
 )
 from ..pool import PostgreSQLSyncConnectionManager
-from .base import SyncStore, check_key, check_no_nul, table_for_namespace
+from ..values import check_column, check_storable, jsonb_text
+from .base import SyncStore, check_key, table_for_namespace
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +127,13 @@ _DDL = (
     "CREATE INDEX IF NOT EXISTS idx_lightrag_doc_status_ws_status_created_nf_id "
     "ON {table} (workspace, status, created_at NULLS FIRST, id)",
 )
+# The typed columns a record fills, with their types as the DDL above declares them: each
+# value is checked against its column (aperag_pg.values.check_column) before any write.
+_CHECKED_COLUMNS = {
+    name: sql_type
+    for name, sql_type in re.findall(r"^\s+(\w+) (varchar\(\d+\)|int4|TEXT)", _DDL[0], re.M)
+    if name not in ("workspace", "id")
+}
 
 _DOC_COLUMNS = (
     "id, content_summary, content_length, chunks_count, status, file_path, chunks_list, "
@@ -364,24 +373,15 @@ def _status_list(statuses: Iterable[Any]) -> list[str]:
     for value in values:
         if not isinstance(value, str):
             raise InvalidInput(f"a status must be a DocStatus or a string, got {value!r:.60}")
-        check_no_nul(value, "status")
+        check_storable(value, "status")
     return list(dict.fromkeys(values))  # a repeated status adds nothing
 
 
 def _read_ids(ids: Iterable[Any], what: str = "doc id") -> list[str]:
     """Ids to look up: strings as given (``str()`` of anything else, like LightRAG)."""
     values = [str(i) for i in ids]
-    check_no_nul(values, what)
+    check_storable(values, what)
     return values
-
-
-def _json(value: Any, what: str) -> str:
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(
-            f"{what} is not JSON-serializable ({exc}); nothing was written."
-        ) from exc
 
 
 def _doc(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -563,9 +563,11 @@ class DocStatusStore(SyncStore):
             "error_msg": doc.get("error_msg"),
             "content_hash": doc.get("content_hash"),
         }
-        check_no_nul(fields, where)
-        fields["chunks_list"] = _json(fields["chunks_list"], f"{where} chunks_list")
-        fields["metadata"] = _json(fields["metadata"], f"{where} metadata")
+        for column, sql_type in _CHECKED_COLUMNS.items():
+            check_column(fields[column], sql_type, f"{where} {column}")
+        check_storable(fields, where)
+        fields["chunks_list"] = jsonb_text(fields["chunks_list"], f"{where} chunks_list")
+        fields["metadata"] = jsonb_text(fields["metadata"], f"{where} metadata")
         fields["created_at"] = parse_timestamp(doc.get("created_at"), f"{where} created_at")
         fields["updated_at"] = parse_timestamp(doc.get("updated_at"), f"{where} updated_at")
         return (self.workspace, doc_id, *(fields[column] for column in _UPSERT_COLUMNS))
@@ -574,7 +576,7 @@ class DocStatusStore(SyncStore):
 
     def get_doc_by_file_path(self, file_path: str) -> dict[str, Any] | None:
         """The earliest doc with exactly this file_path, or None. LightRAG: as is."""
-        check_no_nul(file_path, "file_path")
+        check_storable(file_path, "file_path")
         rows = self._fetch(_SELECT_DOC_BY_FILE_PATH, (self.workspace, file_path))
         return _doc(rows[0]) if rows else None
 
@@ -583,7 +585,7 @@ class DocStatusStore(SyncStore):
         canonical basename, or None ("" and "unknown_source" never match). LightRAG: as is."""
         if not basename or basename == UNKNOWN_SOURCE:
             return None
-        check_no_nul(basename, "basename")
+        check_storable(basename, "basename")
         rows = self._fetch(_SELECT_PRIMARY_BY_FILE_PATH, (self.workspace, basename))
         return (rows[0]["id"], _doc(rows[0])) if rows else None
 
@@ -597,7 +599,7 @@ class DocStatusStore(SyncStore):
         """
         if not content_hash:
             return None
-        check_no_nul([content_hash, exclude_doc_id], "content_hash / exclude_doc_id")
+        check_storable([content_hash, exclude_doc_id], "content_hash / exclude_doc_id")
         params = {"workspace": self.workspace, "hash": content_hash, "exclude": exclude_doc_id}
         exclude = sql.SQL(_EXCLUDE_DOC if exclude_doc_id is not None else "")
         rows = self._fetch(_SELECT_DOC_BY_CONTENT_HASH, params, exclude=exclude)
@@ -614,7 +616,7 @@ class DocStatusStore(SyncStore):
         """
         if not canonical_source_key or canonical_source_key == UNKNOWN_SOURCE:
             return {"kind": "absent"}
-        check_no_nul(canonical_source_key, "canonical_source_key")
+        check_storable(canonical_source_key, "canonical_source_key")
         params = (self.workspace, canonical_source_key)
         with self.transaction(read_only=True) as cur:
             cur.execute(self._sql(_SELECT_PRIMARY_RECORDS), params)
@@ -712,7 +714,7 @@ class DocStatusStore(SyncStore):
 
     def get_docs_by_track_id(self, track_id: str) -> dict[str, dict[str, Any]]:
         """Every doc of a track id. LightRAG: {id: DocProcessingStatus(**doc)}."""
-        check_no_nul(track_id, "track_id")
+        check_storable(track_id, "track_id")
         rows = self._fetch(_SELECT_DOCS_BY_TRACK_ID, (self.workspace, track_id))
         return {row["id"]: _status_doc(row) for row in rows}
 
@@ -754,7 +756,7 @@ class DocStatusStore(SyncStore):
                 f"{sorted(map(str, unknown))}; allowed: {sorted(UPDATABLE_COLUMNS)}"
             )
         where = f"doc_status {doc_id!r}"
-        check_no_nul([doc_id, fields], where)
+        check_storable([doc_id, fields], where)
         values = [self._column_value(column, value, where) for column, value in fields.items()]
         with self.transaction() as cur:
             if fields:
@@ -777,7 +779,7 @@ class DocStatusStore(SyncStore):
     @staticmethod
     def _column_value(column: str, value: Any, where: str) -> Any:
         if column in _JSON_COLUMNS:
-            return value if isinstance(value, str) else _json(value, f"{where} {column}")
+            return value if isinstance(value, str) else jsonb_text(value, f"{where} {column}")
         if column in _TIMESTAMP_COLUMNS:
             return parse_timestamp(value, f"{where} {column}")
         return _status_value(value)
@@ -883,7 +885,7 @@ class DocStatusStore(SyncStore):
         InvalidInput (a ValueError, as LightRAG). Returns the fields of
         SourceConflictRepairResult: LightRAG: SourceConflictRepairResult(**result).
         """
-        check_no_nul([canonical_source_key, primary_doc_id], "canonical_source_key / primary")
+        check_storable([canonical_source_key, primary_doc_id], "canonical_source_key / primary")
         with self.transaction() as cur:
             cur.execute(self._sql(_LOCK_PRIMARY_IDS), (self.workspace, canonical_source_key))
             candidates = sorted(row["id"] for row in cur.fetchall())

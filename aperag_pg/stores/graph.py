@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,8 +37,9 @@ import psycopg2.extensions
 from ..batching import chunked
 from ..errors import InvalidInput
 from ..pool import PostgreSQLSyncConnectionManager
+from ..values import check_storable, jsonb_text
 from . import graph_sql as q
-from .base import SyncStore, check_key, check_no_nul
+from .base import SyncStore, check_key
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class GraphStore(SyncStore):
         Case folding is the server's ``lower()``, as in LightRAG's PostgreSQL storages."""
         if not isinstance(query, str):
             raise InvalidInput(f"search query must be a string, got {type(query).__name__}")
-        check_no_nul(query, "search query")
+        check_storable(query, "search query")
         limit = _non_negative(limit, "limit")
         folded = query.lower().strip()
         if not folded:
@@ -330,7 +330,7 @@ class GraphStore(SyncStore):
         """
         if not isinstance(label, str):
             raise InvalidInput(f"node label must be a string, got {type(label).__name__}")
-        check_no_nul(label, "node label")
+        check_storable(label, "node label")
         max_depth = _non_negative(max_depth, "max_depth")
         max_nodes = _non_negative(max_nodes, "max_nodes")
         with self.snapshot() as cur:
@@ -591,53 +591,20 @@ def _properties(value: Any, what: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
 def _json(row: dict[str, Any], what: str) -> str:
     """One row as JSON, or InvalidInput naming the node or edge and the property."""
     try:
-        text = _dumps(row)
-        if "e+" in text:  # maybe a float written with an exponent; see _keeping_floats
-            text = _keeping_floats(row)
-    except (TypeError, ValueError) as exc:
+        return jsonb_text(row, what)
+    except InvalidInput:
         for key, value in row["properties"].items():
             try:
                 json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError) as exc:
                 raise InvalidInput(
                     f"{what}: property {key!r} cannot be stored as JSON ({exc}): use a string, "
                     "a finite number, a boolean, or a list or dict of those; nothing was written."
                 ) from None
-        raise InvalidInput(f"{what} cannot be stored as JSON: {exc}") from None
-    if "\\u0000" in text:  # JSON escapes NUL; found in C, only then the culprit is sought
-        check_no_nul(row, what)
-    _utf8(text, what)
-    return text
-
-
-def _keeping_floats(row: dict[str, Any]) -> str:
-    """``row`` as JSON with every float that Python writes as ``1e+16`` written out with a
-    fraction (``10000000000000000.0``): jsonb would store the former as an integer, and
-    it would read back as an int."""
-    marker = uuid.uuid4().hex
-    floats: list[float] = []
-
-    def marked(value: Any) -> Any:
-        if isinstance(value, float) and "e+" in repr(value):
-            floats.append(value)
-            return f"{marker}{len(floats) - 1}"
-        if isinstance(value, Mapping):
-            return {key: marked(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [marked(item) for item in value]
-        return value
-
-    text = _dumps(marked(row))
-    for index, value in enumerate(floats):
-        text = text.replace(f'"{marker}{index}"', f"{value:.1f}", 1)
-    return text
+        raise
 
 
 def _node_properties(node_id: str, properties: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -32,11 +33,11 @@ from ..batching import (
 )
 from ..errors import InvalidInput
 from ..pool import PostgreSQLSyncConnectionManager
+from ..values import check_storable
 from .base import (
     NAMESPACE_TABLES,
     SyncStore,
     check_key,
-    check_no_nul,
     table_for_namespace,
     utc_now,
 )
@@ -241,7 +242,9 @@ _DROP_WORKSPACE = "DELETE FROM {table} WHERE workspace = %s"
 
 
 _RECORD_TYPES = {"text": "text", "int": "integer", "json": "jsonb", "json_or_null": "jsonb"}
-_JSON_NUL = "\\u0000"  # how json.dumps writes a NUL character
+# How json.dumps writes a NUL character or a UTF-16 surrogate (a lone one cannot be stored;
+# a pair is an emoji, fine): seeing one sends the batch to the exact value-by-value check.
+_JSON_SUSPECT = re.compile(r"\\u(?:0000|d[89a-f])")
 
 
 def _upsert_sql(fields: tuple[_Field, ...], client_timestamps: bool) -> str:
@@ -401,8 +404,8 @@ class KVStore(SyncStore):
         except (TypeError, ValueError):
             self._raise_for_bad_value(rows)
             raise
-        if any(_JSON_NUL in payload for payload in payloads):
-            self._raise_for_bad_value(rows)  # may be a literal backslash-u0000: then fine
+        if any(_JSON_SUSPECT.search(payload) for payload in payloads):
+            self._raise_for_bad_value(rows)  # may be fine: a literal backslash-u, an emoji
         with self.transaction() as cur:
             execute_json_payloads(cur, self._upsert, payloads)
 
@@ -453,7 +456,7 @@ class KVStore(SyncStore):
             for field in self._layout.fields:
                 where = self._where(row["id"], field.column)
                 value = row[field.column]
-                check_no_nul(value, where)
+                check_storable(value, where)
                 try:
                     json.dumps(value, allow_nan=False)
                 except (TypeError, ValueError) as exc:

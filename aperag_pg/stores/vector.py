@@ -52,7 +52,8 @@ from ..errors import (
     first_line,
 )
 from ..pool import PostgreSQLSyncConnectionManager
-from .base import SyncStore, check_key, check_no_nul, table_for_namespace, utc_now
+from ..values import check_column, check_storable
+from .base import SyncStore, check_key, table_for_namespace, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def safe_index_name(table_name: str, index_suffix: str) -> str:
 
 
 def _field(item: Mapping[str, Any], key: str, name: str, required: bool = True) -> Any:
-    """``item[name]``, checked for NUL characters; missing and required -> InvalidInput."""
+    """``item[name]``; missing and required -> InvalidInput. (Its column checks it.)"""
     if name not in item:
         if required:
             raise InvalidInput(
@@ -106,7 +107,7 @@ def _field(item: Mapping[str, Any], key: str, name: str, required: bool = True) 
                 "carry; nothing was written."
             )
         return None
-    return check_no_nul(item[name], f"field {name!r} of vector row {key!r:.80}")
+    return item[name]
 
 
 def _chunk_ids(item: Mapping[str, Any], key: str) -> list[Any]:
@@ -144,6 +145,8 @@ def _relation_values(item: Mapping[str, Any], key: str) -> tuple[Any, ...]:
 
 
 _TIMESTAMP = "TIMESTAMP(0) DEFAULT CURRENT_TIMESTAMP"
+# LightRAG's field names where they differ from the column's, for messages.
+_FIELD_OF_COLUMN = {"source_id": "src_id", "target_id": "tgt_id", "chunk_ids": "source_id"}
 
 
 @dataclass(frozen=True)
@@ -338,6 +341,8 @@ class VectorStore(SyncStore):
         self.embedding_dim = embedding_dim
         self.cosine_better_than_threshold = _check_threshold(cosine_better_than_threshold)
         self._upsert_sql, self._upsert_template = self._upsert_statement()
+        types = dict(self.kind.columns)  # (LightRAG's field name, the column's SQL type)
+        self._written_types = [(_FIELD_OF_COLUMN.get(c, c), types[c]) for c in self.kind.written]
 
     @property
     def qualified_name(self) -> str:
@@ -494,7 +499,10 @@ class VectorStore(SyncStore):
                 f"vector row {key!r:.80} has no '__vector__' (its embedding); nothing was written."
             )
         vector = self._vector(item["__vector__"], f"vector row {key!r:.80}")
-        return (self.workspace, key, *self.kind.build(item, key), vector, now, now)
+        values = self.kind.build(item, key)
+        for (field, sql_type), value in zip(self._written_types, values, strict=True):
+            check_column(value, sql_type, f"field {field!r} of vector row {key!r:.80}")
+        return (self.workspace, key, *values, vector, now, now)
 
     def _vector(self, value: Any, what: str) -> np.ndarray:
         """``value`` as a float32 array of embedding_dim finite numbers, or raise."""
@@ -709,7 +717,7 @@ def _index_option(value: Any, variable: str) -> int:
 def _check_name(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string, got {type(value).__name__}.")
-    return check_no_nul(value, what)
+    return check_storable(value, what)
 
 
 def _unique_keys(ids: Iterable[str], what: str) -> list[str]:
