@@ -11,7 +11,7 @@ import sys
 from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
-from .errors import AperagPGError, GraphMLError
+from .errors import AperagPGError, DatabaseUnavailable, GraphMLError, first_line
 from .settings import PostgresSettings
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 _STATS = """
 SELECT application_name, state, count(*)
 FROM pg_stat_activity
-WHERE application_name ~ '^aperag_pg:[0-9]+$'
+WHERE application_name ~ %s
 GROUP BY 1, 2 ORDER BY 1, 2
 """
 _TABLE_ROWS = """
@@ -81,14 +81,21 @@ def stats(settings: PostgresSettings, _args: argparse.Namespace) -> int:
     """Connections held by aperag_pg worker processes, and the size of the package's tables."""
     import psycopg2
 
-    conn = psycopg2.connect(**settings.connect_kwargs(application_name="aperag_pg_stats"))
+    try:
+        conn = psycopg2.connect(**settings.connect_kwargs(application_name="aperag_pg_stats"))
+    except psycopg2.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to {settings.describe()}: {first_line(exc)}. Check POSTGRES_HOST, "
+            "POSTGRES_PORT, POSTGRES_USER and POSTGRES_PASSWORD (or POSTGRES_DSN); "
+            "`python -m aperag_pg doctor` says more."
+        ) from None
     try:
         with conn.cursor() as cur:
-            cur.execute(_STATS)
+            cur.execute(_STATS, (settings.pool_application_pattern(),))
             rows = cur.fetchall()
             print(f"connections of aperag_pg worker processes ({len({r[0] for r in rows})}):")
             for name, state, count in rows:
-                print(f"  pid {name.split(':', 1)[1]:>8}  {state or 'unknown':<20} {count}")
+                print(f"  pid {name.rsplit(':', 1)[1]:>8}  {state or 'unknown':<20} {count}")
             cur.execute(_TABLE_ROWS, (settings.schema,))
             print(f"tables in schema {settings.schema!r}:")
             for table, estimate, size in cur.fetchall():
@@ -174,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="check the connection, server, pgvector, privileges, tables")
     init = sub.add_parser("init-schema", help="create the tables and extensions now")
-    init.add_argument("--embedding-dim", type=int, help="also create the vector tables")
+    init.add_argument(
+        "--embedding-dim", type=_positive_int, help="also create the vector tables (1 to 16000)"
+    )
     init.add_argument("--embedding-model", help="embedding model name (LightRAG table suffix)")
     sub.add_parser("stats", help="connections per worker process and table sizes")
     graph = sub.add_parser("graph", help="move a LightRAG graph between GraphML and the tables")

@@ -350,7 +350,8 @@ def connections_per_process(settings: PostgresSettings) -> dict[int, int]:
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT application_name, count(*) FROM pg_stat_activity "
-                "WHERE application_name ~ '^aperag_pg:[0-9]+$' GROUP BY 1"
+                "WHERE application_name ~ %s GROUP BY 1",
+                (settings.pool_application_pattern(),),
             )
             return {int(name.rsplit(":", 1)[1]): n for name, n in cur.fetchall()}
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg2
 
 from .errors import first_line
+from .schema import MIGRATIONS_TABLE
 from .settings import PostgresSettings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -113,6 +114,9 @@ def check_pgvector(cur: Any, _settings: PostgresSettings) -> Iterator[Finding]:
 
 
 def check_privileges(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
+    """What the workers need at run time: USAGE on the schema, SELECT/INSERT/UPDATE/DELETE
+    on the package's tables that exist, and CREATE only while some table is missing (the
+    workers create it on first use)."""
     schema = settings.schema
     role, exists, usage, create, db_create = _one(
         cur,
@@ -132,17 +136,62 @@ def check_privileges(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
             f'database: run CREATE SCHEMA "{schema}" AUTHORIZATION "{role}" as an administrator.'
         )
         yield Finding("privileges", verdict, detail)
-    elif usage and create:
-        yield Finding("privileges", OK, f"role {role!r} has USAGE and CREATE on schema {schema!r}")
-    else:
-        missing = [p for p, has in (("USAGE", usage), ("CREATE", create)) if not has]
+        return
+    if not usage:
         yield Finding(
             "privileges",
             FAIL,
-            f"role {role!r} lacks {' and '.join(missing)} on schema {schema!r}: GRANT "
-            f'{", ".join(missing)} ON SCHEMA "{schema}" TO "{role}", or set POSTGRES_SCHEMA to '
-            "a schema the role owns.",
+            f"role {role!r} lacks USAGE on schema {schema!r}: GRANT USAGE ON SCHEMA "
+            f'"{schema}" TO "{role}", or set POSTGRES_SCHEMA to a schema the role owns.',
         )
+        return
+    tables = _package_tables(cur, schema)
+    without_dml = {
+        name: [p for p, has in zip(DML, granted, strict=True) if not has]
+        for name, granted in tables.items()
+        if not all(granted)
+    }
+    if without_dml:
+        missing = sorted({p for lacking in without_dml.values() for p in lacking})
+        names = ", ".join(sorted(without_dml)[:6]) + (" ..." if len(without_dml) > 6 else "")
+        yield Finding(
+            "privileges",
+            FAIL,
+            f"role {role!r} lacks {'/'.join(missing)} on {len(without_dml)} table(s) in "
+            f"schema {schema!r} ({names}), so the workers' reads or writes fail: GRANT "
+            f'SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}".',
+        )
+        return
+    absent = [t for t in (*LIGHTRAG_TABLES, *CHECKPOINT_TABLES) if t not in tables]
+    if absent and not create:
+        yield Finding(
+            "privileges",
+            FAIL,
+            f"role {role!r} lacks CREATE on schema {schema!r}, and {len(absent)} table(s) the "
+            f"workers create on first use are missing ({', '.join(absent[:4])}"
+            f'{" ..." if len(absent) > 4 else ""}): GRANT CREATE ON SCHEMA "{schema}" TO '
+            f'"{role}", or have the owner run `python -m aperag_pg init-schema` once.',
+        )
+        return
+    needs = "USAGE, and DML on every table" + ("" if not absent else ", and CREATE")
+    yield Finding("privileges", OK, f"role {role!r} has what the workers need: {needs}")
+
+
+DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+def _package_tables(cur: Any, schema: str) -> dict[str, tuple[bool, ...]]:
+    """The package's tables in ``schema`` (LightRAG's, the checkpointer's, the migrations')
+    -> whether the role has each of DML on it."""
+    cur.execute(
+        "SELECT c.relname, "
+        + ", ".join(f"has_table_privilege(c.oid, '{p}')" for p in DML)
+        + " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND (starts_with(c.relname, "
+        "'lightrag_') OR starts_with(c.relname, 'checkpoint') OR c.relname = %s)",
+        (schema, MIGRATIONS_TABLE),
+    )
+    return {name: tuple(granted) for name, *granted in cur.fetchall()}
 
 
 def check_tables(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
@@ -211,7 +260,11 @@ def check_models(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
         yield Finding("models", WARN, f"{label}: fake answers and embeddings, not for production")
     else:
         yield Finding("models", OK, label)
-    problems = check_vector_tables(cur.connection, settings.schema)
+    try:
+        problems = check_vector_tables(cur.connection, settings.schema)
+    except psycopg2.Error as exc:  # e.g. no SELECT on a table: the privileges check says so
+        yield Finding("embeddings", WARN, f"vector tables not checked: {first_line(exc)}")
+        return
     for problem in problems:
         yield Finding("embeddings", FAIL, f"{problem}; workers refuse to start until it is fixed.")
     if not problems:

@@ -142,7 +142,7 @@ class SyncConnectionPool:
             0,
         )
         self._next_trim = time.monotonic() + settings.max_idle
-        app_name = f"{settings.application_name[:40]}:{self.owner_pid}"
+        app_name = settings.pool_application_name(self.owner_pid)
         try:
             self._pool = _KeepIdleThreadedPool(
                 settings.min_connections,

@@ -19,7 +19,9 @@ import psycopg2.extensions
 from dotenv import dotenv_values, find_dotenv
 
 from .errors import ConfigError
+from .values import unstorable
 
+MAX_WORKSPACE_LENGTH = 255  # LightRAG's workspace columns are varchar(255)
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 VECTOR_INDEX_TYPES = ("HNSW", "IVFFLAT", "NONE")
 
@@ -94,6 +96,8 @@ class PostgresSettings:
     ivfflat_lists: int = field(
         default=100, metadata=_meta("POSTGRES_IVFFLAT_LISTS", lo=1, hi=32768)
     )
+    # A multi-host connection's ports, one per host ("5432,5433"); None: just ``port``.
+    ports: str | None = None
     # Other libpq keywords found in POSTGRES_DSN (e.g. target_session_attrs), passed through.
     dsn_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -136,6 +140,18 @@ class PostgresSettings:
             )
         if self.workspace is not None and not self.workspace.strip():
             raise ConfigError("POSTGRES_WORKSPACE is set but empty: unset it or give it a name.")
+        if self.workspace is not None:
+            problem = unstorable(self.workspace)
+            if problem or len(self.workspace) > MAX_WORKSPACE_LENGTH:
+                raise ConfigError(
+                    f"POSTGRES_WORKSPACE={self.workspace[:40]!r}... is not a workspace name: "
+                    + (
+                        f"it contains {problem}."
+                        if problem
+                        else f"it is {len(self.workspace)} characters long and LightRAG's "
+                        f"workspace column holds at most {MAX_WORKSPACE_LENGTH}."
+                    )
+                )
 
     # -- loading ---------------------------------------------------------------
 
@@ -150,22 +166,26 @@ class PostgresSettings:
         ``dotenv_path`` defaults to the nearest ``.env`` from the working directory.
         """
         env = load_environment(environ, dotenv_path)
-        values: dict[str, Any] = {}
-        dsn = env.get("POSTGRES_DSN") or env.get("DATABASE_URL")
-        if dsn:
-            var = "POSTGRES_DSN" if env.get("POSTGRES_DSN") else "DATABASE_URL"
-            values.update(_fields_from_dsn(dsn, var))
         names = {f.name: f for f in dataclasses.fields(cls)}
-        aliases = {"POSTGRES_DB": "database"}
-        for env_name, field_name in aliases.items():
-            if env.get(env_name) is not None and not env.get("POSTGRES_DATABASE"):
-                values[field_name] = env[env_name]
+        raw: dict[str, Any] = {}
+        label: dict[str, str] = {}  # field -> what set it, so a message names that
+        dsn_var = next((v for v in ("POSTGRES_DSN", "DATABASE_URL") if _given(env, v)), None)
+        if dsn_var:
+            for name, (key, value) in _fields_from_dsn(env[dsn_var], dsn_var).items():
+                raw[name] = value
+                label[name] = f"{dsn_var} ({key})" if key else dsn_var
+        if _given(env, "POSTGRES_DB") and not _given(env, "POSTGRES_DATABASE"):
+            raw["database"], label["database"] = env["POSTGRES_DB"], "POSTGRES_DB"
         for f in names.values():
             var = f.metadata.get("env")
-            raw = env.get(var) if var else None
-            if raw is not None and (raw != "" or f.name in ("password", "database")):
-                values[f.name] = raw
-        return cls(**{k: _convert(names[k], v) for k, v in values.items()})
+            if var and _given(env, var):  # an empty variable counts as unset, for every one
+                raw[f.name], label[f.name] = env[var], var
+        if "port" in raw and isinstance(raw["port"], str) and "," in raw["port"]:
+            raw["port"], raw["ports"] = _port_list(raw["port"], label["port"])
+        values = {k: _convert(names[k], v, label.get(k)) for k, v in raw.items()}
+        for name, value in values.items():
+            _check_range(names[name], value, label.get(name))
+        return cls(**values)
 
     # -- using -----------------------------------------------------------------
 
@@ -173,7 +193,7 @@ class PostgresSettings:
         """Keyword arguments for ``psycopg2.connect``; psycopg2 quotes every value itself."""
         kwargs: dict[str, Any] = {
             "host": self.host,
-            "port": self.port,
+            "port": self.ports or self.port,
             "user": self.user,
             "dbname": self.database,
             "connect_timeout": self.connect_timeout,
@@ -216,15 +236,24 @@ class PostgresSettings:
         (a Celery worker) that should use the same settings' connection."""
         return {
             "POSTGRES_HOST": self.host,
-            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_PORT": self.ports or str(self.port),
             "POSTGRES_USER": self.user,
             "POSTGRES_PASSWORD": self.password,
             "POSTGRES_DATABASE": self.database,
         }
 
+    def pool_application_name(self, pid: int) -> str:
+        """The application_name of a pool's connections in process ``pid``."""
+        return f"{self.application_name[:40]}:{pid}"
+
+    def pool_application_pattern(self) -> str:
+        """A PostgreSQL regular expression matching every pool connection's
+        application_name (``pg_stat_activity``), whatever the process."""
+        return "^" + re.sub(r"([^A-Za-z0-9_ ])", r"\\\1", self.application_name[:40]) + ":[0-9]+$"
+
     def describe(self) -> str:
         """``user@host:port/database``, for messages."""
-        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+        return f"{self.user}@{self.host}:{self.ports or self.port}/{self.database}"
 
     def replace(self, **changes: Any) -> PostgresSettings:
         """A copy with some fields changed, validated again."""
@@ -241,7 +270,36 @@ def load_environment(
     return {**from_file, **(os.environ if environ is None else environ)}
 
 
-def _fields_from_dsn(dsn: str, var: str) -> dict[str, Any]:
+def _given(env: Mapping[str, str], var: str) -> bool:
+    value = env.get(var)
+    return value is not None and value.strip() != ""
+
+
+def _port_list(text: str, label: str) -> tuple[int, str | None]:
+    """(the first port, the list) of a multi-host connection's ports, e.g. "5432,5433"
+    (an empty item is libpq's default port); ConfigError naming ``label``."""
+    items = [item.strip() for item in text.split(",")]
+    for item in items:
+        if item and not (item.isdigit() and 1 <= int(item) <= 65535):
+            raise ConfigError(
+                f"{label}={text!r} is not a port list: give ports from 1 to 65535, one per "
+                "host, separated by commas (e.g. 5432,5433)."
+            )
+    if not any(items):  # "h1,h2" without ports: libpq's default port for each
+        return 5432, None
+    return int(next(i for i in items if i)), ",".join(items)
+
+
+def _check_range(f: dataclasses.Field, value: Any, label: str | None) -> None:
+    lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+    if lo is not None and isinstance(value, (int, float)) and not lo <= value <= hi:
+        raise ConfigError(
+            f"{label or f.metadata['env']}={value!r} is out of range: allowed is {lo} to {hi}."
+        )
+
+
+def _fields_from_dsn(dsn: str, var: str) -> dict[str, tuple[str | None, Any]]:
+    """field -> (the DSN keyword it came from, its value)."""
     try:
         parsed = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError:
@@ -251,14 +309,14 @@ def _fields_from_dsn(dsn: str, var: str) -> dict[str, Any]:
             "(value not shown, it may contain a password): "
             "use postgresql://user:password@host:port/database."
         ) from None
-    values: dict[str, Any] = {}
+    values: dict[str, tuple[str | None, Any]] = {}
     extra = []
     for key, value in parsed.items():
         if key in _DSN_FIELDS:
-            values[_DSN_FIELDS[key]] = value
+            values[_DSN_FIELDS[key]] = (key, value)
         else:
             extra.append((key, value))
-    values["dsn_options"] = tuple(sorted(extra))
+    values["dsn_options"] = (None, tuple(sorted(extra)))
     return values
 
 
@@ -266,11 +324,12 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-def _convert(f: dataclasses.Field, raw: Any) -> Any:
-    """Turn a string from the environment into the field's type, or raise ConfigError."""
+def _convert(f: dataclasses.Field, raw: Any, label: str | None = None) -> Any:
+    """Turn a string from the environment into the field's type, or raise ConfigError
+    naming ``label`` (the variable, or the DSN and its keyword, that gave it)."""
     if not isinstance(raw, str):
         return raw
-    var = f.metadata.get("env", f.name)
+    var = label or f.metadata.get("env", f.name)
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
     text = raw.strip()
     shown = "<hidden>" if f.name == "password" else repr(raw)

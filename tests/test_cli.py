@@ -122,3 +122,79 @@ def test_doctor_fails_when_no_model_is_configured(base_settings):
     assert result.returncode == 1
     assert verdicts(result.stdout)["models"] == "FAIL"
     assert "LLM_BINDING=openai" in result.stdout and "OPENAI_API_KEY" in result.stdout
+
+
+@pytest.fixture
+def owned_schema(base_settings, admin_conn):
+    """A schema whose tables the administrator created (init-schema), and a login role."""
+    role, schema = f"cli_dml_{uuid.uuid4().hex[:6]}", f"owned_{uuid.uuid4().hex[:6]}"
+    init = run_cli(base_settings, "init-schema", POSTGRES_SCHEMA=schema)
+    assert init.returncode == 0, init.stdout + init.stderr
+    with admin_conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'cli-test-pw'")
+        cur.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+    yield role, schema, base_settings.replace(user=role, password="cli-test-pw", schema=schema)
+    with admin_conn.cursor() as cur:
+        cur.execute(f"DROP SCHEMA {schema} CASCADE")
+        cur.execute(f"DROP OWNED BY {role}")
+        cur.execute(f"DROP ROLE {role}")
+
+
+def test_doctor_passes_a_role_with_dml_only_on_tables_the_owner_made(owned_schema, admin_conn):
+    role, schema, limited = owned_schema
+    with admin_conn.cursor() as cur:
+        cur.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}"
+        )
+    result = run_cli(limited, "doctor", POSTGRES_SCHEMA=schema)
+    assert verdicts(result.stdout)["privileges"] == "OK", result.stdout
+    assert result.returncode == 0, result.stdout
+    # and it is true: that role writes through the stores without any DDL
+    from aperag_pg.pool import PostgreSQLSyncConnectionManager
+    from aperag_pg.stores.kv import KVStore
+
+    PostgreSQLSyncConnectionManager.initialize(limited)
+    try:
+        store = KVStore("full_docs", "dml_only")
+        store.ensure_tables()
+        store.upsert({"doc-1": {"content": "written by a role without CREATE"}})
+        assert store.get_by_id("doc-1")["content"].startswith("written")
+    finally:
+        PostgreSQLSyncConnectionManager.close()
+
+
+def test_doctor_fails_a_role_that_may_create_but_not_write(owned_schema, admin_conn):
+    role, schema, limited = owned_schema
+    with admin_conn.cursor() as cur:
+        cur.execute(f"GRANT CREATE ON SCHEMA {schema} TO {role}")
+    result = run_cli(limited, "doctor", POSTGRES_SCHEMA=schema)
+    assert result.returncode == 1
+    assert verdicts(result.stdout)["privileges"] == "FAIL"
+    assert "lacks DELETE/INSERT/SELECT/UPDATE on" in result.stdout
+    assert f'ALL TABLES IN SCHEMA "{schema}" TO "{role}"' in result.stdout
+
+
+def test_init_schema_refuses_a_dimension_below_one(base_settings):
+    result = run_cli(base_settings, "init-schema", "--embedding-dim", "0")
+    assert result.returncode == 2 and "must be a positive integer" in result.stderr
+
+
+def test_stats_counts_the_configured_application_name_and_fails_cleanly(base_settings):
+    from aperag_pg.pool import PostgreSQLSyncConnectionManager
+
+    named = base_settings.replace(application_name="myapp", min_connections=2)
+    PostgreSQLSyncConnectionManager.initialize(named)
+    try:
+        result = run_cli(base_settings, "stats", POSTGRES_APPLICATION_NAME="myapp")
+    finally:
+        PostgreSQLSyncConnectionManager.close()
+    assert result.returncode == 0, result.stderr
+    assert "connections of aperag_pg worker processes (1):" in result.stdout
+    import os
+
+    assert f"pid {os.getpid():>8}" in result.stdout
+    down = run_cli(base_settings.replace(port=1), "stats")
+    wrong = run_cli(base_settings.replace(password="not-the-password"), "stats")
+    for failed in (down, wrong):
+        assert failed.returncode == 2 and failed.stderr.startswith("error: cannot connect")
+        assert "Traceback" not in failed.stderr

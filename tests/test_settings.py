@@ -35,12 +35,10 @@ NO_DOTENV = "/nonexistent/.env"
         ({"POSTGRES_MAX_LIFETIME": "0"}, "POSTGRES_MAX_LIFETIME", "out of range"),
         ({"POSTGRES_MAX_IDLE": "x"}, "POSTGRES_MAX_IDLE", "a number"),
         ({"POSTGRES_SSL_MODE": "always"}, "POSTGRES_SSL_MODE", "verify-full"),
-        ({"POSTGRES_DATABASE": ""}, "POSTGRES_DATABASE", "empty"),
         ({"POSTGRES_VECTOR_INDEX_TYPE": "annoy"}, "POSTGRES_VECTOR_INDEX_TYPE", "HNSW, IVFFLAT"),
         ({"POSTGRES_HNSW_M": "1"}, "POSTGRES_HNSW_M", "2 to 100"),
         ({"POSTGRES_HNSW_EF": "many"}, "POSTGRES_HNSW_EF", "whole number"),
         ({"POSTGRES_IVFFLAT_LISTS": "0"}, "POSTGRES_IVFFLAT_LISTS", "1 to 32768"),
-        ({"POSTGRES_DATABASE": "   "}, "POSTGRES_DATABASE", "empty"),
         ({"POSTGRES_SCHEMA": 'x"; DROP TABLE t; --'}, "POSTGRES_SCHEMA", "letters, digits"),
         ({"POSTGRES_SCHEMA": "s" * 64}, "POSTGRES_SCHEMA", "1 to 63"),
         ({"POSTGRES_DSN": "host=db password=x y"}, "POSTGRES_DSN", "not a valid"),
@@ -270,3 +268,65 @@ def test_statement_timeout_reaches_the_server_beside_the_dsns_options(base_setti
             PostgreSQLSyncConnectionManager.execute_query("SELECT pg_sleep(2)")
     finally:
         PostgreSQLSyncConnectionManager.close()
+
+
+def test_an_empty_variable_counts_as_unset_for_every_variable():
+    """docker-compose passes ${VAR:-} as an empty string: that must mean "not set"."""
+    dsn = "postgresql://u:dsn-secret@dbhost:6000/dsn_db"
+    empty = {"POSTGRES_DSN": dsn, "POSTGRES_PASSWORD": "", "POSTGRES_DATABASE": "  "}
+    empty |= {"POSTGRES_PORT": "", "POSTGRES_HOST": "", "POSTGRES_USER": ""}
+    s = PostgresSettings.from_env(empty, dotenv_path=NO_DOTENV)
+    assert (s.host, s.port, s.user, s.password, s.database) == (
+        "dbhost",
+        6000,
+        "u",
+        "dsn-secret",
+        "dsn_db",
+    )
+    alias = {"POSTGRES_DATABASE": "", "POSTGRES_DB": "mydb"}
+    assert PostgresSettings.from_env(alias, dotenv_path=NO_DOTENV).database == "mydb"
+    assert PostgresSettings.from_env({"POSTGRES_DSN": ""}, dotenv_path=NO_DOTENV).host == (
+        "localhost"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"POSTGRES_DSN": "postgresql://u:pw@h:abc/db"}, "POSTGRES_DSN (port)='abc'"),
+        ({"DATABASE_URL": "postgresql://u@h:99999/db"}, "DATABASE_URL (port)=99999"),
+        ({"POSTGRES_DSN": "host=h connect_timeout=soon"}, "POSTGRES_DSN (connect_timeout)"),
+        ({"POSTGRES_PORT": "5432,x"}, "POSTGRES_PORT='5432,x' is not a port list"),
+        ({"POSTGRES_WORKSPACE": "w" * 256}, "256 characters long"),
+        ({"POSTGRES_WORKSPACE": "a\ud800"}, "lone surrogate"),
+    ],
+)
+def test_a_message_names_what_was_actually_set(env, message):
+    with pytest.raises(ConfigError) as info:
+        PostgresSettings.from_env(env, dotenv_path=NO_DOTENV)
+    assert message in str(info.value)
+    assert "POSTGRES_PORT" not in str(info.value) or "POSTGRES_PORT" in env
+
+
+def test_a_multi_host_dsn_connects_to_the_host_that_answers(base_settings):
+    """libpq tries the hosts in turn: the first port has no server, the second has ours."""
+    good = base_settings
+    dsn = (
+        f"postgresql://{good.user}@127.0.0.1:1,{good.host}:{good.port}/{good.database}"
+        f"?connect_timeout=5"
+    )
+    settings = PostgresSettings.from_env(
+        {"POSTGRES_DSN": dsn, "POSTGRES_PASSWORD": good.password}, dotenv_path=NO_DOTENV
+    )
+    assert settings.ports == f"1,{good.port}" and f":1,{good.port}/" in settings.describe()
+    PostgreSQLSyncConnectionManager.initialize(settings)
+    try:
+        row = PostgreSQLSyncConnectionManager.execute_query(
+            "SELECT inet_server_port() AS port", fetch_one=True
+        )
+        assert row["port"] == good.port
+    finally:
+        PostgreSQLSyncConnectionManager.close()
+    assert PostgresSettings.from_env(settings.to_env(), dotenv_path=NO_DOTENV).ports == (
+        settings.ports
+    )
