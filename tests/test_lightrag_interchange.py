@@ -112,3 +112,66 @@ def test_interchange_with_lightrag_pg_storages(
     manager, base_settings, admin_conn, tmp_path, writer, reader
 ):
     asyncio.run(_write_then_compare(tmp_path, base_settings, admin_conn, writer, reader))
+
+
+DIM = 1536  # a real embedding size
+
+
+def _exact_embedding(vectors: dict[str, np.ndarray]):
+    """An embedding function that returns, for each text, the vector chosen for it."""
+    from lightrag.utils import EmbeddingFunc
+
+    async def embed(texts, **_kwargs):
+        return np.stack([vectors[text] for text in texts])
+
+    return EmbeddingFunc(embedding_dim=DIM, func=embed, model_name="exact-test")
+
+
+async def _write_and_read_vectors(tmp_path, settings, writer, reader, vectors) -> dict:
+    from aperag_pg.standins import lightrag_standins
+
+    models = {**lightrag_standins(), "embedding_func": _exact_embedding(vectors)}
+    workspace = new_workspace("exact")
+    rows = {
+        f"chunk-{i}": {
+            "content": text,
+            "tokens": 3,
+            "chunk_order_index": i,
+            "full_doc_id": "doc-1",
+            "file_path": "f.txt",
+        }
+        for i, text in enumerate(vectors)
+    }
+    with postgres_env(settings):
+        written = make_rag(tmp_path / "w", workspace, writer, models=models)
+        read = make_rag(tmp_path / "r", workspace, reader, models=models)
+        await written.initialize_storages()
+        await read.initialize_storages()
+        try:
+            await written.chunks_vdb.upsert(rows)
+            await written.chunks_vdb.index_done_callback()
+            return await read.chunks_vdb.get_vectors_by_ids(list(rows))
+        finally:
+            await read.finalize_storages()
+            await written.finalize_storages()
+
+
+@pytest.mark.parametrize(
+    ("writer", "reader"),
+    [(OURS, LIGHTRAGS_PG), (LIGHTRAGS_PG, OURS)],
+    ids=["ours->theirs", "theirs->ours"],
+)
+def test_vectors_cross_over_bit_for_bit_as_float32(
+    manager, base_settings, tmp_path, writer, reader
+):
+    """What one side writes, the other reads back equal as float32, bit for bit: a
+    subnormal, -0.0 and the largest float32 included."""
+    rng = np.random.default_rng(1536)
+    chosen = rng.standard_normal((25, DIM)).astype(np.float32)
+    chosen[0, :3] = [np.float32(1e-45), -0.0, np.finfo(np.float32).max]
+    vectors = {f"text {i}": chosen[i] for i in range(len(chosen))}
+    got = asyncio.run(_write_and_read_vectors(tmp_path, base_settings, writer, reader, vectors))
+    assert len(got) == len(chosen)
+    for i in range(len(chosen)):
+        read_back = np.asarray(got[f"chunk-{i}"], dtype=np.float32)
+        assert read_back.view(np.uint32).tolist() == chosen[i].view(np.uint32).tolist(), i

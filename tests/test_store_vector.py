@@ -653,17 +653,17 @@ def test_large_batch_is_written_in_bounded_chunks(manager, admin_conn, monkeypat
     rng = np.random.default_rng(7)
     vectors = rng.normal(size=(5000, 8)).astype(np.float32)
     pages = []
-    real = psycopg2.extras.execute_values
+    real = vector_module.copy_vector_rows
 
-    def spy(cur, query, argslist, *args, **kwargs):
-        pages.append(len(argslist))
-        return real(cur, query, argslist, *args, **kwargs)
+    def spy(cur, part, first_ord=0):
+        pages.append(len(part))
+        return real(cur, part, first_ord)
 
-    monkeypatch.setattr(psycopg2.extras, "execute_values", spy)
+    monkeypatch.setattr(vector_module, "copy_vector_rows", spy)
     store.upsert({f"c{i}": row("chunks", vectors[i], i) for i in range(5000)})
     monkeypatch.undo()
 
-    assert sum(pages) == 5000 and len(pages) > 1 and max(pages) <= 500
+    assert sum(pages) == 5000 and len(pages) > 1 and max(pages) <= 1000
     assert count_rows(admin_conn, store) == 5000
     results = store.query(vectors[1234], top_k=3, cosine_better_than_threshold=-2)
     assert results[0]["id"] == "c1234" and len(results) == 3
@@ -672,6 +672,43 @@ def test_large_batch_is_written_in_bounded_chunks(manager, admin_conn, monkeypat
     assert sum(r is not None for r in store.get_by_ids(ids)) == 5000
     store.delete(ids)
     assert count_rows(admin_conn, store) == 0
+
+
+def test_a_batch_of_20k_rows_is_one_transaction_and_a_bad_last_row_writes_nothing(
+    manager, admin_conn
+):
+    store = open_store("chunks", dim=8)
+    vectors = np.random.default_rng(3).normal(size=(20_000, 8)).astype(np.float32)
+    batch = {f"c{i:05d}": row("chunks", vectors[i], i) for i in range(20_000)}
+    bad = dict(batch, c19999=row("chunks", [1.0] * 7 + [float("nan")], 19_999))
+    with pytest.raises(InvalidInput, match="'c19999' has NaN"):
+        store.upsert(bad)
+    assert count_rows(admin_conn, store) == 0
+    store.upsert(batch)
+    with admin_conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT count(*), count(DISTINCT xmin::text) FROM {} WHERE workspace = %s"
+            ).format(sql.Identifier(store.table_name)),
+            (store.workspace,),
+        )
+        assert cur.fetchone() == (20_000, 1)  # every row written by the same transaction
+        cur.execute("SELECT count(*) FROM pg_class WHERE relname = 'aperag_vector_rows'")
+        assert cur.fetchone()[0] == 0  # the temporary table went with its transaction
+
+
+@pytest.mark.parametrize("dim", [1, 3, 2000, 2001, 16000])
+def test_every_dimension_up_to_16000_round_trips_bit_for_bit(manager, dim):
+    store = open_store("chunks", dim=dim)
+    rng = np.random.default_rng(dim)
+    vectors = rng.standard_normal((3, dim)).astype(np.float32)
+    tiny, big = np.float32(1e-45), np.finfo(np.float32).max  # a subnormal, the largest
+    vectors[0, : min(dim, 3)] = [tiny, -0.0, big][: min(dim, 3)]
+    store.upsert({f"c{i}": row("chunks", vectors[i], i) for i in range(3)})
+    stored = store.get_vectors_by_ids(["c0", "c1", "c2"])
+    for i in range(3):
+        got = np.asarray(stored[f"c{i}"], dtype=np.float32)
+        assert got.view(np.uint32).tolist() == vectors[i].view(np.uint32).tolist()
 
 
 def test_pgvector_is_registered_once_per_connection(manager, monkeypatch):

@@ -26,13 +26,13 @@ through ``search_path``, as in LightRAG's DDL and queries.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,7 @@ from pgvector.psycopg2 import register_vector
 from psycopg2 import sql
 
 from .. import locks
-from ..batching import chunked, execute_values_chunked, in_lock_order
+from ..batching import chunked, in_lock_order
 from ..errors import (
     AperagPGError,
     ExtensionMissing,
@@ -54,6 +54,7 @@ from ..errors import (
 from ..pool import PostgreSQLSyncConnectionManager
 from ..values import check_column, check_storable
 from .base import SyncStore, check_key, table_for_namespace, utc_now
+from .binary_copy import COPY_TABLE, CREATE_COPY_TABLE, EMPTY_COPY_TABLE, copy_vector_rows
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ MAX_DIMENSION = 16000  # pgvector's limit for the vector type
 VECTOR_NAMESPACES = ("chunks", "entities", "relationships")  # LightRAG's three vector storages
 MAX_INDEXED_DIMENSION = 2000  # pgvector's limit for HNSW and IVFFLAT on vector columns
 _READ_CHUNK = 1000  # ids per statement in deletes and lookups
+_WRITE_CHUNK = 1000  # rows per COPY and INSERT of an upsert (one transaction for all)
 
 # Every vector index name LightRAG may have created; one is dropped when another type
 # is created in its place, as LightRAG does when POSTGRES_VECTOR_INDEX_TYPE changes.
@@ -250,7 +252,10 @@ _CREATE_INDEX = {
 _DROP_INDEX = "DROP INDEX IF EXISTS {schema}.{index}"
 _UPSERT = """
 INSERT INTO {table} (workspace, id, {columns}, content_vector, create_time, update_time)
-VALUES %s
+SELECT %s, r.id, {selected}, v.content_vector, %s, %s
+FROM json_to_recordset(%s::json) AS r(ord int4, id text, {typed})
+JOIN {copied} v ON v.ord = r.ord
+ORDER BY r.ord
 ON CONFLICT (workspace, id) DO UPDATE SET {updates}, update_time = EXCLUDED.update_time
 """
 _QUERY = """
@@ -340,7 +345,7 @@ class VectorStore(SyncStore):
         self.table_name = table_name.lower()  # the physical name LightRAG's DDL creates
         self.embedding_dim = embedding_dim
         self.cosine_better_than_threshold = _check_threshold(cosine_better_than_threshold)
-        self._upsert_sql, self._upsert_template = self._upsert_statement()
+        self._upsert_sql = self._upsert_statement()
         types = dict(self.kind.columns)  # (LightRAG's field name, the column's SQL type)
         self._written_types = [(_FIELD_OF_COLUMN.get(c, c), types[c]) for c in self.kind.written]
 
@@ -481,14 +486,25 @@ class VectorStore(SyncStore):
         if not isinstance(data, Mapping):
             raise InvalidInput(f"upsert expects a dict of id -> row, got {type(data).__name__}.")
         now = utc_now()
-        rows = in_lock_order(
-            (self._row(key, item, now) for key, item in data.items()), key=itemgetter(1)
-        )
-        with self._vector_transaction() as cur:
-            execute_values_chunked(cur, self._upsert_sql, rows, template=self._upsert_template)
+        rows = in_lock_order((self._row(key, item) for key, item in data.items()), key=_by_key)
+        # The vectors travel by binary COPY into a temporary table, the other columns as one
+        # JSON parameter per chunk; one INSERT ... SELECT joins them, in key order.
+        columns = (*self.kind.written,)
+        with self._vector_transaction() as cur:  # says so when pgvector is missing
+            cur.execute(CREATE_COPY_TABLE)
+            for first in range(0, len(rows), _WRITE_CHUNK):
+                part = rows[first : first + _WRITE_CHUNK]
+                copy_vector_rows(cur, np.stack([vector for _, _, vector in part]), first)
+                records = [
+                    {"ord": first + i, "id": key, **dict(zip(columns, values, strict=True))}
+                    for i, (key, values, _) in enumerate(part)
+                ]
+                cur.execute(self._upsert_sql, (self.workspace, now, now, _dumps(records)))
+                cur.execute(EMPTY_COPY_TABLE)
         logger.debug("upserted %d rows into %s", len(rows), self.qualified_name)
 
-    def _row(self, key: Any, item: Any, now: Any) -> tuple[Any, ...]:
+    def _row(self, key: Any, item: Any) -> tuple[str, tuple[Any, ...], np.ndarray]:
+        """(id, the written columns' values, the float32 vector), every value checked."""
         check_key(key, "vector id")
         if not isinstance(item, Mapping):
             raise InvalidInput(
@@ -502,7 +518,7 @@ class VectorStore(SyncStore):
         values = self.kind.build(item, key)
         for (field, sql_type), value in zip(self._written_types, values, strict=True):
             check_column(value, sql_type, f"field {field!r} of vector row {key!r:.80}")
-        return (self.workspace, key, *values, vector, now, now)
+        return key, values, vector
 
     def _vector(self, value: Any, what: str) -> np.ndarray:
         """``value`` as a float32 array of embedding_dim finite numbers, or raise."""
@@ -655,19 +671,23 @@ class VectorStore(SyncStore):
             _register_vector(cur.connection)
             yield cur
 
-    def _upsert_statement(self) -> tuple[sql.Composed, str]:
+    def _upsert_statement(self) -> sql.Composed:
         written = self.kind.written
-        statement = sql.SQL(_UPSERT).format(
+        types = {name: kind.replace(" NULL", "") for name, kind in self.kind.columns}
+        return sql.SQL(_UPSERT).format(
             table=self.table(self.table_name),
+            copied=sql.Identifier(COPY_TABLE),
             columns=sql.SQL(", ").join(map(sql.Identifier, written)),
+            selected=sql.SQL(", ").join(sql.Identifier("r", column) for column in written),
+            typed=sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(column), sql.SQL(types[column]))
+                for column in written
+            ),
             updates=sql.SQL(", ").join(
                 sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(column))
                 for column in (*written, "content_vector")
             ),
         )
-        casts = ["%s::varchar[]" if column == "chunk_ids" else "%s" for column in written]
-        template = f"(%s, %s, {', '.join(casts)}, %s::vector, %s, %s)"
-        return statement, template
 
     def _require_kind(self, base_table: str, method: str) -> None:
         if self.kind is not _KINDS[base_table]:
@@ -718,6 +738,14 @@ def _check_name(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string, got {type(value).__name__}.")
     return check_storable(value, what)
+
+
+def _by_key(row: tuple[str, Any, Any]) -> str:
+    return row[0]
+
+
+def _dumps(records: list[dict[str, Any]]) -> str:
+    return json.dumps(records, separators=(",", ":"), allow_nan=False)
 
 
 def _unique_keys(ids: Iterable[str], what: str) -> list[str]:
