@@ -93,6 +93,8 @@ class PostgresSettings:
     vector_index_type: str = field(default="HNSW", metadata=_meta("POSTGRES_VECTOR_INDEX_TYPE"))
     hnsw_m: int = field(default=16, metadata=_meta("POSTGRES_HNSW_M", lo=2, hi=100))
     hnsw_ef: int = field(default=64, metadata=_meta("POSTGRES_HNSW_EF", lo=4, hi=1000))
+    # hnsw.ef_search per query (SET LOCAL); 0: pgvector's 40, raised to top_k when larger.
+    hnsw_ef_search: int = field(default=0, metadata=_meta("POSTGRES_HNSW_EF_SEARCH", lo=0, hi=1000))
     ivfflat_lists: int = field(
         default=100, metadata=_meta("POSTGRES_IVFFLAT_LISTS", lo=1, hi=32768)
     )

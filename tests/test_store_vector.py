@@ -859,3 +859,51 @@ def test_installed_pgvector_needs_no_privilege_to_create_it(
     store = open_store("chunks", workspace="ws")
     store.upsert({"a": row("chunks", QUERY)})
     assert [r["id"] for r in store.query(QUERY, top_k=1)] == ["a"]
+
+
+@pytest.fixture
+def indexed(manager, admin_conn):
+    """A chunks table of 5,000 rows, analyzed: large enough that the planner picks the
+    HNSW index for a nearest-neighbour query, as on a real table."""
+    store = open_store("chunks", dim=8)
+    vectors = np.random.default_rng(5).normal(size=(5000, 8)).astype(np.float32)
+    store.upsert({f"c{i}": row("chunks", vectors[i], i) for i in range(5000)})
+    with admin_conn.cursor() as cur:
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(store.table_name)))
+    return store, vectors
+
+
+def test_a_query_binds_its_vector_once_and_uses_the_hnsw_index(indexed, admin_conn):
+    store, vectors = indexed
+    statement = sql.SQL(vector_module._QUERY).format(
+        select=sql.SQL("id"), table=sql.Identifier(store.schema, store.table_name)
+    )
+    assert statement.as_string(admin_conn).count("%s::vector") == 1
+    with admin_conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("EXPLAIN ") + statement, (str(vectors[7].tolist()), store.workspace, 2.0, 10)
+        )
+        plan = "\n".join(line for (line,) in cur.fetchall())
+    assert "hnsw_cosine on" in plan, plan
+    hits = store.query(vectors[7], top_k=10, cosine_better_than_threshold=-1)
+    assert hits[0]["id"] == "c7" and len(hits) == 10
+
+
+def test_top_k_above_pgvectors_40_gets_all_its_rows(indexed, admin_conn):
+    """An HNSW scan returns at most hnsw.ef_search rows (pgvector's default 40): the query
+    raises it to top_k with SET LOCAL, for itself only."""
+    store, vectors = indexed
+    with admin_conn.cursor() as cur:  # the same query without SET LOCAL: capped at 40
+        cur.execute(
+            sql.SQL(
+                "SELECT count(*) FROM (SELECT id FROM {} WHERE workspace = %s "
+                "ORDER BY content_vector <=> %s::vector LIMIT 100) t"
+            ).format(sql.Identifier(store.table_name)),
+            (store.workspace, str(vectors[0].tolist())),
+        )
+        assert cur.fetchone()[0] == 40
+    assert len(store.query(vectors[0], top_k=100, cosine_better_than_threshold=-1)) == 100
+    assert len(store.query(vectors[0], top_k=250, cosine_better_than_threshold=-1)) == 250
+    with store.manager.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SHOW hnsw.ef_search")
+        assert cur.fetchone()[0] == "40"  # SET LOCAL ended with its query

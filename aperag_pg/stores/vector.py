@@ -258,13 +258,22 @@ JOIN {copied} v ON v.ord = r.ord
 ORDER BY r.ord
 ON CONFLICT (workspace, id) DO UPDATE SET {updates}, update_time = EXCLUDED.update_time
 """
+# The query vector is bound once (formatting 1,536 floats as text is the costly part of a
+# query) and read through a scalar subquery, which the planner computes once (an InitPlan):
+# the HNSW index still orders by it, and the plan is LightRAG's own, ties included.
 _QUERY = """
+WITH query (v) AS (SELECT %s::vector)
 SELECT {select}, EXTRACT(EPOCH FROM create_time)::BIGINT AS created_at
 FROM {table}
-WHERE workspace = %s AND content_vector <=> %s::vector < %s
-ORDER BY content_vector <=> %s::vector
+WHERE workspace = %s AND content_vector <=> (SELECT v FROM query) < %s
+ORDER BY content_vector <=> (SELECT v FROM query)
 LIMIT %s
 """
+# Sent with the query in one round trip; a multi-statement query string is one implicit
+# transaction, so SET LOCAL holds for the query alone (also in autocommit, PgBouncer-safe).
+_EF_SEARCH = "SET LOCAL hnsw.ef_search = {}; "
+PGVECTOR_EF_SEARCH = 40  # pgvector's default: an HNSW scan returns at most this many rows
+MAX_EF_SEARCH = 1000  # pgvector's limit
 _SELECT_BY_IDS = """
 SELECT {columns}, EXTRACT(EPOCH FROM create_time)::BIGINT AS created_at
 FROM {table} WHERE workspace = %s AND id = ANY(%s)
@@ -621,10 +630,24 @@ class VectorStore(SyncStore):
         statement = sql.SQL(_QUERY).format(
             select=sql.SQL(self.kind.select), table=self.table(self.table_name)
         )
+        ef_search = self._ef_search(top_k)
+        if ef_search:
+            statement = sql.SQL(_EF_SEARCH).format(sql.Literal(ef_search)) + statement
         with self._vector_transaction(read_only=True) as cur:
             # LightRAG's rule: cosine distance strictly below 1 - threshold.
-            cur.execute(statement, (self.workspace, embedding, 1 - threshold, embedding, top_k))
+            cur.execute(statement, (embedding, self.workspace, 1 - threshold, top_k))
             return [dict(row) for row in cur.fetchall()]
+
+    def _ef_search(self, top_k: int) -> int | None:
+        """hnsw.ef_search for this query, or None for the server's: POSTGRES_HNSW_EF_SEARCH,
+        raised to top_k (an HNSW scan returns at most ef_search rows)."""
+        settings = self.manager.settings()
+        if settings.vector_index_type != "HNSW":
+            return None
+        wanted = max(settings.hnsw_ef_search, top_k)
+        if wanted <= PGVECTOR_EF_SEARCH and not settings.hnsw_ef_search:
+            return None
+        return min(wanted, MAX_EF_SEARCH)
 
     def get_by_id(self, id: str) -> dict[str, Any] | None:
         """The row without its vector, plus ``created_at`` (epoch seconds); None if missing."""
