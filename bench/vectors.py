@@ -1,6 +1,8 @@
 """Vector upserts at real embedding sizes: aperag_pg against LightRAG's asyncpg storage, the
 pgvector text adapter aperag_pg used before, and the server's floor.
 
+Then top-10 and top-100 queries over 100k vectors of 1,536 dimensions with HNSW.
+
 For 768, 1,536 and 3,072 dimensions (and 10k rows at 1,536), each side upserts the same new
 rows (dense random float32 vectors) into a LightRAG chunks table with its HNSW index, in one
 long-lived event loop:
@@ -49,6 +51,7 @@ from aperag_pg.stores.binary_copy import vector_rows  # noqa: E402
 
 SIDES = ("ours", "asyncpg", "text", "floor")
 STORAGE = {"ours": "PGSyncVectorStorage", "asyncpg": "PGVectorStorage"}
+QUERY_DIM = 1536
 
 
 def chunk_rows(prefix: str, vectors: np.ndarray) -> dict[str, dict]:
@@ -76,15 +79,17 @@ class Lookup:
         return np.stack([self.vectors[text] for text in texts])
 
 
-def lightrag_storage(name: str, embed, working_dir: str):
+def lightrag_storage(
+    name: str, embed, working_dir: str, workspace: str | None = None, threshold: float = 0.2
+):
     from lightrag import LightRAG
     from lightrag.utils import EmbeddingFunc
 
     rag = LightRAG(
         working_dir=working_dir,
-        workspace=f"vec_{uuid.uuid4().hex[:6]}",
+        workspace=workspace or f"vec_{uuid.uuid4().hex[:6]}",
         vector_storage=name,
-        vector_db_storage_cls_kwargs={"cosine_better_than_threshold": 0.2},
+        vector_db_storage_cls_kwargs={"cosine_better_than_threshold": threshold},
         **{
             **lightrag_standins(),
             "embedding_func": EmbeddingFunc(
@@ -197,7 +202,72 @@ def measure(settings, working_dir: str, dim: int, count: int, reps: int) -> dict
     }
 
 
-def report(results: dict, reps: int) -> str:
+def measure_queries(settings, working_dir: str, dim: int, count: int, reps: int) -> dict:
+    """Median ms of top-10 and top-100 queries over ``count`` vectors with HNSW: ours,
+    LightRAG's asyncpg storage, and a raw psycopg2 query with the same index; and how
+    many rows each returned (an HNSW scan stops at hnsw.ef_search, 40 by default)."""
+    rng = np.random.default_rng(count)
+    embed = Lookup(dim)
+    workspace = f"q_{uuid.uuid4().hex[:6]}"
+    # Random vectors are far apart: a threshold of -1 (distance below 2) keeps every hit.
+    ours = lightrag_storage(STORAGE["ours"], embed, working_dir, workspace, threshold=-1)
+    theirs = lightrag_storage(STORAGE["asyncpg"], embed, working_dir, workspace, threshold=-1)
+    questions = [f"question {i}" for i in range(reps)]
+    chosen = rng.standard_normal((reps, dim)).astype(np.float32)
+    embed.vectors.update(zip(questions, chosen, strict=True))
+    conn = psycopg2.connect(**settings.connect_kwargs(application_name="vecbench"))
+    conn.autocommit = True
+    results: dict = {}
+
+    async def measured() -> None:
+        await ours.initialize()
+        await theirs.initialize()
+        for first in range(0, count, 10_000):  # the table, written by ours (not timed)
+            vectors = rng.standard_normal((min(10_000, count - first), dim)).astype(np.float32)
+            rows = chunk_rows(f"row{first}", vectors)
+            embed.vectors.update(zip(rows, vectors, strict=True))
+            await ours.upsert(rows)
+            for key in rows:
+                del embed.vectors[key]
+        table = ours.table_name.lower()
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+        raw = sql.SQL(
+            "SELECT id FROM {} WHERE workspace = %s AND content_vector <=> %s::vector < 2 "
+            "ORDER BY content_vector <=> %s::vector LIMIT %s"
+        ).format(sql.Identifier(table))
+        loop = asyncio.get_running_loop()
+        for top_k in (10, 100):
+            for side in ("ours", "asyncpg", "raw"):
+                times, returned = [], 0
+                for question in questions:
+                    start = time.perf_counter()
+                    if side == "raw":
+                        text = str(embed.vectors[question].tolist())
+
+                        def query(text=text, top_k=top_k):
+                            with conn.cursor() as cur:
+                                cur.execute(raw, (workspace, text, text, top_k))
+                                return cur.fetchall()
+
+                        hits = await loop.run_in_executor(None, query)
+                    else:
+                        storage = ours if side == "ours" else theirs
+                        hits = await storage.query(question, top_k=top_k)
+                    times.append((time.perf_counter() - start) * 1000)
+                    returned = len(hits)
+                results[top_k, side] = (statistics.median(times), returned)
+        await ours.finalize()
+        await theirs.finalize()
+
+    try:
+        asyncio.run(measured())
+    finally:
+        conn.close()
+    return results
+
+
+def report(results: dict, reps: int, queries: dict, query_rows: int, dim: int) -> str:
     lines = [
         "## Vector upserts at real dimensions (`bench/vectors.py`)",
         "",
@@ -218,11 +288,29 @@ def report(results: dict, reps: int) -> str:
             f"| {count:,} x {dim} | {ow:,.0f} | {aw:,.0f} | {tw:,.0f} | {fw:,.0f} | "
             f"{aw / ow:.2f}x | {fw / ow:.2f} | {oc:,.0f} | {ac:,.0f} | {tc:,.0f} |"
         )
+    lines += [
+        "",
+        f"Queries over {query_rows:,} vectors of {dim} dimensions with HNSW (one long-lived "
+        "loop; median ms, rows returned in brackets; raw = psycopg2 with the same index and "
+        "LightRAG's SQL, the vector bound twice as text):",
+        "",
+        "| query | ours | asyncpg | raw psycopg2 | ours vs asyncpg | ours vs raw |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for top_k in (10, 100):
+        (om, orows), (am, arows), (rm, rrows) = (
+            queries[top_k, side] for side in ("ours", "asyncpg", "raw")
+        )
+        lines.append(
+            f"| top-{top_k} | {om:.2f} ({orows}) | {am:.2f} ({arows}) | {rm:.2f} ({rrows}) | "
+            f"{am / om:.2f}x | {rm / om:.2f}x |"
+        )
     return "\n".join(lines)
 
 
 def run(quick: bool) -> str:
     reps = 1 if quick else 3
+    query_rows = 5_000 if quick else 100_000
     cases = [(200, 768), (200, 1536)] if quick else [(1000, 768), (1000, 1536), (1000, 3072)]
     if not quick:
         cases.append((10_000, 1536))
@@ -237,9 +325,10 @@ def run(quick: bool) -> str:
                 results[count, dim] = measure(
                     settings, working_dir, dim, count, 1 if count > 1000 else reps
                 )
+            queries = measure_queries(settings, working_dir, QUERY_DIM, query_rows, 20)
         finally:
             Manager.close()
-    return report(results, reps)
+    return report(results, reps, queries, query_rows, QUERY_DIM)
 
 
 if __name__ == "__main__":
