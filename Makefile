@@ -34,6 +34,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/task_overhead.py
 	$(PY) bench/stores.py
+	$(PY) bench/vectors.py
 	$(PY) bench/checkpoint.py
 	$(PY) bench/graph.py
 	$(PY) bench/worker_throughput.py
