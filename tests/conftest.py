@@ -142,3 +142,13 @@ def worker_environment(
         PYTHONPATH=str(REPO_ROOT),
     )
     return env
+
+
+@pytest.fixture
+def fresh_saver(manager, admin_conn):
+    """A checkpointer on a schema of its own, dropped after the test."""
+    from .checkpoint_support import drop_schema, new_schema, saver_in
+
+    schema = new_schema()
+    yield saver_in(schema)
+    drop_schema(admin_conn, schema)

@@ -17,7 +17,7 @@ from aperag_pg.stores.doc_status import DocStatusStore
 from aperag_pg.stores.kv import KVStore
 from aperag_pg.stores.vector import VectorStore, vector_table_name
 
-from .checkpoint_support import Chain, config, drop_schema, new_schema, saver_in
+from .checkpoint_support import Chain, config
 
 LONE = "a\ud800b"  # a lone surrogate: no UTF-8 form
 DIM = 4
@@ -45,27 +45,26 @@ def kv(manager):
     return store
 
 
-@pytest.fixture
-def chunks(manager):
-    store = VectorStore("chunks", vector_table_name("chunks", "bad", DIM), DIM, 0.2, workspace())
+def vector_store(namespace: str) -> VectorStore:
+    table = vector_table_name(namespace, "bad", DIM)
+    store = VectorStore(namespace, table, DIM, 0.2, workspace())
     store.ensure_tables()
     return store
+
+
+@pytest.fixture
+def chunks(manager):
+    return vector_store("chunks")
 
 
 @pytest.fixture
 def entities(manager):
-    table = vector_table_name("entities", "bad", DIM)
-    store = VectorStore("entities", table, DIM, 0.2, workspace())
-    store.ensure_tables()
-    return store
+    return vector_store("entities")
 
 
 @pytest.fixture
 def relations(manager):
-    table = vector_table_name("relationships", "bad", DIM)
-    store = VectorStore("relationships", table, DIM, 0.2, workspace())
-    store.ensure_tables()
-    return store
+    return vector_store("relationships")
 
 
 @pytest.fixture
@@ -167,14 +166,8 @@ def test_doc_status_refuses_what_its_columns_cannot_hold(docs, fields, names):
     assert docs.get_by_id("good") is None
 
 
-@pytest.fixture
-def saver(manager, admin_conn):
-    schema = new_schema()
-    yield saver_in(schema)
-    drop_schema(admin_conn, schema)
-
-
-def test_checkpoint_ids_refuse_lone_surrogates(saver):
+def test_checkpoint_ids_refuse_lone_surrogates(fresh_saver):
+    saver = fresh_saver
     with pytest.raises(InvalidInput, match="thread_id 'a\\\\ud800b' contains a lone surrogate"):
         Chain(saver, LONE).put()
     assert saver.get_tuple(config(LONE)) is None  # a key no row can hold: nothing found
@@ -258,7 +251,8 @@ def test_doc_status_round_trips_or_refuses(docs, summary, length, metadata):
 
 @PROPERTY
 @given(thread_id=ANY_TEXT.filter(bool))
-def test_checkpoint_thread_ids_round_trip_or_refuse(saver, thread_id):
+def test_checkpoint_thread_ids_round_trip_or_refuse(fresh_saver, thread_id):
+    saver = fresh_saver
     try:
         saved = Chain(saver, thread_id).put()
     except InvalidInput:

@@ -11,14 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg2.errors
-import pytest
 from langgraph.checkpoint.serde.types import ERROR, INTERRUPT, RESUME, SCHEDULED
 
 from aperag_pg.stores.doc_status import DocStatusStore
 from aperag_pg.stores.kv import KVStore
 from aperag_pg.stores.vector import VectorStore, vector_table_name
 
-from .checkpoint_support import Chain, drop_schema, new_schema, new_thread, saver_in
+from .checkpoint_support import Chain, new_thread
 
 ROUNDS = 25
 IDS = [f"id-{i:04d}" for i in range(300)]
@@ -93,14 +92,8 @@ def test_doc_status_upserts_and_deletes(manager):
     assert race(store.delete, [IDS, IDS[::-1]], rounds=5) == 0
 
 
-@pytest.fixture
-def saver(manager, admin_conn):
-    schema = new_schema()
-    yield saver_in(schema)
-    drop_schema(admin_conn, schema)
-
-
-def test_put_writes_of_one_task_from_four_threads_in_different_orders(saver):
+def test_put_writes_of_one_task_from_four_threads_in_different_orders(fresh_saver):
+    saver = fresh_saver
     saved = Chain(saver, new_thread("dl")).put()
     writes = [(ERROR, "e"), (INTERRUPT, "i"), (SCHEDULED, "s"), (RESUME, "r")]
     orders = [list(p) for p in itertools.islice(itertools.permutations(writes), 0, 24, 6)]
