@@ -907,3 +907,28 @@ def test_top_k_above_pgvectors_40_gets_all_its_rows(indexed, admin_conn):
     with store.manager.get_connection() as conn, conn.cursor() as cur:
         cur.execute("SHOW hnsw.ef_search")
         assert cur.fetchone()[0] == "40"  # SET LOCAL ended with its query
+
+
+def test_a_workspace_sharing_its_table_gets_its_whole_top_k(manager, admin_conn):
+    """LightRAG keeps every workspace in one table. An HNSW scan that stops after
+    ef_search candidates (40) keeps only this workspace's share of them; the iterative scan
+    (pgvector 0.8) goes on until top_k rows of this workspace are found, nearest first."""
+    table = table_for("chunks", 8)
+    ours, other = open_store("chunks", dim=8, table=table), open_store("chunks", dim=8, table=table)
+    rng = np.random.default_rng(8)
+    other.upsert({f"o{i}": row("chunks", v, i) for i, v in enumerate(rng.normal(size=(2500, 8)))})
+    mine = rng.normal(size=(2500, 8)).astype(np.float32)
+    ours.upsert({f"m{i}": row("chunks", v, i) for i, v in enumerate(mine)})
+    with admin_conn.cursor() as cur:
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ours.table_name)))
+    assert ours._iterative_scans  # the embedded server has pgvector 0.8
+    probe = rng.normal(size=8).astype(np.float32)
+    distance = 1 - mine @ probe / np.linalg.norm(mine, axis=1) / np.linalg.norm(probe)
+    nearest = [f"m{i}" for i in np.argsort(distance)]
+    for top_k in (40, 100):
+        hits = [h["id"] for h in ours.query(probe, top_k=top_k, cosine_better_than_threshold=-1)]
+        assert len(hits) == top_k and all(h.startswith("m") for h in hits)
+        # HNSW is approximate: most of the true nearest, in distance order
+        assert len(set(hits) & set(nearest[:top_k])) >= 0.9 * top_k
+        found = [float(distance[int(h[1:])]) for h in hits]
+        assert found == sorted(found)

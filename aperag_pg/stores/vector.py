@@ -272,6 +272,11 @@ LIMIT %s
 # Sent with the query in one round trip; a multi-statement query string is one implicit
 # transaction, so SET LOCAL holds for the query alone (also in autocommit, PgBouncer-safe).
 _EF_SEARCH = "SET LOCAL hnsw.ef_search = {}; "
+# pgvector 0.8's iterative index scan: the scan goes on past rows the WHERE drops (other
+# workspaces, the threshold) until LIMIT is met or hnsw.max_scan_tuples are read, in exact
+# distance order; without it a workspace that is a small part of the table gets fewer rows
+# than top_k, and never more than ef_search.
+_ITERATIVE_SCAN = "SET LOCAL hnsw.iterative_scan = strict_order; "
 PGVECTOR_EF_SEARCH = 40  # pgvector's default: an HNSW scan returns at most this many rows
 MAX_EF_SEARCH = 1000  # pgvector's limit
 _SELECT_BY_IDS = """
@@ -355,6 +360,7 @@ class VectorStore(SyncStore):
         self.embedding_dim = embedding_dim
         self.cosine_better_than_threshold = _check_threshold(cosine_better_than_threshold)
         self._upsert_sql = self._upsert_statement()
+        self._iterative_scans = False  # pgvector 0.8+, known after ensure_tables()
         types = dict(self.kind.columns)  # (LightRAG's field name, the column's SQL type)
         self._written_types = [(_FIELD_OF_COLUMN.get(c, c), types[c]) for c in self.kind.written]
 
@@ -378,8 +384,10 @@ class VectorStore(SyncStore):
     def _ensure_pgvector(self) -> None:
         with self.transaction() as cur:
             cur.execute(_PGVECTOR_INSTALLED)
-            if cur.fetchone() is not None:
-                return  # no privilege needed to use an installed extension
+            installed = cur.fetchone()
+            if installed is not None:  # no privilege needed to use an installed extension
+                self._iterative_scans = _version(installed["extversion"]) >= (0, 8)
+                return
             locks.hold_ddl_lock(cur)
             try:
                 cur.execute(_CREATE_PGVECTOR)
@@ -398,6 +406,8 @@ class VectorStore(SyncStore):
                     f'have a superuser run CREATE EXTENSION vector in database "'
                     f'{settings.database}" once, then run again.'
                 ) from exc
+            cur.execute(_PGVECTOR_INSTALLED)
+            self._iterative_scans = _version(cur.fetchone()["extversion"]) >= (0, 8)
 
     def _create_statements(self) -> list[str]:
         """LightRAG's DDL for this table (``{table}`` is filled in by ensure_table)."""
@@ -633,17 +643,23 @@ class VectorStore(SyncStore):
         ef_search = self._ef_search(top_k)
         if ef_search:
             statement = sql.SQL(_EF_SEARCH).format(sql.Literal(ef_search)) + statement
+        if self._iterative_scans and self.manager.settings().vector_index_type == "HNSW":
+            statement = sql.SQL(_ITERATIVE_SCAN) + statement
         with self._vector_transaction(read_only=True) as cur:
             # LightRAG's rule: cosine distance strictly below 1 - threshold.
             cur.execute(statement, (embedding, self.workspace, 1 - threshold, top_k))
             return [dict(row) for row in cur.fetchall()]
 
     def _ef_search(self, top_k: int) -> int | None:
-        """hnsw.ef_search for this query, or None for the server's: POSTGRES_HNSW_EF_SEARCH,
-        raised to top_k (an HNSW scan returns at most ef_search rows)."""
+        """hnsw.ef_search for this query, or None for the server's: POSTGRES_HNSW_EF_SEARCH
+        when set; without iterative scans (pgvector < 0.8) raised to top_k, as an HNSW scan
+        returns at most ef_search rows. (A higher ef_search also makes the planner cost the
+        index higher, so with a workspace filter it may scan the table instead.)"""
         settings = self.manager.settings()
         if settings.vector_index_type != "HNSW":
             return None
+        if self._iterative_scans:
+            return settings.hnsw_ef_search or None
         wanted = max(settings.hnsw_ef_search, top_k)
         if wanted <= PGVECTOR_EF_SEARCH and not settings.hnsw_ef_search:
             return None
@@ -761,6 +777,16 @@ def _check_name(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string, got {type(value).__name__}.")
     return check_storable(value, what)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """ "0.8.1" -> (0, 8, 1); parts that are not numbers end it."""
+    parts = []
+    for part in text.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
 
 
 def _by_key(row: tuple[str, Any, Any]) -> str:
