@@ -5,9 +5,9 @@ at running ones, starts ``celery -A config.celery worker --pool=prefork``, and s
 batch: documents ingested through LightRAG on the PGSync storages, queries in every
 mode, and LangGraph workflows that stop at a human review and are resumed from their
 checkpoints, often in another worker process. It shows live progress, prints a summary
-and stops everything. LightRAG runs on the model LLM_BINDING / OPENAI_API_KEY name; with
---stand-ins-unless-configured (as `make demo` runs it) and neither set, on the offline
-stand-ins, asked for by name (LLM_BINDING=standin).
+and stops everything. LightRAG runs on the models LLM_BINDING and friends name; with
+--stand-ins-unless-configured (as `make demo` runs it) and no model variable set, on the
+offline stand-ins, asked for by name (LLM_BINDING=standin).
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ from .devservices import (
     local_services,
     wait_for_no_connections,
 )
-from .environment import LIGHTRAG_FACTORY, LLM_BINDING
+from .environment import EMBEDDING_BINDING, LIGHTRAG_FACTORY, LLM_BINDING, OPENAI_API_KEY
 from .errors import ConfigError
-from .lightrag.bindings import chosen_bindings
 from .lightrag.models import STANDIN, configured_models
 from .lightrag.tasks import DEFAULT_STORAGES
 from .pool import PostgreSQLSyncConnectionManager
@@ -189,11 +188,12 @@ def summarize(
 
 def demo_models(stand_ins_unless_configured: bool) -> dict[str, str]:
     """The model variables to add for the demo: LLM_BINDING=standin only when the caller
-    asked for it (``make demo`` does) and no model is configured, in the environment or
-    .env; otherwise nothing, and a missing model is the workers' clear error."""
+    asked for it (``make demo`` does) and no model variable at all is set, in the
+    environment or .env; otherwise nothing, so a half-configured model is never completed
+    with stand-ins, and a missing piece is the workers' clear error."""
     env = load_environment()
-    configured = chosen_bindings(env)[0] or env.get(LIGHTRAG_FACTORY, "").strip()
-    if not stand_ins_unless_configured or configured:
+    chosen = (LLM_BINDING, EMBEDDING_BINDING, OPENAI_API_KEY, LIGHTRAG_FACTORY)
+    if not stand_ins_unless_configured or any(env.get(v, "").strip() for v in chosen):
         return {}
     return {LLM_BINDING: STANDIN}
 

@@ -47,7 +47,7 @@ from common import benchmark_postgres, machine_line, run_benchmark  # noqa: E402
 from aperag_pg.lightrag import register  # noqa: E402
 from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 from aperag_pg.standins import lightrag_standins  # noqa: E402
-from aperag_pg.stores.binary_copy import vector_rows  # noqa: E402
+from aperag_pg.stores.binary_copy import SIGNATURE, TRAILER, vector_fields  # noqa: E402
 from aperag_pg.stores.vector import safe_index_name  # noqa: E402
 
 SIDES = ("ours", "asyncpg", "text", "floor")
@@ -124,10 +124,9 @@ def text_adapter_upsert(conn, table: str, workspace: str, rows: dict, vectors) -
 
 def floor_copy(conn, table: str, workspace: str, rows: dict, vectors: np.ndarray) -> None:
     """A raw binary COPY of every column, vectors as bytes: no checks, no upsert logic."""
-    blob = vector_rows(vectors)[19:-2]  # the (ord, vector) rows without header and trailer
-    size = len(blob) // len(vectors)
+    vector_field = vector_fields(vectors)
     out = io.BytesIO()
-    out.write(b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8)
+    out.write(SIGNATURE)
     for i, (key, r) in enumerate(rows.items()):
         fields = (workspace, key, r["full_doc_id"], r["content"], r["file_path"])
         texts = [field.encode() for field in fields]
@@ -137,8 +136,8 @@ def floor_copy(conn, table: str, workspace: str, rows: dict, vectors: np.ndarray
         out.write(struct.pack(">iiii", 4, r["tokens"], 4, r["chunk_order_index"]))
         for text in texts[2:]:
             out.write(struct.pack(">i", len(text)) + text)
-        out.write(blob[i * size + 2 + 8 : (i + 1) * size])  # the vector field, length first
-    out.write(b"\xff\xff")
+        out.write(vector_field[i].tobytes())  # the vector field, its length first
+    out.write(TRAILER)
     out.seek(0)
     with conn, conn.cursor() as cur:
         cur.copy_expert(
@@ -148,6 +147,25 @@ def floor_copy(conn, table: str, workspace: str, rows: dict, vectors: np.ndarray
             ).format(sql.Identifier(table)),
             out,
         )
+
+
+def run_between(storages: tuple, conn, body) -> None:
+    """Run ``body`` in one event loop between the storages' initialize and finalize, then
+    close ``conn``."""
+
+    async def main() -> None:
+        for storage in storages:
+            await storage.initialize()
+        try:
+            await body()
+        finally:
+            for storage in storages:
+                await storage.finalize()
+
+    try:
+        asyncio.run(main())
+    finally:
+        conn.close()
 
 
 def measure(settings, working_dir: str, dim: int, count: int, reps: int) -> dict:
@@ -161,8 +179,6 @@ def measure(settings, working_dir: str, dim: int, count: int, reps: int) -> dict
     samples: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
 
     async def measured() -> None:
-        await ours.initialize()
-        await theirs.initialize()
         table = ours.table_name.lower()
         with conn, conn.cursor() as cur:
             statement = "DROP TABLE IF EXISTS {f}; CREATE TABLE {f} (LIKE {t} INCLUDING ALL)"
@@ -190,13 +206,8 @@ def measure(settings, working_dir: str, dim: int, count: int, reps: int) -> dict
                 samples[side].append(
                     ((time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000)
                 )
-        await ours.finalize()
-        await theirs.finalize()
 
-    try:
-        asyncio.run(measured())
-    finally:
-        conn.close()
+    run_between((ours, theirs), conn, measured)
     return {
         side: (statistics.median(w for w, _ in s), statistics.median(c for _, c in s))
         for side, s in samples.items()
@@ -221,8 +232,6 @@ def measure_queries(settings, working_dir: str, dim: int, count: int, reps: int)
     results: dict = {}
 
     async def measured() -> None:
-        await ours.initialize()
-        await theirs.initialize()
         table = ours.table_name.lower()
         index = sql.Identifier(safe_index_name(table, "hnsw_cosine"))
         with conn.cursor() as cur:  # loaded first, indexed after: a bulk build is faster
@@ -268,13 +277,8 @@ def measure_queries(settings, working_dir: str, dim: int, count: int, reps: int)
                     times.append((time.perf_counter() - start) * 1000)
                     returned = len(hits)
                 results[top_k, side] = (statistics.median(times), returned)
-        await ours.finalize()
-        await theirs.finalize()
 
-    try:
-        asyncio.run(measured())
-    finally:
-        conn.close()
+    run_between((ours, theirs), conn, measured)
     return results
 
 

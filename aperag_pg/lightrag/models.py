@@ -129,16 +129,18 @@ def lightrag_models(
         EMBEDDING_ROLE in roles and not embedding_binding
     ):
         raise ModelsNotConfigured(NOTHING_CHOSEN)
-    standins = lightrag_standins()
+    # The stand-ins serve a role only when its binding names them; never as a fallback.
+    standins = lightrag_standins() if STANDIN in (llm_binding, embedding_binding) else {}
     kwargs: dict[str, Any] = {}
     described: list[str] = []
     llm = _real_llm_endpoint(env, llm_binding, required=LLM_ROLE in roles)
     if LLM_ROLE in roles:
-        if llm is None:
+        if llm_binding == STANDIN:
             kwargs[LLM_ROLE] = standins[LLM_ROLE]
+            described.append("LLM: offline stand-in")
         else:
             kwargs.update(llm_function(llm, env))
-        described.append(f"LLM: {llm.describe() if llm else 'offline stand-in'}")
+            described.append(f"LLM: {llm.describe()}")
     if EMBEDDING_ROLE in roles:
         if embedding_binding == STANDIN:
             kwargs[EMBEDDING_ROLE] = standins[EMBEDDING_ROLE]

@@ -27,34 +27,34 @@ CREATE_COPY_TABLE = (
 )
 EMPTY_COPY_TABLE = f"TRUNCATE {COPY_TABLE}"
 _COPY = f"COPY {COPY_TABLE} (ord, content_vector) FROM STDIN (FORMAT BINARY)"
-_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_TRAILER = b"\xff\xff"
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+TRAILER = b"\xff\xff"
+
+
+def vector_fields(vectors: np.ndarray) -> np.ndarray:
+    """One COPY BINARY field per row of an (n, dim) float array: int32 length, then
+    pgvector's binary vector, as a structured array (``.tobytes()`` is the fields)."""
+    count, dim = vectors.shape
+    layout = [("size", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("values", ">f4", (dim,))]
+    fields = np.empty(count, dtype=layout)
+    fields["size"] = 4 + 4 * dim
+    fields["dim"] = dim
+    fields["unused"] = 0
+    fields["values"] = vectors  # converted to big-endian float32 here, in C
+    return fields
 
 
 def vector_rows(vectors: np.ndarray, first_ord: int = 0) -> bytes:
     """The COPY BINARY stream of rows ``(ord, vector)`` for an (n, dim) float array, with
     ``ord`` counting from ``first_ord``: what the temporary table of an upsert receives."""
-    count, dim = vectors.shape
-    layout = np.dtype(
-        [
-            ("fields", ">i2"),
-            ("ord_size", ">i4"),
-            ("ord", ">i4"),
-            ("vector_size", ">i4"),
-            ("dim", ">i2"),
-            ("unused", ">i2"),
-            ("values", ">f4", (dim,)),
-        ]
-    )
-    rows = np.empty(count, dtype=layout)
+    fields = vector_fields(vectors)
+    layout = [("fields", ">i2"), ("ord_size", ">i4"), ("ord", ">i4"), ("vector", fields.dtype)]
+    rows = np.empty(len(fields), dtype=layout)
     rows["fields"] = 2
     rows["ord_size"] = 4
-    rows["ord"] = np.arange(first_ord, first_ord + count, dtype=np.int64)
-    rows["vector_size"] = 4 + 4 * dim
-    rows["dim"] = dim
-    rows["unused"] = 0
-    rows["values"] = vectors  # converted to big-endian float32 here, in C
-    return _SIGNATURE + rows.tobytes() + _TRAILER
+    rows["ord"] = np.arange(first_ord, first_ord + len(fields), dtype=np.int64)
+    rows["vector"] = fields
+    return SIGNATURE + rows.tobytes() + TRAILER
 
 
 def copy_vector_rows(cur: Any, vectors: np.ndarray, first_ord: int = 0) -> None:

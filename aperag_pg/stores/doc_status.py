@@ -563,9 +563,9 @@ class DocStatusStore(SyncStore):
             "error_msg": doc.get("error_msg"),
             "content_hash": doc.get("content_hash"),
         }
+        # Every text column is checked here, the JSON ones by jsonb_text: no second walk.
         for column, sql_type in _CHECKED_COLUMNS.items():
             check_column(fields[column], sql_type, f"{where} {column}")
-        check_storable(fields, where)
         fields["chunks_list"] = jsonb_text(fields["chunks_list"], f"{where} chunks_list")
         fields["metadata"] = jsonb_text(fields["metadata"], f"{where} metadata")
         fields["created_at"] = parse_timestamp(doc.get("created_at"), f"{where} created_at")

@@ -640,30 +640,32 @@ class VectorStore(SyncStore):
         statement = sql.SQL(_QUERY).format(
             select=sql.SQL(self.kind.select), table=self.table(self.table_name)
         )
-        ef_search = self._ef_search(top_k)
-        if ef_search:
-            statement = sql.SQL(_EF_SEARCH).format(sql.Literal(ef_search)) + statement
-        if self._iterative_scans and self.manager.settings().vector_index_type == "HNSW":
-            statement = sql.SQL(_ITERATIVE_SCAN) + statement
+        statement = self._scan_settings(top_k) + statement
         with self._vector_transaction(read_only=True) as cur:
             # LightRAG's rule: cosine distance strictly below 1 - threshold.
             cur.execute(statement, (embedding, self.workspace, 1 - threshold, top_k))
             return [dict(row) for row in cur.fetchall()]
 
-    def _ef_search(self, top_k: int) -> int | None:
-        """hnsw.ef_search for this query, or None for the server's: POSTGRES_HNSW_EF_SEARCH
-        when set; without iterative scans (pgvector < 0.8) raised to top_k, as an HNSW scan
-        returns at most ef_search rows. (A higher ef_search also makes the planner cost the
-        index higher, so with a workspace filter it may scan the table instead.)"""
+    def _scan_settings(self, top_k: int) -> sql.Composable:
+        """The SET LOCAL statements sent ahead of an HNSW query: the iterative scan
+        (pgvector 0.8+), and hnsw.ef_search when POSTGRES_HNSW_EF_SEARCH is set; without
+        iterative scans ef_search is raised to top_k instead, as an HNSW scan returns at
+        most ef_search rows. (A higher ef_search also makes the planner cost the index
+        higher, so with a workspace filter it may scan the table instead.)"""
         settings = self.manager.settings()
         if settings.vector_index_type != "HNSW":
-            return None
+            return sql.SQL("")
         if self._iterative_scans:
-            return settings.hnsw_ef_search or None
-        wanted = max(settings.hnsw_ef_search, top_k)
-        if wanted <= PGVECTOR_EF_SEARCH and not settings.hnsw_ef_search:
-            return None
-        return min(wanted, MAX_EF_SEARCH)
+            ef_search = settings.hnsw_ef_search
+        else:
+            ef_search = max(settings.hnsw_ef_search, top_k)
+            if ef_search <= PGVECTOR_EF_SEARCH and not settings.hnsw_ef_search:
+                ef_search = 0
+        statements = [sql.SQL(_ITERATIVE_SCAN)] if self._iterative_scans else []
+        if ef_search:
+            ef = sql.Literal(min(ef_search, MAX_EF_SEARCH))
+            statements.append(sql.SQL(_EF_SEARCH).format(ef))
+        return sql.Composed(statements)
 
     def get_by_id(self, id: str) -> dict[str, Any] | None:
         """The row without its vector, plus ``created_at`` (epoch seconds); None if missing."""
