@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import psycopg2
@@ -648,30 +649,111 @@ def test_bad_read_arguments_are_refused(manager):
 # -- volume, empty input, hostile names, isolation ----------------------------------
 
 
+def spy_on(monkeypatch, name: str, rows_of) -> list[int]:
+    """Record the number of rows of each call of ``vector_module.<name>``."""
+    pages: list[int] = []
+    real = getattr(vector_module, name)
+
+    def spy(*args):
+        pages.append(rows_of(*args))
+        return real(*args)
+
+    monkeypatch.setattr(vector_module, name, spy)
+    return pages
+
+
 def test_large_batch_is_written_in_bounded_chunks(manager, admin_conn, monkeypatch):
     store = open_store("chunks", dim=8)
     rng = np.random.default_rng(7)
     vectors = rng.normal(size=(5000, 8)).astype(np.float32)
-    pages = []
-    real = vector_module.copy_vector_rows
-
-    def spy(cur, part, first_ord=0):
-        pages.append(len(part))
-        return real(cur, part, first_ord)
-
-    monkeypatch.setattr(vector_module, "copy_vector_rows", spy)
-    store.upsert({f"c{i}": row("chunks", vectors[i], i) for i in range(5000)})
-    monkeypatch.undo()
-
-    assert sum(pages) == 5000 and len(pages) > 1 and max(pages) <= 1000
-    assert count_rows(admin_conn, store) == 5000
-    results = store.query(vectors[1234], top_k=3, cosine_better_than_threshold=-2)
-    assert results[0]["id"] == "c1234" and len(results) == 3
     ids = [f"c{i}" for i in range(5000)]
+    copied = spy_on(monkeypatch, "table_rows", lambda _encoders, rows, _vectors: len(rows))
+    merged = spy_on(monkeypatch, "copy_vector_rows", lambda _cur, part, _first=0: len(part))
+    store.upsert({key: row("chunks", vectors[i], i) for i, key in enumerate(ids)})
+    assert sum(copied) == 5000 and len(copied) > 1 and max(copied) <= 1000 and not merged
+
+    store.upsert({key: row("chunks", -vectors[i], i) for i, key in enumerate(ids)})
+    monkeypatch.undo()
+    assert sum(merged) == 5000 and len(merged) > 1 and max(merged) <= 1000
+    assert sum(copied) == 5000  # stored ids are merged, never copied again
+    assert count_rows(admin_conn, store) == 5000
+    results = store.query(-vectors[1234], top_k=3, cosine_better_than_threshold=-2)
+    assert results[0]["id"] == "c1234" and len(results) == 3
+    assert np.allclose(store.get_vectors_by_ids(["c7"])["c7"], -vectors[7])
     assert len(store.get_vectors_by_ids(ids)) == 5000
     assert sum(r is not None for r in store.get_by_ids(ids)) == 5000
     store.delete(ids)
     assert count_rows(admin_conn, store) == 0
+
+
+def test_a_batch_with_one_stored_id_is_merged_whole(manager, admin_conn):
+    store = open_store("entities")
+    store.upsert({"b": row("entities", QUERY, 1)})
+    before = store.get_by_id("b")
+    store.upsert({key: row("entities", SIMILAR["orthogonal"], i) for i, key in enumerate("abc")})
+    a, b, c = store.get_by_ids(["a", "b", "c"])
+    assert [r["entity_name"] for r in (a, b, c)] == ["Entity 0", "Entity 1", "Entity 2"]
+    assert b["create_time"] == before["create_time"]  # updated in place, not re-created
+    assert store.get_vectors_by_ids(["b"])["b"] == SIMILAR["orthogonal"]
+    assert count_rows(admin_conn, store) == 3
+
+
+def test_new_rows_get_lightrags_times_and_arrays(manager, admin_conn):
+    store = open_store("entities")
+    store.upsert(
+        {
+            "e1": row("entities", QUERY, 1, source_id='ü<SEP>中文 \\ "q"<SEP>'),
+            "e2": row("entities", QUERY, 2, source_id=None),
+        }
+    )
+    e1, e2 = store.get_by_ids(["e1", "e2"])
+    assert e1["chunk_ids"] == ["ü", '中文 \\ "q"', ""] and e2["chunk_ids"] == [None]
+    with admin_conn.cursor() as cur:
+        cur.execute("SELECT (now() AT TIME ZONE 'utc')::timestamp(0)")
+        server_now = cur.fetchone()[0]
+    for got in (e1, e2):
+        assert got["create_time"] == got["update_time"]
+        assert got["create_time"].microsecond == 0  # TIMESTAMP(0), as LightRAG's DDL
+        assert abs((server_now - got["create_time"]).total_seconds()) <= 2
+
+
+def test_ids_a_concurrent_writer_stores_first_are_merged_not_lost(manager, admin_conn):
+    """The copy of new rows meets a row another transaction inserted after the ids were
+    looked up: it waits for that transaction, then merges instead of failing."""
+    store = open_store("chunks")
+    batch = {f"c{i}": row("chunks", QUERY, i) for i in range(10)}
+    other = psycopg2.connect(**manager.settings().connect_kwargs(application_name="rival"))
+    try:
+        with other.cursor() as cur:  # an open transaction holding c5
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (workspace, id, content, content_vector) "
+                    "VALUES (%s, 'c5', 'rival', '[1,1,1,1]')"
+                ).format(sql.Identifier(store.table_name)),
+                (store.workspace,),
+            )
+        with ThreadPoolExecutor(1) as pool:
+            upsert = pool.submit(store.upsert, batch)
+            wait_until_a_backend_waits_for_a_transaction(admin_conn)
+            other.commit()
+            upsert.result(timeout=60)
+    finally:
+        other.close()
+    assert count_rows(admin_conn, store) == 10
+    assert store.get_by_id("c5")["content"] == "chunk text 5"
+    assert store.get_vectors_by_ids(["c5"])["c5"] == QUERY
+
+
+def wait_until_a_backend_waits_for_a_transaction(conn, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    with conn.cursor() as cur:
+        while time.monotonic() < deadline:
+            cur.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+            )
+            if cur.fetchone()[0]:
+                return
+    raise AssertionError("no backend started waiting for the rival transaction")
 
 
 def test_a_batch_of_20k_rows_is_one_transaction_and_a_bad_last_row_writes_nothing(

@@ -25,7 +25,9 @@ through ``search_path``, as in LightRAG's DDL and queries.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import io
 import json
 import logging
 import re
@@ -54,7 +56,14 @@ from ..errors import (
 from ..pool import PostgreSQLSyncConnectionManager
 from ..values import check_column, check_storable
 from .base import SyncStore, check_key, table_for_namespace, utc_now
-from .binary_copy import COPY_TABLE, CREATE_COPY_TABLE, EMPTY_COPY_TABLE, copy_vector_rows
+from .binary_copy import (
+    COPY_TABLE,
+    CREATE_COPY_TABLE,
+    EMPTY_COPY_TABLE,
+    copy_vector_rows,
+    field_encoder,
+    table_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +81,9 @@ _VECTOR_INDEX_SUFFIXES = ("hnsw_cosine", "hnsw_halfvec_cosine", "ivfflat_cosine"
 
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+# A checked row of an upsert: (id, the values of its kind's written columns, float32 vector).
+_Row = tuple[str, tuple[Any, ...], np.ndarray]
 
 # Connections whose pgvector type casters are registered (one catalog query each).
 _registered_connections: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -283,6 +295,12 @@ _SELECT_BY_IDS = """
 SELECT {columns}, EXTRACT(EPOCH FROM create_time)::BIGINT AS created_at
 FROM {table} WHERE workspace = %s AND id = ANY(%s)
 """
+# An upsert's first question: is any of its ids stored? If not, its rows are copied in.
+_ANY_STORED = "SELECT EXISTS (SELECT 1 FROM {table} WHERE workspace = %s AND id = ANY(%s)) AS found"
+_COPY_ROWS = "COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+_SAVEPOINT = "SAVEPOINT aperag_copy_new"
+_ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT aperag_copy_new"
+_RELEASE_SAVEPOINT = "RELEASE SAVEPOINT aperag_copy_new"
 _SELECT_VECTORS = "SELECT id, content_vector FROM {table} WHERE workspace = %s AND id = ANY(%s)"
 _DELETE_IDS = "DELETE FROM {table} WHERE workspace = %s AND id = ANY(%s)"
 _DELETE_ENTITY = "DELETE FROM {table} WHERE workspace = %s AND (entity_name = %s OR id = %s)"
@@ -360,6 +378,7 @@ class VectorStore(SyncStore):
         self.embedding_dim = embedding_dim
         self.cosine_better_than_threshold = _check_threshold(cosine_better_than_threshold)
         self._upsert_sql = self._upsert_statement()
+        self._copy_sql, self._copy_encoders = self._copy_statement()
         self._iterative_scans = False  # pgvector 0.8+, known after ensure_tables()
         types = dict(self.kind.columns)  # (LightRAG's field name, the column's SQL type)
         self._written_types = [(_FIELD_OF_COLUMN.get(c, c), types[c]) for c in self.kind.written]
@@ -498,7 +517,9 @@ class VectorStore(SyncStore):
     def upsert(self, data: Mapping[str, Mapping[str, Any]]) -> None:
         """Insert or update rows ``{id: {LightRAG's fields..., "__vector__": embedding}}``.
 
-        The whole batch is checked first; then it is written in one transaction.
+        The whole batch is checked first; then it is written in one transaction, in key
+        order: copied straight into the table when none of its ids is stored yet (new
+        chunks, the common case), else merged with INSERT ... ON CONFLICT.
         """
         if not data:
             return
@@ -506,23 +527,57 @@ class VectorStore(SyncStore):
             raise InvalidInput(f"upsert expects a dict of id -> row, got {type(data).__name__}.")
         now = utc_now()
         rows = in_lock_order((self._row(key, item) for key, item in data.items()), key=_by_key)
-        # The vectors travel by binary COPY into a temporary table, the other columns as one
-        # JSON parameter per chunk; one INSERT ... SELECT joins them, in key order.
-        columns = (*self.kind.written,)
         with self._vector_transaction() as cur:  # says so when pgvector is missing
-            cur.execute(CREATE_COPY_TABLE)
-            for first in range(0, len(rows), _WRITE_CHUNK):
-                part = rows[first : first + _WRITE_CHUNK]
-                copy_vector_rows(cur, np.stack([vector for _, _, vector in part]), first)
-                records = [
-                    {"ord": first + i, "id": key, **dict(zip(columns, values, strict=True))}
-                    for i, (key, values, _) in enumerate(part)
-                ]
-                cur.execute(self._upsert_sql, (self.workspace, now, now, _dumps(records)))
-                cur.execute(EMPTY_COPY_TABLE)
+            if self._any_stored(cur, [key for key, _, _ in rows]) or not self._copy_new(
+                cur, rows, now
+            ):
+                self._merge(cur, rows, now)
         logger.debug("upserted %d rows into %s", len(rows), self.qualified_name)
 
-    def _row(self, key: Any, item: Any) -> tuple[str, tuple[Any, ...], np.ndarray]:
+    def _any_stored(self, cur: Any, keys: list[str]) -> bool:
+        statement = self.render(_ANY_STORED, table=self.table_name)
+        for chunk in chunked(keys, _READ_CHUNK):
+            cur.execute(statement, (self.workspace, chunk))
+            if cur.fetchone()["found"]:
+                return True
+        return False
+
+    def _copy_new(self, cur: Any, rows: list[_Row], now: datetime.datetime) -> bool:
+        """COPY whole rows in binary straight into the table, as the server's own bulk path
+        does. False, with nothing written, when a concurrent writer stored one of these ids
+        since they were looked up (its unique-key violation is rolled back to a savepoint).
+        """
+        cur.execute(_SAVEPOINT)
+        try:
+            for part in chunked(rows, _WRITE_CHUNK):
+                values = [(self.workspace, key, *fields, now, now) for key, fields, _ in part]
+                vectors = np.stack([vector for _, _, vector in part])
+                stream = table_rows(self._copy_encoders, values, vectors)
+                cur.copy_expert(self._copy_sql, io.BytesIO(stream))
+        except psycopg2.errors.UniqueViolation:
+            cur.execute(_ROLLBACK_TO_SAVEPOINT)
+            logger.debug("rows of %s stored meanwhile: merging instead", self.qualified_name)
+            return False
+        cur.execute(_RELEASE_SAVEPOINT)
+        return True
+
+    def _merge(self, cur: Any, rows: list[_Row], now: datetime.datetime) -> None:
+        """Insert or update: the vectors travel by binary COPY into a temporary table, the
+        other columns as one JSON parameter per chunk; one INSERT ... SELECT joins them, in
+        key order."""
+        columns = self.kind.written
+        cur.execute(CREATE_COPY_TABLE)
+        for first in range(0, len(rows), _WRITE_CHUNK):
+            part = rows[first : first + _WRITE_CHUNK]
+            copy_vector_rows(cur, np.stack([vector for _, _, vector in part]), first)
+            records = [
+                {"ord": first + i, "id": key, **dict(zip(columns, values, strict=True))}
+                for i, (key, values, _) in enumerate(part)
+            ]
+            cur.execute(self._upsert_sql, (self.workspace, now, now, _dumps(records)))
+            cur.execute(EMPTY_COPY_TABLE)
+
+    def _row(self, key: Any, item: Any) -> _Row:
         """(id, the written columns' values, the float32 vector), every value checked."""
         check_key(key, "vector id")
         if not isinstance(item, Mapping):
@@ -729,6 +784,17 @@ class VectorStore(SyncStore):
                 for column in (*written, "content_vector")
             ),
         )
+
+    def _copy_statement(self) -> tuple[sql.Composed, list[Callable[[Any], bytes]]]:
+        """The COPY of whole new rows, and its fields' encoders: workspace, id, the kind's
+        written columns, the two times, and the vector last (``binary_copy.table_rows``)."""
+        types = dict(self.kind.columns)
+        columns = ("workspace", "id", *self.kind.written, "create_time", "update_time")
+        statement = sql.SQL(_COPY_ROWS).format(
+            table=self.table(self.table_name),
+            columns=sql.SQL(", ").join(map(sql.Identifier, (*columns, "content_vector"))),
+        )
+        return statement, [field_encoder(types[column]) for column in columns]
 
     def _require_kind(self, base_table: str, method: str) -> None:
         if self.kind is not _KINDS[base_table]:
