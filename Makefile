@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/task_overhead.py
 	$(PY) bench/stores.py
 	$(PY) bench/vectors.py
+	$(PY) bench/ingest.py
 	$(PY) bench/checkpoint.py
 	$(PY) bench/graph.py
 	$(PY) bench/worker_throughput.py

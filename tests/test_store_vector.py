@@ -649,33 +649,24 @@ def test_bad_read_arguments_are_refused(manager):
 # -- volume, empty input, hostile names, isolation ----------------------------------
 
 
-def spy_on(monkeypatch, name: str, rows_of) -> list[int]:
-    """Record the number of rows of each call of ``vector_module.<name>``."""
-    pages: list[int] = []
-    real = getattr(vector_module, name)
-
-    def spy(*args):
-        pages.append(rows_of(*args))
-        return real(*args)
-
-    monkeypatch.setattr(vector_module, name, spy)
-    return pages
-
-
 def test_large_batch_is_written_in_bounded_chunks(manager, admin_conn, monkeypatch):
     store = open_store("chunks", dim=8)
     rng = np.random.default_rng(7)
     vectors = rng.normal(size=(5000, 8)).astype(np.float32)
     ids = [f"c{i}" for i in range(5000)]
-    copied = spy_on(monkeypatch, "table_rows", lambda _encoders, rows, _vectors: len(rows))
-    merged = spy_on(monkeypatch, "copy_vector_rows", lambda _cur, part, _first=0: len(part))
-    store.upsert({key: row("chunks", vectors[i], i) for i, key in enumerate(ids)})
-    assert sum(copied) == 5000 and len(copied) > 1 and max(copied) <= 1000 and not merged
+    pages: list[int] = []
+    real = vector_module.table_rows
 
+    def spy(encoders, rows, part):
+        pages.append(len(rows))
+        return real(encoders, rows, part)
+
+    monkeypatch.setattr(vector_module, "table_rows", spy)
+    store.upsert({key: row("chunks", vectors[i], i) for i, key in enumerate(ids)})
     store.upsert({key: row("chunks", -vectors[i], i) for i, key in enumerate(ids)})
     monkeypatch.undo()
-    assert sum(merged) == 5000 and len(merged) > 1 and max(merged) <= 1000
-    assert sum(copied) == 5000  # stored ids are merged, never copied again
+
+    assert sum(pages) == 10_000 and len(pages) > 2 and max(pages) <= 1000
     assert count_rows(admin_conn, store) == 5000
     results = store.query(-vectors[1234], top_k=3, cosine_better_than_threshold=-2)
     assert results[0]["id"] == "c1234" and len(results) == 3
@@ -686,7 +677,7 @@ def test_large_batch_is_written_in_bounded_chunks(manager, admin_conn, monkeypat
     assert count_rows(admin_conn, store) == 0
 
 
-def test_a_batch_with_one_stored_id_is_merged_whole(manager, admin_conn):
+def test_a_batch_with_stored_ids_updates_them_and_keeps_their_create_time(manager, admin_conn):
     store = open_store("entities")
     store.upsert({"b": row("entities", QUERY, 1)})
     before = store.get_by_id("b")
@@ -717,9 +708,9 @@ def test_new_rows_get_lightrags_times_and_arrays(manager, admin_conn):
         assert abs((server_now - got["create_time"]).total_seconds()) <= 2
 
 
-def test_ids_a_concurrent_writer_stores_first_are_merged_not_lost(manager, admin_conn):
-    """The copy of new rows meets a row another transaction inserted after the ids were
-    looked up: it waits for that transaction, then merges instead of failing."""
+def test_an_id_a_concurrent_writer_stores_first_is_replaced_not_an_error(manager, admin_conn):
+    """The copy meets a row another transaction inserted after the stored ids were
+    deleted: it waits for that transaction, then replaces its row instead of failing."""
     store = open_store("chunks")
     batch = {f"c{i}": row("chunks", QUERY, i) for i in range(10)}
     other = psycopg2.connect(**manager.settings().connect_kwargs(application_name="rival"))
@@ -775,8 +766,6 @@ def test_a_batch_of_20k_rows_is_one_transaction_and_a_bad_last_row_writes_nothin
             (store.workspace,),
         )
         assert cur.fetchone() == (20_000, 1)  # every row written by the same transaction
-        cur.execute("SELECT count(*) FROM pg_class WHERE relname = 'aperag_vector_rows'")
-        assert cur.fetchone()[0] == 0  # the temporary table went with its transaction
 
 
 @pytest.mark.parametrize("dim", [1, 3, 2000, 2001, 16000])

@@ -14,22 +14,12 @@ length (-1: NULL) and bytes, then int16 -1.
 from __future__ import annotations
 
 import datetime
-import io
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-# The temporary table an upsert of existing rows copies its vectors into: created in the
-# upsert's own transaction and dropped at its end, so nothing outlives it (PgBouncer-safe).
-COPY_TABLE = "aperag_vector_rows"
-CREATE_COPY_TABLE = (
-    f"CREATE TEMP TABLE {COPY_TABLE} (ord int4 NOT NULL, content_vector vector NOT NULL) "
-    "ON COMMIT DROP"
-)
-EMPTY_COPY_TABLE = f"TRUNCATE {COPY_TABLE}"
-_COPY = f"COPY {COPY_TABLE} (ord, content_vector) FROM STDIN (FORMAT BINARY)"
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 
@@ -54,24 +44,6 @@ def vector_fields(vectors: np.ndarray) -> np.ndarray:
     raw[:, :8] = np.frombuffer(header, dtype=np.uint8)
     fields[:, 2:] = vectors  # converted to big-endian float32 here, in C
     return raw
-
-
-def vector_rows(vectors: np.ndarray, first_ord: int = 0) -> bytes:
-    """The COPY BINARY stream of rows ``(ord, vector)`` for an (n, dim) float array, with
-    ``ord`` counting from ``first_ord``: what the temporary table of an upsert receives."""
-    fields = vector_fields(vectors)
-    count = len(fields)
-    rows = np.empty((count, 10 + fields.shape[1]), dtype=np.uint8)
-    rows[:, :6] = np.frombuffer(_INT2.pack(2) + _INT4.pack(4), dtype=np.uint8)
-    ords = np.arange(first_ord, first_ord + count, dtype=">i4")
-    rows[:, 6:10] = ords.view(np.uint8).reshape(count, 4)
-    rows[:, 10:] = fields
-    return SIGNATURE + rows.tobytes() + TRAILER
-
-
-def copy_vector_rows(cur: Any, vectors: np.ndarray, first_ord: int = 0) -> None:
-    """COPY ``vectors`` into the upsert's temporary table (made with CREATE_COPY_TABLE)."""
-    cur.copy_expert(_COPY, io.BytesIO(vector_rows(vectors, first_ord)))
 
 
 # -- whole rows ---------------------------------------------------------------------------
