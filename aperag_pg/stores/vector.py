@@ -293,7 +293,7 @@ DELETE FROM {table} t USING stored WHERE t.ctid = stored.ctid
 RETURNING t.id, t.create_time
 """
 _COPY_ROWS = "COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
-_SAVEPOINT = "SAVEPOINT aperag_upsert"
+_SAVEPOINT = "SAVEPOINT aperag_upsert; "
 _ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT aperag_upsert"
 _REPLACE_ATTEMPTS = 5  # each retry means a rival committed one of the ids meanwhile
 _SELECT_VECTORS = "SELECT id, content_vector FROM {table} WHERE workspace = %s AND id = ANY(%s)"
@@ -525,10 +525,9 @@ class VectorStore(SyncStore):
         now = utc_now()
         rows = in_lock_order((self._row(key, item) for key, item in data.items()), key=_by_key)
         with self._vector_transaction() as cur:  # says so when pgvector is missing
-            cur.execute(_SAVEPOINT)
             for attempt in range(1, _REPLACE_ATTEMPTS + 1):
                 try:
-                    self._replace(cur, rows, now)
+                    self._replace(cur, rows, now, first=attempt == 1)
                     break
                 except psycopg2.errors.UniqueViolation:
                     # A concurrent writer committed one of these ids after our delete
@@ -539,11 +538,15 @@ class VectorStore(SyncStore):
                     logger.debug("rows of %s stored meanwhile: again", self.qualified_name)
         logger.debug("upserted %d rows into %s", len(rows), self.qualified_name)
 
-    def _replace(self, cur: Any, rows: list[_Row], now: datetime.datetime) -> None:
+    def _replace(self, cur: Any, rows: list[_Row], now: datetime.datetime, first: bool) -> None:
         """Per chunk: delete the stored rows of its ids, locking them in key order, then
-        COPY the whole chunk in binary, each row with its old create_time if it had one."""
-        for part in chunked(rows, _WRITE_CHUNK):
-            cur.execute(self._delete_stored_sql, (self.workspace, [key for key, _, _ in part]))
+        COPY the whole chunk in binary, each row with its old create_time if it had one.
+        The first attempt's first delete also sets the savepoint (one round trip less)."""
+        for index, part in enumerate(chunked(rows, _WRITE_CHUNK)):
+            delete = self._delete_stored_sql
+            if first and index == 0:
+                delete = sql.SQL(_SAVEPOINT) + delete
+            cur.execute(delete, (self.workspace, [key for key, _, _ in part]))
             created = {row["id"]: row["create_time"] for row in cur.fetchall()}
             values = [
                 (self.workspace, key, *fields, created.get(key, now), now)
