@@ -368,8 +368,9 @@ def report(results: dict, quick: bool, queries: dict, query_rows: int, dim: int)
         "",
         f"Queries over {query_rows:,} vectors of {dim} dimensions in one workspace, HNSW index "
         "built after loading (one long-lived loop; 20 questions, each asked by every side in "
-        "turn, after 5 warm-up questions; median ms, fewest rows returned in brackets). asyncpg binds the vector once, in binary. The raw sides are LightRAG's "
-        "query on a plain psycopg2 connection with the vector as text: bound twice (as "
+        "turn, after 5 warm-up questions; median ms, fewest rows returned in brackets). "
+        "asyncpg binds the vector once, in binary. The raw sides are LightRAG's query on a "
+        "plain psycopg2 connection with the vector as text: bound twice (as "
         "LightRAG's SQL reads), once through a scalar subquery (ours), and once with "
         "SET LOCAL hnsw.iterative_scan = strict_order in the same call (ours, without the "
         "store and its thread).",
