@@ -1,7 +1,54 @@
 """aperag_pg: a synchronous PostgreSQL layer for Celery workers.
 
-One thread-safe psycopg2 pool per worker process (``aperag_pg.pool``), LightRAG storages
-on it (``aperag_pg.lightrag``) and a LangGraph checkpointer (``aperag_pg.checkpoint``).
+One thread-safe psycopg2 pool per worker process, LightRAG storages on it
+(``aperag_pg.lightrag``, extra ``lightrag``) and a LangGraph checkpointer
+(``aperag_pg.checkpoint``, extra ``langgraph``)::
+
+    from aperag_pg import PostgreSQLSyncConnectionManager, install_worker_signals
+
+    install_worker_signals()  # each worker process opens its pool, and closes it
+    with PostgreSQLSyncConnectionManager.get_connection() as conn:
+        ...
 """
 
+from .errors import (
+    AperagPGError,
+    ConfigError,
+    DatabaseUnavailable,
+    ExtensionMissing,
+    InvalidInput,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    SchemaError,
+    SchemaPrivilegeError,
+    TaskKeepsCrashing,
+    TransactionAborted,
+    VectorDimensionMismatch,
+)
+from .pool import PostgreSQLSyncConnectionManager
+from .settings import PostgresSettings
+from .worker import DatabaseTask, install_worker_signals, run_async
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "AperagPGError",
+    "ConfigError",
+    "DatabaseTask",
+    "DatabaseUnavailable",
+    "ExtensionMissing",
+    "InvalidInput",
+    "PoolClosed",
+    "PoolError",
+    "PoolTimeout",
+    "PostgreSQLSyncConnectionManager",
+    "PostgresSettings",
+    "SchemaError",
+    "SchemaPrivilegeError",
+    "TaskKeepsCrashing",
+    "TransactionAborted",
+    "VectorDimensionMismatch",
+    "install_worker_signals",
+    "run_async",
+]

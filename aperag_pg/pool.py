@@ -102,12 +102,6 @@ class _KeepIdleThreadedPool(psycopg2.pool.ThreadedConnectionPool):
         with self._lock:
             return list(self._pool)
 
-    def connections_without_lock(self) -> list[PooledConnection]:
-        """Every connection, idle or in use. Only for a forked child, where the
-        lock may be held forever by a thread that does not exist there.
-        """
-        return list(self._pool) + list(self._used.values())
-
     def take_idle(self, keep: int, is_stale: Any) -> list[PooledConnection]:
         """Remove and return idle connections that ``is_stale``, leaving at least ``keep``."""
         with self._lock:
@@ -534,11 +528,6 @@ class PostgreSQLSyncConnectionManager:
     @classmethod
     def settings(cls) -> PostgresSettings:
         return cls.pool().settings
-
-    @classmethod
-    def is_open(cls) -> bool:
-        pool = cls._own_pool()
-        return pool is not None and not pool.closed
 
     @classmethod
     def close(cls) -> None:

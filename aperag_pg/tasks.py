@@ -138,12 +138,13 @@ def prune_checkpoints(
     with neither set, nothing is deleted.
     """
     from .checkpoint import retention
+    from .environment import CHECKPOINT_HISTORY_TTL_DAYS, CHECKPOINT_THREAD_TTL_DAYS
     from .settings import load_environment
 
     env = load_environment()
     report = retention.apply_retention(
-        thread_ttl=retention.ttl(thread_ttl_days, env, retention.THREAD_TTL_VARIABLE),
-        history_ttl=retention.ttl(history_ttl_days, env, retention.HISTORY_TTL_VARIABLE),
+        thread_ttl=retention.ttl(thread_ttl_days, env, CHECKPOINT_THREAD_TTL_DAYS),
+        history_ttl=retention.ttl(history_ttl_days, env, CHECKPOINT_HISTORY_TTL_DAYS),
         max_threads=max_threads,
     )
     return {"pid": os.getpid(), **report.as_dict()}

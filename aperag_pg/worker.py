@@ -244,8 +244,3 @@ def run_async(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     so a task may call this as often as it likes without creating a loop per task.
     """
     return _loop.run(coro, timeout)
-
-
-def worker_event_loop() -> asyncio.AbstractEventLoop:
-    """The process's event loop, started if needed."""
-    return _loop.loop()

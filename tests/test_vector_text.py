@@ -48,6 +48,7 @@ def test_the_text_is_what_pgvector_reads_as_the_decimal_form(cursor):
     assert cursor.fetchone()[0] is True
 
 
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=40)
 )

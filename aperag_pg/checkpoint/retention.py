@@ -26,7 +26,6 @@ from typing import Any
 from psycopg2 import sql as pgsql
 
 from ..batching import chunked
-from ..environment import CHECKPOINT_HISTORY_TTL_DAYS, CHECKPOINT_THREAD_TTL_DAYS
 from ..errors import ConfigError
 from ..pool import PostgreSQLSyncConnectionManager
 from . import prune, sql
@@ -35,10 +34,6 @@ logger = logging.getLogger(__name__)
 
 # Threads per delete statement; each batch is its own short transaction.
 THREAD_BATCH = 100
-
-# Defaults of the Celery task's arguments, in days (e.g. 30 or 0.5).
-THREAD_TTL_VARIABLE = CHECKPOINT_THREAD_TTL_DAYS
-HISTORY_TTL_VARIABLE = CHECKPOINT_HISTORY_TTL_DAYS
 
 
 @dataclass

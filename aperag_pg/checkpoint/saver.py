@@ -342,12 +342,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         # The whole ancestor walk in one worker thread instead of a hop per checkpoint.
-        return await to_thread(self._delta_history, config, channels)
-
-    def _delta_history(
-        self, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        return self.get_delta_channel_history(config=config, channels=channels)
+        return await to_thread(self.get_delta_channel_history, config=config, channels=channels)
 
     # -- connections ---------------------------------------------------------------
 

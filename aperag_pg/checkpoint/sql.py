@@ -213,7 +213,7 @@ FROM unnest(%s::text[]) AS f
 # -- writes -------------------------------------------------------------------------
 
 # ON CONFLICT updates checkpoint and metadata only, as PostgresSaver does.
-_UPSERT_CHECKPOINT = """
+PUT_CHECKPOINT = """
 INSERT INTO {schema}.checkpoints
     (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
 VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb)
@@ -221,18 +221,14 @@ ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
 DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
 """
 
-PUT_CHECKPOINT = _UPSERT_CHECKPOINT
-
-_INSERT_BLOBS = """
+# For a checkpoint with more blobs than one statement should carry (in a transaction).
+PUT_BLOBS = """
     INSERT INTO {schema}.checkpoint_blobs
         (thread_id, checkpoint_ns, channel, version, type, blob)
     SELECT %s, %s, b.channel, b.version, b.type, b.blob
     FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) AS b (channel, version, type, blob)
     ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
 """
-
-# For a checkpoint with more blobs than one statement should carry (in a transaction).
-PUT_BLOBS = _INSERT_BLOBS
 
 DELETE_THREAD = """
 WITH deleted_checkpoints AS (

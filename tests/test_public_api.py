@@ -1,0 +1,27 @@
+"""The package's top-level names: what a user imports, without the optional extras."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import aperag_pg
+
+
+def test_the_public_names_are_importable_from_the_package():
+    for name in aperag_pg.__all__:
+        assert getattr(aperag_pg, name) is not None, name
+    from aperag_pg.pool import PostgreSQLSyncConnectionManager
+    from aperag_pg.worker import run_async
+
+    assert aperag_pg.PostgreSQLSyncConnectionManager is PostgreSQLSyncConnectionManager
+    assert aperag_pg.run_async is run_async
+
+
+def test_importing_the_package_needs_neither_lightrag_nor_langgraph():
+    code = (
+        "import sys, aperag_pg; "
+        "print(sorted(m for m in ('lightrag', 'langgraph') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
