@@ -14,7 +14,7 @@ MULTI = $(PY) -m celery multi
 MULTI_ARGS = $(WORKER_NAME) -A config.celery --pool=prefork --concurrency=$(CONCURRENCY) \
 	--loglevel=INFO --pidfile=$(RUN_DIR)/%n.pid --logfile=$(RUN_DIR)/%n%I.log
 
-.PHONY: install test demo bench lint format worker worker-start worker-stop worker-restart \
+.PHONY: install test test-fast demo bench lint format worker worker-start worker-stop worker-restart \
 	worker-status services-up services-down clean
 
 $(STAMP): setup.cfg pyproject.toml
@@ -27,6 +27,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The inner loop: unit and store tests on the embedded PostgreSQL, no worker processes.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not processes"
 
 demo: $(STAMP)
 	$(PY) -m aperag_pg.demo --stand-ins-unless-configured

@@ -16,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import statistics
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,7 +35,6 @@ from common import (  # noqa: E402
     benchmark_postgres,
     machine_line,
     run_benchmark,
-    time_calls,
 )
 
 from aperag_pg.lightrag import register  # noqa: E402
@@ -90,15 +92,18 @@ class _Precomputed:
         return np.stack([self.cache[t] for t in texts])
 
 
-def _precomputed_embedding_func():
+_PRECOMPUTED = _Precomputed()  # one cache: both sides store the same vectors
+
+
+def _precomputed_embedding_func(side: str):
+    """The side's embedding function: the model name differs per side, so each side has a
+    vector table of its own (LightRAG names it after the model), equally full."""
     from lightrag.utils import EmbeddingFunc
 
+    model = "bench_ours" if side == "aperag_pg" else "bench_asyncpg"
     return EmbeddingFunc(
-        embedding_dim=VECTOR_DIM, func=_Precomputed(), model_name=f"bench-{VECTOR_DIM}"
+        embedding_dim=VECTOR_DIM, func=_PRECOMPUTED, model_name=f"{model}-{VECTOR_DIM}"
     )
-
-
-PRECOMPUTED_EMBEDDINGS = None  # set in main(), after lightrag is importable
 
 
 class Storages:
@@ -108,7 +113,9 @@ class Storages:
         self.kv, self.vdb, self.status = kv, vdb, status
 
     @classmethod
-    def build(cls, names: tuple[str, str, str], workspace: str, working_dir: str) -> Storages:
+    def build(
+        cls, side: str, names: tuple[str, str, str], workspace: str, working_dir: str
+    ) -> Storages:
         from lightrag import LightRAG
 
         rag = LightRAG(
@@ -118,7 +125,7 @@ class Storages:
             vector_storage=names[1],
             doc_status_storage=names[2],
             vector_db_storage_cls_kwargs={"cosine_better_than_threshold": 0.2},
-            **{**lightrag_standins(), "embedding_func": PRECOMPUTED_EMBEDDINGS},
+            **{**lightrag_standins(), "embedding_func": _precomputed_embedding_func(side)},
         )
         return cls(rag.text_chunks, rag.chunks_vdb, rag.doc_status)
 
@@ -166,14 +173,37 @@ async def _setup(storages: Storages, data: dict) -> None:
     await storages.kv.upsert(data["chunks"])
 
 
-def _median_ms_of(call: Callable[[], object], reps: int) -> float:
-    return statistics.median(time_calls(call, reps, warmup=0)) * 1000
+HANG_SECONDS = 120
 
 
-def measure_side(names, working_dir, reps: int) -> dict[str, dict[str, float]]:
+def _median_ms_or_hang(make_coro: Callable[[], Awaitable[object]], reps: int) -> float:
+    """Median ms of ``asyncio.run(make_coro())``, each run in a thread of its own; inf when
+    one never returns: LightRAG's asyncpg storages shared across loops can leave a task
+    that ``asyncio.run`` waits for forever while it closes the loop."""
+    samples = []
+    for _ in range(reps):
+        done = threading.Event()
+        start = time.perf_counter()
+
+        def in_new_loop(done: threading.Event = done) -> None:
+            try:
+                asyncio.run(make_coro())
+            except Exception:  # noqa: BLE001 - a failed call still took its time
+                pass
+            finally:
+                done.set()
+
+        threading.Thread(target=in_new_loop, daemon=True).start()
+        if not done.wait(HANG_SECONDS):
+            return math.inf  # the thread stays stuck; later cells go on without it
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000
+
+
+def measure_side(side: str, names, working_dir, reps: int) -> dict[str, dict[str, float]]:
     workspace = f"bench_{uuid.uuid4().hex[:6]}"
     data = _records(workspace)
-    storages = Storages.build(names, workspace, working_dir)
+    storages = Storages.build(side, names, workspace, working_dir)
     ops = operations(data)
     results: dict[str, dict[str, float]] = {op: {} for op in ops}
 
@@ -190,7 +220,7 @@ def measure_side(names, working_dir, reps: int) -> dict[str, dict[str, float]]:
 
     asyncio.run(long_lived_loop())
     for op, run in ops.items():  # (b) shared: the same objects, a new loop per task
-        results[op]["b_shared"] = _median_ms_of(lambda run=run: asyncio.run(run(storages)), reps)
+        results[op]["b_shared"] = _median_ms_or_hang(lambda run=run: run(storages), reps)
     finalize_error = _finalize_quietly(storages)
     if finalize_error:
         results["_notes"] = {"finalize": finalize_error}
@@ -204,9 +234,7 @@ def measure_side(names, working_dir, reps: int) -> dict[str, dict[str, float]]:
             await fresh.finalize()
 
     for op, run in ops.items():  # (b) re-created: initialize + finalize inside every task
-        results[op]["b_recreated"] = _median_ms_of(
-            lambda run=run: asyncio.run(recreated_task(run)), reps
-        )
+        results[op]["b_recreated"] = _median_ms_or_hang(lambda run=run: recreated_task(run), reps)
     return results
 
 
@@ -255,6 +283,11 @@ def report(results: dict[str, dict], reps: int) -> str:
         + ", ".join(f"{op} {ours[op]['b_recreated']:.2f}" for op in ours)
         + " ms.",
     ]
+    if any(math.isinf(cell) for r in results.values() for op in r for cell in r[op].values()):
+        lines.append(
+            f"inf: a call in a new loop had not returned after {HANG_SECONDS} s (asyncio.run "
+            "waited forever, closing the loop, for a task of LightRAG's pool)."
+        )
     for side, note in notes.items():
         if note:
             lines.append(
@@ -267,15 +300,13 @@ def run(quick: bool) -> str:
     reps = 3 if quick else 9
     logging.getLogger("lightrag").setLevel(logging.CRITICAL)  # LightRAG logs each pool reset
     register()
-    global PRECOMPUTED_EMBEDDINGS
-    PRECOMPUTED_EMBEDDINGS = _precomputed_embedding_func()
     results = {}
     with benchmark_postgres() as settings, tempfile.TemporaryDirectory() as working_dir:
         os.environ.update(settings.to_env())  # LightRAG's PG storages read os.environ
         Manager.initialize(settings)
         try:
             for side, names in SIDES.items():
-                results[side] = measure_side(names, working_dir, reps)
+                results[side] = measure_side(side, names, working_dir, reps)
         finally:
             Manager.close()
     return report(results, reps)

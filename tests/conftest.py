@@ -40,6 +40,16 @@ MODEL_AND_SERVICE_PREFIXES = (
     "LIGHTRAG_FACTORY",
 )
 
+# Tests that use these start Redis and Celery worker processes: `make test-fast` leaves
+# them out (marker "processes"), with the test files that mark themselves.
+PROCESS_FIXTURES = frozenset({"service_env", "redis_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.processes)
+
 
 @dataclass
 class PostgresServer:
