@@ -178,8 +178,8 @@ HANG_SECONDS = 120
 
 def _median_ms_or_hang(make_coro: Callable[[], Awaitable[object]], reps: int) -> float:
     """Median ms of ``asyncio.run(make_coro())``, each run in a thread of its own; inf when
-    one never returns: LightRAG's asyncpg storages shared across loops can leave a task
-    that ``asyncio.run`` waits for forever while it closes the loop."""
+    one never returns: LightRAG's model-call limiter can leave worker tasks in a loop that
+    ``asyncio.run`` waits for forever while it closes the loop."""
     samples = []
     for _ in range(reps):
         done = threading.Event()
@@ -285,8 +285,11 @@ def report(results: dict[str, dict], reps: int) -> str:
     ]
     if any(math.isinf(cell) for r in results.values() for op in r for cell in r[op].values()):
         lines.append(
-            f"inf: a call in a new loop had not returned after {HANG_SECONDS} s (asyncio.run "
-            "waited forever, closing the loop, for a task of LightRAG's pool)."
+            f"inf: a call in a new loop had not returned after {HANG_SECONDS} s: asyncio.run "
+            "waits forever, closing the loop, for worker tasks of LightRAG's model-call limiter "
+            "(priority_limit_async_func_call, around the embedding function) that do not end "
+            "when cancelled. It is LightRAG's, with any storage; aperag_pg's tasks run on one "
+            "loop per process (run_async) and never close it per task."
         )
     for side, note in notes.items():
         if note:
