@@ -29,6 +29,7 @@ from .checkpoint_support import (
     saver_in,
     table_counts,
 )
+from .polling import lock_waiters, wait_until
 
 
 @pytest.fixture
@@ -123,7 +124,7 @@ def test_calls_are_not_serialized_by_an_instance_lock(saver, schema, admin_conn,
 
         worker = threading.Thread(target=blocked_put)
         worker.start()
-        time.sleep(0.3)
+        wait_until(lambda: lock_waiters(holder), "the put waits for the row lock")
         assert not blocked_done.is_set()
         started = time.monotonic()
         assert saver.get_tuple(config(other.thread_id)) is not None

@@ -11,6 +11,7 @@ from aperag_pg.devservices import connections_per_process, wait_for_no_connectio
 from aperag_pg.stores.vector import VectorStore, vector_table_name
 
 from .make_support import make, make_ok
+from .polling import wait_until
 
 
 def run_batch(client: Celery, count: int, hold: float) -> list:
@@ -29,7 +30,7 @@ def test_start_tasks_restart_tasks_stop(service_env, base_settings, tmp_path):
         before = [r.get(timeout=60) for r in run_batch(client, 12, 0.05)]
         pids_before = {r["pid"] for r in before}
         in_flight = run_batch(client, 8, 1.0)  # running and queued while the restart happens
-        time.sleep(0.5)
+        wait_until(lambda: any(r.state == "STARTED" for r in in_flight), "a task runs")
         make_ok("worker-restart", service_env, run_dir)
         survived = [r.get(timeout=120) for r in in_flight]  # no task lost
         after = [r.get(timeout=60) for r in run_batch(client, 12, 0.05)]

@@ -16,6 +16,8 @@ from aperag_pg.devservices import EmbeddedPostgres
 from aperag_pg.errors import DatabaseUnavailable, PoolClosed, PoolTimeout
 from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager
 
+from .polling import backend_alive, backends_of, wait_until
+
 BACKEND_PID = "SELECT pg_backend_pid() AS pid"
 
 
@@ -87,19 +89,18 @@ def test_waiting_caller_gets_the_released_connection(manager, base_settings):
     manager.initialize(base_settings.replace(max_connections=1, pool_timeout=5))
     holder_has_it = threading.Event()
 
-    def hold() -> None:
+    def hold() -> None:  # gives the connection back once the caller below waits for it
         with manager.get_connection():
             holder_has_it.set()
-            time.sleep(0.3)
+            wait_until(lambda: manager.stats()["requests_waiting"] == 1, "the caller waits")
 
     t = threading.Thread(target=hold)
     t.start()
     holder_has_it.wait()
-    started = time.monotonic()
     assert backend_pid() > 0
-    assert time.monotonic() - started >= 0.2
     t.join()
-    assert manager.stats()["requests_timeouts"] == 0
+    stats = manager.stats()
+    assert stats["requests_timeouts"] == 0 and stats["requests_waiting"] == 0
 
 
 def test_terminated_backends_are_replaced(manager, base_settings, admin_conn):
@@ -112,7 +113,8 @@ def test_terminated_backends_are_replaced(manager, base_settings, admin_conn):
             (f"aperag_pg:{os.getpid()}",),
         )
         assert cur.fetchone()[0] == 4
-    time.sleep(0.2)  # let the FATAL messages arrive
+    app = f"aperag_pg:{os.getpid()}"
+    wait_until(lambda: not backends_of(admin_conn, app), "the terminated backends are gone")
     pids_after = {backend_pid() for _ in range(8)}
     assert pids_after and not (pids_after & pids_before)
     stats = manager.stats()
@@ -124,9 +126,10 @@ def test_connection_broken_during_use_is_discarded(manager, admin_conn):
     with pytest.raises(psycopg2.OperationalError):
         with manager.get_connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT pg_backend_pid()")
+            pid = cur.fetchone()[0]
             with admin_conn.cursor() as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", (cur.fetchone()[0],))
-            time.sleep(0.1)
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            wait_until(lambda: not backend_alive(admin_conn, pid), "the backend is gone")
             cur.execute("SELECT 1")
     assert manager.stats()["returns_bad"] == 1
     assert manager.execute_query("SELECT 2 AS v", fetch_one=True)["v"] == 2
@@ -198,7 +201,7 @@ def test_fork_child_gets_its_own_pool_and_parent_keeps_its_own(
         child_backend, child_app = report.split()
         assert int(child_backend) != parent_backend
         assert child_app == f"aperag_pg:{child}"
-    time.sleep(0.1)
+    wait_until(lambda: not _app_backends(admin_conn, child), "the child's backends are gone")
     assert backend_pid() == parent_backend  # the parent's session survived
     assert parent_backend in _app_backends(admin_conn, os.getpid())
     assert not _app_backends(admin_conn, child)
@@ -250,9 +253,10 @@ def test_failed_rollback_keeps_the_original_error(manager, admin_conn, caplog):
     with pytest.raises(Original, match="the caller's error"):
         with manager.get_connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT pg_backend_pid()")
+            pid = cur.fetchone()[0]
             with admin_conn.cursor() as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", (cur.fetchone()[0],))
-            time.sleep(0.1)
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            wait_until(lambda: not backend_alive(admin_conn, pid), "the backend is gone")
             raise Original("the caller's error")  # the rollback now fails on a dead socket
     assert "rollback failed" in caplog.text
     assert manager.stats()["returns_bad"] == 1
@@ -286,7 +290,7 @@ def test_close_wakes_waiters_with_pool_closed(manager, base_settings):
     with manager.get_connection():
         t = threading.Thread(target=wait_for_connection)
         t.start()
-        time.sleep(0.2)
+        wait_until(lambda: manager.stats()["requests_waiting"] == 1, "the thread waits")
         manager.close()
         t.join(5)
     assert len(results) == 1 and isinstance(results[0], PoolClosed)
@@ -460,7 +464,7 @@ class CuttableProxy:
         self.cut()
 
 
-def test_cut_network_connections_are_replaced(base_settings):
+def test_cut_network_connections_are_replaced(base_settings, admin_conn):
     proxy = CuttableProxy(base_settings.port)
     try:
         Manager.initialize(base_settings.replace(host="127.0.0.1", port=proxy.port))
@@ -468,7 +472,7 @@ def test_cut_network_connections_are_replaced(base_settings):
         with ThreadPoolExecutor(3) as pool:  # several idle connections in the pool
             list(pool.map(lambda _: Manager.execute_query("SELECT pg_sleep(0.1)"), range(3)))
         proxy.cut()
-        time.sleep(0.1)
+        wait_until(lambda: not backend_alive(admin_conn, first), "the cut backend is gone")
         assert backend_pid() != first
         assert Manager.stats()["connections_lost"] >= 1
         # A connection cut while in use fails with the driver's error, then is replaced.

@@ -21,6 +21,8 @@ from aperag_pg.errors import ExtensionMissing, InvalidInput, VectorDimensionMism
 from aperag_pg.stores import vector as vector_module
 from aperag_pg.stores.vector import VectorStore, compute_mdhash_id, safe_index_name
 
+from .polling import lock_waiters, wait_until
+
 DIM = 4
 BASES = {
     "chunks": "LIGHTRAG_VDB_CHUNKS",
@@ -725,7 +727,7 @@ def test_an_id_a_concurrent_writer_stores_first_is_replaced_not_an_error(manager
             )
         with ThreadPoolExecutor(1) as pool:
             upsert = pool.submit(store.upsert, batch)
-            wait_until_a_backend_waits_for_a_transaction(admin_conn)
+            wait_until(lambda: lock_waiters(admin_conn), "the upsert waits for the rival")
             other.commit()
             upsert.result(timeout=60)
     finally:
@@ -733,18 +735,6 @@ def test_an_id_a_concurrent_writer_stores_first_is_replaced_not_an_error(manager
     assert count_rows(admin_conn, store) == 10
     assert store.get_by_id("c5")["content"] == "chunk text 5"
     assert store.get_vectors_by_ids(["c5"])["c5"] == QUERY
-
-
-def wait_until_a_backend_waits_for_a_transaction(conn, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    with conn.cursor() as cur:
-        while time.monotonic() < deadline:
-            cur.execute(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
-            )
-            if cur.fetchone()[0]:
-                return
-    raise AssertionError("no backend started waiting for the rival transaction")
 
 
 def test_a_batch_of_20k_rows_is_one_transaction_and_a_bad_last_row_writes_nothing(
