@@ -26,7 +26,7 @@ from .errors import (
     TransactionAborted,
     VectorDimensionMismatch,
 )
-from .pool import PostgreSQLSyncConnectionManager
+from .manager import PostgreSQLSyncConnectionManager
 from .settings import PostgresSettings
 from .worker import DatabaseTask, install_worker_signals, run_async
 

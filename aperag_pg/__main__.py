@@ -46,7 +46,7 @@ def doctor(settings: PostgresSettings, _args: argparse.Namespace) -> int:
 
 def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
     """Create every table the workers would create on first use, now."""
-    from .pool import PostgreSQLSyncConnectionManager
+    from .manager import PostgreSQLSyncConnectionManager
     from .schema import ensure_schema
     from .stores.doc_status import DocStatusStore
     from .stores.graph import GraphStore
@@ -136,7 +136,7 @@ def graph_export(settings: PostgresSettings, args: argparse.Namespace) -> int:
 def _graph_store(settings: PostgresSettings, args: argparse.Namespace) -> GraphStore:
     """The graph of ``--workspace`` (else POSTGRES_WORKSPACE, else "default") on a pool
     opened for this command; ``_close_pool()`` closes it."""
-    from .pool import PostgreSQLSyncConnectionManager
+    from .manager import PostgreSQLSyncConnectionManager
     from .stores.graph import GraphStore
 
     if find_spec("networkx") is None:
@@ -152,7 +152,7 @@ def _graph_store(settings: PostgresSettings, args: argparse.Namespace) -> GraphS
 
 
 def _close_pool() -> None:
-    from .pool import PostgreSQLSyncConnectionManager
+    from .manager import PostgreSQLSyncConnectionManager
 
     PostgreSQLSyncConnectionManager.close()
 

@@ -36,7 +36,7 @@ from .environment import EMBEDDING_BINDING, LIGHTRAG_FACTORY, LLM_BINDING, OPENA
 from .errors import ConfigError
 from .lightrag.models import STANDIN, configured_models
 from .lightrag.tasks import DEFAULT_STORAGES
-from .pool import PostgreSQLSyncConnectionManager
+from .manager import PostgreSQLSyncConnectionManager
 from .selection import lightrag_storage_kwargs
 from .settings import PostgresSettings, load_environment
 from .stores.graph import GraphStore

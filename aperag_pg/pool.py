@@ -1,20 +1,18 @@
-"""The connection manager: one thread-safe psycopg2 pool per process.
+"""The pool: psycopg2's ``ThreadedConnectionPool`` made fit for a worker process.
 
-``SyncConnectionPool`` is a pool object: psycopg2's ``ThreadedConnectionPool``
-behind a ``threading.Condition`` that adds what psycopg2 lacks: callers wait
-(up to ``pool_timeout``) instead of failing at once, broken and stale
-connections are thrown away instead of handed out, and counters are kept.
-
-``PostgreSQLSyncConnectionManager`` is the process-wide face of it: the pool
-of *this* process, opened on ``initialize()`` (or lazily on first use) and
-closed on ``close()``. A pool inherited through ``fork()`` is never used or
-closed by the child; the child opens its own.
+``SyncConnectionPool`` puts psycopg2's pool behind a ``threading.Condition`` and adds
+what psycopg2 lacks: callers wait (up to ``pool_timeout``) instead of failing at once,
+broken, stale and altered connections are thrown away instead of handed out, and
+counters are kept (``stats()``). A pool inherited through ``fork()`` is never used or
+closed by the child. The process-wide pool is ``manager.PostgreSQLSyncConnectionManager``.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
+import random
 import select
 import threading
 import time
@@ -61,14 +59,49 @@ REPORTED_SETTINGS = (
 )
 
 
+# stats() keys, named like psycopg_pool's get_stats().
+POOL_MIN, POOL_MAX = "pool_min", "pool_max"
+POOL_SIZE, POOL_AVAILABLE, POOL_IN_USE = "pool_size", "pool_available", "pool_in_use"
+REQUESTS_NUM = "requests_num"
+REQUESTS_WAITING = "requests_waiting"
+REQUESTS_WAIT_MS = "requests_wait_ms"
+REQUESTS_TIMEOUTS = "requests_timeouts"
+CONNECTIONS_NUM = "connections_num"
+CONNECTIONS_ERRORS = "connections_errors"
+CONNECTIONS_LOST = "connections_lost"
+CONNECTIONS_RECYCLED = "connections_recycled"
+RETURNS_BAD = "returns_bad"
+RETURNS_CHANGED = "returns_changed"
+USAGE_MS = "usage_ms"
+
+
+class Discard(enum.Enum):
+    """Why a connection is closed instead of reused; the value is the counter it adds to."""
+
+    LOST = CONNECTIONS_LOST  # broken, or the server ended the session
+    RECYCLED = CONNECTIONS_RECYCLED  # past max_lifetime or max_idle
+    CHANGED = RETURNS_CHANGED  # came back with a session setting changed by the caller
+    BAD = RETURNS_BAD  # came back closed, mid-transaction, or failing RESET ALL
+
+
+# Each connection lives max_lifetime times a share drawn from this range, so connections
+# opened together (a pool starting, a burst) do not all expire together.
+LIFETIME_SHARE = (0.95, 1.0)
+
+
 class PooledConnection(psycopg2.extensions.connection):
-    """A psycopg2 connection that remembers when it was opened and last returned, and the
-    session settings it was opened with."""
+    """A psycopg2 connection that remembers when it was opened and last returned, its share
+    of max_lifetime, and the session settings it was opened with."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.opened_at = self.idle_since = self.checked_out_at = time.monotonic()
+        self.lifetime_share = random.uniform(*LIFETIME_SHARE)
         self.configured = reported_settings(self)
+
+    def usable(self) -> bool:
+        """Open and outside any transaction."""
+        return not self.closed and self.info.transaction_status == _IDLE
 
 
 def reported_settings(conn: psycopg2.extensions.connection) -> tuple[str | None, ...]:
@@ -81,6 +114,12 @@ class _KeepIdleThreadedPool(psycopg2.pool.ThreadedConnectionPool):
     so a pool with min < max would reconnect on almost every checkout under load.
     This one opens ``minconn`` at start but keeps up to ``maxconn`` idle; the
     manager trims idle ones by ``max_idle`` instead.
+
+    psycopg2's private fields it touches, and why: ``minconn`` is raised after start
+    (``_putconn`` reads it as "keep this many idle"); ``_connect`` is wrapped to count
+    connections; ``_lock``, ``_pool`` (the idle list) and ``_used`` are read, and ``_pool``
+    trimmed, under that lock, because the pool has no public way to list or drop idle
+    connections.
     """
 
     def __init__(self, minconn: int, maxconn: int, **kwargs: Any) -> None:
@@ -122,17 +161,8 @@ class SyncConnectionPool:
         self._closed = False
         self._in_use = 0
         self._counters = dict.fromkeys(
-            (
-                "requests_num",
-                "requests_waiting",
-                "requests_wait_ms",
-                "requests_timeouts",
-                "connections_lost",
-                "connections_recycled",
-                "returns_bad",
-                "returns_changed",
-                "usage_ms",
-            ),
+            (REQUESTS_NUM, REQUESTS_WAITING, REQUESTS_WAIT_MS, REQUESTS_TIMEOUTS, USAGE_MS)
+            + tuple(reason.value for reason in Discard),
             0,
         )
         self._next_trim = time.monotonic() + settings.max_idle
@@ -199,14 +229,14 @@ class SyncConnectionPool:
             in_use = self._in_use
         idle = len(self._pool.idle_connections())
         return {
-            "pool_min": self.settings.min_connections,
-            "pool_max": self.settings.max_connections,
-            "pool_size": idle + in_use,
-            "pool_available": idle,
-            "pool_in_use": in_use,
+            POOL_MIN: self.settings.min_connections,
+            POOL_MAX: self.settings.max_connections,
+            POOL_SIZE: idle + in_use,
+            POOL_AVAILABLE: idle,
+            POOL_IN_USE: in_use,
             **counters,
-            "connections_num": self._pool.opened,
-            "connections_errors": self._pool.connect_errors,
+            CONNECTIONS_NUM: self._pool.opened,
+            CONNECTIONS_ERRORS: self._pool.connect_errors,
             "pid": self.owner_pid,
         }
 
@@ -229,30 +259,30 @@ class SyncConnectionPool:
     def _reserve_slot(self) -> None:
         with self._cond:
             self._raise_if_closed()
-            self._counters["requests_num"] += 1
+            self._counters[REQUESTS_NUM] += 1
             if self._in_use < self.settings.max_connections:
                 self._in_use += 1
                 return
             started = time.monotonic()
             deadline = started + self.settings.pool_timeout
-            self._counters["requests_waiting"] += 1
+            self._counters[REQUESTS_WAITING] += 1
             try:
                 while self._in_use >= self.settings.max_connections:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        self._counters["requests_timeouts"] += 1
+                        self._counters[REQUESTS_TIMEOUTS] += 1
                         raise PoolTimeout(self._timeout_message())
                     self._cond.wait(remaining)
                     self._raise_if_closed()
                 self._in_use += 1
             finally:
-                self._counters["requests_waiting"] -= 1
-                self._counters["requests_wait_ms"] += int((time.monotonic() - started) * 1000)
+                self._counters[REQUESTS_WAITING] -= 1
+                self._counters[REQUESTS_WAIT_MS] += int((time.monotonic() - started) * 1000)
 
     def _release_slot(self, used_ms: float = 0.0) -> None:
         with self._cond:
             self._in_use -= 1
-            self._counters["usage_ms"] += used_ms  # time the connection spent checked out
+            self._counters[USAGE_MS] += used_ms  # time the connection spent checked out
             self._cond.notify()
 
     def _usable_connection(self) -> PooledConnection:
@@ -277,9 +307,9 @@ class SyncConnectionPool:
             if self._closed:
                 self._pool.putconn(conn, close=True)
                 return
-            problem = _state_problem(conn) or self._restore_session(conn)
+            problem = self._restore_session(conn) if conn.usable() else Discard.BAD
             if problem is None and self._too_old(conn):
-                problem = "recycled"
+                problem = Discard.RECYCLED
             if problem is None:
                 conn.idle_since = time.monotonic()
                 self._pool.putconn(conn)
@@ -289,7 +319,7 @@ class SyncConnectionPool:
             self._release_slot(used_ms)
         self._trim_idle()
 
-    def _restore_session(self, conn: PooledConnection) -> str | None:
+    def _restore_session(self, conn: PooledConnection) -> Discard | None:
         """Give a returned connection back the session the pool configured, or say why it
         must be closed instead. The transaction characteristics psycopg2 keeps on the
         connection (read only, isolation, deferrable, autocommit) are put back without a
@@ -300,7 +330,7 @@ class SyncConnectionPool:
         if conn.readonly is not None or conn.isolation_level is not None or conn.deferrable:
             conn.set_session(isolation_level="DEFAULT", readonly="DEFAULT", deferrable="DEFAULT")
         if reported_settings(conn) != conn.configured:
-            return "changed"
+            return Discard.CHANGED
         if self.settings.reset_on_return:
             try:
                 conn.autocommit = True
@@ -308,34 +338,30 @@ class SyncConnectionPool:
                     cur.execute("RESET ALL")
                 conn.autocommit = False
             except psycopg2.Error:
-                return "returned_bad"
+                return Discard.BAD
         return None
 
     # -- connection health -----------------------------------------------------
 
-    def _problem_with(self, conn: PooledConnection) -> str | None:
+    def _problem_with(self, conn: PooledConnection) -> Discard | None:
         """Why an idle connection must not be handed out, or None if it is fine."""
-        if _state_problem(conn) or _has_unread_data(conn):
-            return "lost"
+        if not conn.usable() or _has_unread_data(conn):
+            return Discard.LOST
         if self._too_old(conn) or self._idle_too_long(conn, time.monotonic()):
-            return "recycled"
+            return Discard.RECYCLED
         return None
 
     def _too_old(self, conn: PooledConnection) -> bool:
-        return time.monotonic() - conn.opened_at > self.settings.max_lifetime
+        lifetime = self.settings.max_lifetime * conn.lifetime_share
+        return time.monotonic() - conn.opened_at > lifetime
 
     def _idle_too_long(self, conn: PooledConnection, now: float) -> bool:
         return now - conn.idle_since > self.settings.max_idle
 
-    def _discard(self, conn: PooledConnection, why: str) -> None:
-        counter = {
-            "lost": "connections_lost",
-            "recycled": "connections_recycled",
-            "changed": "returns_changed",
-        }.get(why, "returns_bad")
+    def _discard(self, conn: PooledConnection, why: Discard) -> None:
         with self._cond:
-            self._counters[counter] += 1
-        logger.debug("discarding connection (%s) in pid %s", why, self.owner_pid)
+            self._counters[why.value] += 1
+        logger.debug("discarding connection (%s) in pid %s", why.name, self.owner_pid)
         try:
             self._pool.putconn(conn, close=True)
         except psycopg2.pool.PoolError:
@@ -355,7 +381,7 @@ class SyncConnectionPool:
             conn.close()
         if stale:
             with self._cond:
-                self._counters["connections_recycled"] += len(stale)
+                self._counters[Discard.RECYCLED.value] += len(stale)
 
     # -- messages --------------------------------------------------------------
 
@@ -367,7 +393,7 @@ class SyncConnectionPool:
             )
 
     def _timeout_message(self) -> str:
-        waiting = self._counters["requests_waiting"] - 1
+        waiting = self._counters[REQUESTS_WAITING] - 1
         return (
             f"no free PostgreSQL connection after {self.settings.pool_timeout:g} s: "
             f"all {self._in_use} of {self.settings.max_connections} configured connections "
@@ -385,14 +411,6 @@ class SyncConnectionPool:
         is garbage-collected in a process other than the one that opened it.
         """
         self._closed = True
-
-
-def _state_problem(conn: PooledConnection) -> str | None:
-    if conn.closed:
-        return "closed"
-    if conn.info.transaction_status != _IDLE:
-        return "not idle"
-    return None
 
 
 def _has_unread_data(conn: PooledConnection) -> bool:
@@ -440,123 +458,11 @@ def _unavailable(settings: PostgresSettings, exc: psycopg2.OperationalError) -> 
 _live_pools: weakref.WeakSet[SyncConnectionPool] = weakref.WeakSet()
 
 
-class PostgreSQLSyncConnectionManager:
-    """The process-wide pool: initialize, get_connection, execute_query, stats, close.
-
-    All methods are class methods: a Celery worker process has exactly one pool.
-    ``get_connection()`` before ``initialize()`` opens the pool from the
-    environment (the path for ``--pool=solo`` and ``--pool=threads``, where
-    ``worker_process_init`` never fires). After ``close()``, use raises
-    ``PoolClosed`` until ``initialize()`` is called again.
-    """
-
-    _pool: SyncConnectionPool | None = None
-    _closed_explicitly = False
-    _lock = threading.Lock()
-
-    @classmethod
-    def initialize(cls, settings: PostgresSettings | None = None) -> SyncConnectionPool:
-        """Open this process's pool (settings default to ``PostgresSettings.from_env()``).
-
-        Calling it again while a pool is open returns that pool unchanged unless
-        ``settings`` differ, in which case the old pool is closed and a new one opened.
-        """
-        settings = settings or PostgresSettings.from_env()
-        with cls._lock:
-            pool = cls._own_pool()
-            if pool is not None and not pool.closed and pool.settings == settings:
-                return pool
-            if pool is not None:
-                pool.close()
-            cls._pool = SyncConnectionPool(settings)
-            cls._closed_explicitly = False
-            return cls._pool
-
-    @classmethod
-    def pool(cls) -> SyncConnectionPool:
-        """This process's open pool, opening it from the environment on first use."""
-        pool = cls._pool
-        if pool is not None and pool.owner_pid == os.getpid() and not pool.closed:
-            return pool
-        with cls._lock:
-            pool = cls._own_pool()
-            if pool is not None and not pool.closed:
-                return pool
-            if cls._closed_explicitly:
-                raise PoolClosed(
-                    "the PostgreSQL pool of this process was closed: call "
-                    "PostgreSQLSyncConnectionManager.initialize() to open it again."
-                )
-            cls._pool = SyncConnectionPool(PostgresSettings.from_env())
-            return cls._pool
-
-    @classmethod
-    def get_connection(cls):  # -> ContextManager[PooledConnection]
-        """A connection in one transaction: commit on success, rollback on error."""
-        return cls.pool().connection()
-
-    @classmethod
-    def execute_query(
-        cls,
-        sql: Any,
-        params: Any = None,
-        fetch_one: bool = False,
-        fetch_all: bool = False,
-    ) -> Any:
-        """Run one statement in its own transaction.
-
-        Returns the first row (a dict, or None) with ``fetch_one``, all rows (dicts)
-        with ``fetch_all``, otherwise the number of rows affected.
-        """
-        with cls.get_connection() as conn:
-            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                cur.execute(sql, params)
-                if fetch_one:
-                    return cur.fetchone()
-                if fetch_all:
-                    return cur.fetchall()
-                return cur.rowcount
-
-    @classmethod
-    def stats(cls) -> dict[str, int]:
-        """The pool's counters; a not-yet-opened pool reports zeros."""
-        pool = cls._own_pool()
-        if pool is None:
-            return {"pid": os.getpid(), "pool_size": 0, "pool_available": 0}
-        return pool.stats()
-
-    @classmethod
-    def settings(cls) -> PostgresSettings:
-        return cls.pool().settings
-
-    @classmethod
-    def close(cls) -> None:
-        """Close this process's pool. Idempotent; later use raises ``PoolClosed``."""
-        with cls._lock:
-            pool = cls._own_pool()
-            cls._pool = None
-            cls._closed_explicitly = True
-        if pool is not None:
-            pool.close()
-
-    @classmethod
-    def _own_pool(cls) -> SyncConnectionPool | None:
-        """The pool if this process opened it; an inherited one is forgotten, never closed."""
-        pool = cls._pool
-        if pool is not None and pool.owner_pid != os.getpid():
-            pool.detach_after_fork()
-            cls._pool = None
-            return None
-        return pool
-
-    @classmethod
-    def _after_fork_in_child(cls) -> None:
-        cls._lock = threading.Lock()  # the parent may have held it at fork time
-        cls._closed_explicitly = False
-        for pool in list(_live_pools):
-            pool.detach_after_fork()
-        _live_pools.clear()
-        cls._pool = None
+def _detach_inherited_pools() -> None:
+    """In a forked child: every pool the parent had open is never used or closed here."""
+    for pool in list(_live_pools):
+        pool.detach_after_fork()
+    _live_pools.clear()
 
 
-os.register_at_fork(after_in_child=PostgreSQLSyncConnectionManager._after_fork_in_child)
+os.register_at_fork(after_in_child=_detach_inherited_pools)

@@ -19,7 +19,7 @@ from psycopg2 import sql
 
 from . import locks
 from .errors import SchemaPrivilegeError, first_line
-from .pool import PostgreSQLSyncConnectionManager
+from .manager import PostgreSQLSyncConnectionManager
 
 logger = logging.getLogger(__name__)
 

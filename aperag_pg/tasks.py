@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import shared_task
 
-from .pool import PostgreSQLSyncConnectionManager
+from .manager import PostgreSQLSyncConnectionManager
 from .worker import database_time, run_async
 
 _BACKEND_INFO = "SELECT pg_backend_pid(), current_setting('application_name'), pg_sleep(%s) IS NULL"

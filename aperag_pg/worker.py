@@ -25,7 +25,7 @@ from celery.exceptions import WorkerLostError
 from celery.worker.request import Request
 
 from .errors import PoolTimeout, TaskKeepsCrashing, first_line
-from .pool import PostgreSQLSyncConnectionManager
+from .manager import PostgreSQLSyncConnectionManager
 from .schema import ensure_schema
 from .threads import shutdown_executor
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import benchmark_postgres, machine_line, percentile, run_benchmark  # noqa: E402
 
 from aperag_pg.checkpoint import PGSyncCheckpointSaver  # noqa: E402
-from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 from aperag_pg.worker import cleanup_worker_postgres  # noqa: E402
 
 THREADS = 20

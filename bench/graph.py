@@ -58,7 +58,7 @@ from common import (  # noqa: E402
     time_calls,
 )
 
-from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 
 N_NODES, N_EDGES, N_HUBS, HUB_DEGREE = 10_000, 30_000, 5, 1_000
 N_SEEDS, N_MERGES, MAX_NODES = 40, 200, 1_000

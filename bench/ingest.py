@@ -43,7 +43,7 @@ from common import benchmark_postgres, machine_line, run_benchmark  # noqa: E402
 
 from aperag_pg.corpus import documents  # noqa: E402
 from aperag_pg.lightrag import register  # noqa: E402
-from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 from aperag_pg.standins import embed_texts, lightrag_standins  # noqa: E402
 from aperag_pg.stores.base import utc_now  # noqa: E402
 from aperag_pg.stores.vector import VectorStore  # noqa: E402

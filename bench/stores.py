@@ -38,7 +38,7 @@ from common import (  # noqa: E402
 )
 
 from aperag_pg.lightrag import register  # noqa: E402
-from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 from aperag_pg.standins import embed_texts, lightrag_standins  # noqa: E402
 
 SIDES = {

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import benchmark_postgres, machine_line, run_benchmark, summary, time_calls  # noqa: E402
 
-from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 from aperag_pg.threads import to_thread  # noqa: E402
 from aperag_pg.worker import cleanup_worker_postgres, run_async  # noqa: E402
 

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import benchmark_postgres, machine_line, run_benchmark  # noqa: E402
 
 from aperag_pg.lightrag import register  # noqa: E402
-from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 from aperag_pg.standins import lightrag_standins  # noqa: E402
 from aperag_pg.stores.binary_copy import SIGNATURE, TRAILER, vector_fields  # noqa: E402
 from aperag_pg.stores.vector import safe_index_name  # noqa: E402

@@ -7,7 +7,7 @@ import signal
 
 from celery import shared_task
 
-from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
 
 ATTEMPTS_TABLE = "celery_task_attempts"
 # Created by the test before its worker starts: two first tasks creating it at once collide.

@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 
 from aperag_pg.devservices import EmbeddedPostgres, EmbeddedRedis, create_database, drop_database
-from aperag_pg.pool import PostgreSQLSyncConnectionManager
+from aperag_pg.manager import PostgreSQLSyncConnectionManager
 from aperag_pg.settings import PostgresSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

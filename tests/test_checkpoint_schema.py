@@ -14,7 +14,7 @@ from aperag_pg.checkpoint import PGSyncCheckpointSaver
 from aperag_pg.checkpoint import sql as cpsql
 from aperag_pg.checkpoint.retention import apply_retention
 from aperag_pg.errors import SchemaPrivilegeError
-from aperag_pg.pool import PostgreSQLSyncConnectionManager
+from aperag_pg.manager import PostgreSQLSyncConnectionManager
 
 from .checkpoint_support import Chain, config, drop_schema, new_schema, new_thread
 

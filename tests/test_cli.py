@@ -150,7 +150,7 @@ def test_doctor_passes_a_role_with_dml_only_on_tables_the_owner_made(owned_schem
     assert verdicts(result.stdout)["privileges"] == "OK", result.stdout
     assert result.returncode == 0, result.stdout
     # and it is true: that role writes through the stores without any DDL
-    from aperag_pg.pool import PostgreSQLSyncConnectionManager
+    from aperag_pg.manager import PostgreSQLSyncConnectionManager
     from aperag_pg.stores.kv import KVStore
 
     PostgreSQLSyncConnectionManager.initialize(limited)
@@ -180,7 +180,7 @@ def test_init_schema_refuses_a_dimension_below_one(base_settings):
 
 
 def test_stats_counts_the_configured_application_name_and_fails_cleanly(base_settings):
-    from aperag_pg.pool import PostgreSQLSyncConnectionManager
+    from aperag_pg.manager import PostgreSQLSyncConnectionManager
 
     named = base_settings.replace(application_name="myapp", min_connections=2)
     PostgreSQLSyncConnectionManager.initialize(named)

@@ -14,7 +14,7 @@ import pytest
 
 from aperag_pg.checkpoint import PGSyncCheckpointSaver
 from aperag_pg.devservices import create_database, drop_database
-from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
 from aperag_pg.schema import ensure_schema
 from aperag_pg.settings import PostgresSettings
 from aperag_pg.stores.doc_status import DocStatusStore

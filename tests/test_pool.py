@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import threading
@@ -14,7 +15,8 @@ import pytest
 from aperag_pg.batching import chunked, execute_values_chunked
 from aperag_pg.devservices import EmbeddedPostgres
 from aperag_pg.errors import DatabaseUnavailable, PoolClosed, PoolTimeout
-from aperag_pg.pool import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.pool import LIFETIME_SHARE
 
 from .polling import backend_alive, backends_of, wait_until
 
@@ -496,3 +498,12 @@ def test_autocommit_is_reset_when_a_connection_returns(manager, base_settings):
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
         assert conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
+
+
+def test_connections_opened_together_do_not_expire_together(manager, base_settings):
+    manager.initialize(base_settings.replace(min_connections=4, max_connections=4))
+    with contextlib.ExitStack() as held:
+        conns = [held.enter_context(manager.get_connection()) for _ in range(4)]
+        shares = [conn.lifetime_share for conn in conns]
+    low, high = LIFETIME_SHARE
+    assert all(low <= share <= high for share in shares) and len(set(shares)) == 4

@@ -11,7 +11,7 @@ import aperag_pg
 def test_the_public_names_are_importable_from_the_package():
     for name in aperag_pg.__all__:
         assert getattr(aperag_pg, name) is not None, name
-    from aperag_pg.pool import PostgreSQLSyncConnectionManager
+    from aperag_pg.manager import PostgreSQLSyncConnectionManager
     from aperag_pg.worker import run_async
 
     assert aperag_pg.PostgreSQLSyncConnectionManager is PostgreSQLSyncConnectionManager

@@ -8,7 +8,7 @@ import psycopg2
 import pytest
 
 from aperag_pg.errors import ConfigError, DatabaseUnavailable
-from aperag_pg.pool import PostgreSQLSyncConnectionManager
+from aperag_pg.manager import PostgreSQLSyncConnectionManager
 from aperag_pg.settings import PostgresSettings
 
 NO_DOTENV = "/nonexistent/.env"

@@ -17,7 +17,7 @@ from lightrag.kg import pgtable_impl
 
 from aperag_pg.errors import InvalidInput
 from aperag_pg.lightrag.storages import PGSyncGraphStorage
-from aperag_pg.pool import PostgreSQLSyncConnectionManager
+from aperag_pg.manager import PostgreSQLSyncConnectionManager
 from aperag_pg.stores import graph
 from aperag_pg.stores.graph import GraphStore
 

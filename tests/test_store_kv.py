@@ -15,7 +15,7 @@ import pytest
 import aperag_pg.batching
 from aperag_pg.devservices import create_database, drop_database
 from aperag_pg.errors import InvalidInput
-from aperag_pg.pool import PostgreSQLSyncConnectionManager
+from aperag_pg.manager import PostgreSQLSyncConnectionManager
 from aperag_pg.stores.kv import KV_NAMESPACES, KVStore
 
 NAMESPACES = KV_NAMESPACES

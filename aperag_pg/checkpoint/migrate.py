@@ -16,7 +16,7 @@ import logging
 from psycopg2 import sql as pgsql
 
 from .. import locks
-from ..pool import PostgreSQLSyncConnectionManager
+from ..manager import PostgreSQLSyncConnectionManager
 from ..schema import create_schema_if_permitted, privilege_errors_explained
 from . import sql
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from ..batching import chunked
-from ..pool import PostgreSQLSyncConnectionManager
+from ..manager import PostgreSQLSyncConnectionManager
 from . import sql
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from psycopg2 import sql as pgsql
 
 from ..batching import chunked
 from ..errors import ConfigError
-from ..pool import PostgreSQLSyncConnectionManager
+from ..manager import PostgreSQLSyncConnectionManager
 from . import prune, sql
 
 logger = logging.getLogger(__name__)

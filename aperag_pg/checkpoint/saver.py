@@ -37,7 +37,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ..batching import chunked, in_lock_order
 from ..errors import InvalidInput, SchemaError, first_line
-from ..pool import PostgreSQLSyncConnectionManager
+from ..manager import PostgreSQLSyncConnectionManager
 from ..threads import to_thread
 from . import codec, prune, reads, sql
 from .migrate import setup_checkpoint_tables

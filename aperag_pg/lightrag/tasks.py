@@ -30,7 +30,7 @@ from celery import shared_task
 
 from .. import locks
 from ..environment import LIGHTRAG_WORKING_DIR
-from ..pool import PostgreSQLSyncConnectionManager
+from ..manager import PostgreSQLSyncConnectionManager
 from ..selection import lightrag_storage_kwargs
 from ..settings import load_environment
 from ..worker import database_time, run_async

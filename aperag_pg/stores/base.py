@@ -19,7 +19,7 @@ from psycopg2 import sql
 
 from .. import locks
 from ..errors import InvalidInput
-from ..pool import PostgreSQLSyncConnectionManager
+from ..manager import PostgreSQLSyncConnectionManager
 from ..schema import create_schema_if_permitted
 from ..values import unstorable
 

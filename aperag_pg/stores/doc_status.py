@@ -43,7 +43,7 @@ from ..errors import (
     SourceConflictChanged,
     UnusableDocStatusRow,
 )
-from ..pool import PostgreSQLSyncConnectionManager
+from ..manager import PostgreSQLSyncConnectionManager
 from ..values import check_column, check_storable, jsonb_text
 from .base import SyncStore, check_key, table_for_namespace
 

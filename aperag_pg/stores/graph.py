@@ -36,7 +36,7 @@ import psycopg2.extensions
 
 from ..batching import chunked
 from ..errors import InvalidInput
-from ..pool import PostgreSQLSyncConnectionManager
+from ..manager import PostgreSQLSyncConnectionManager
 from ..values import check_storable, jsonb_text
 from . import graph_sql as q
 from .base import SyncStore, check_key

@@ -32,7 +32,7 @@ from ..batching import (
     json_payloads,
 )
 from ..errors import InvalidInput
-from ..pool import PostgreSQLSyncConnectionManager
+from ..manager import PostgreSQLSyncConnectionManager
 from ..values import check_storable
 from .base import (
     NAMESPACE_TABLES,

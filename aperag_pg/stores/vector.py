@@ -54,7 +54,7 @@ from ..errors import (
     VectorDimensionMismatch,
     first_line,
 )
-from ..pool import PostgreSQLSyncConnectionManager
+from ..manager import PostgreSQLSyncConnectionManager
 from ..values import check_column, check_storable
 from .base import SyncStore, check_key, table_for_namespace, utc_now
 from .binary_copy import field_encoder, table_rows
