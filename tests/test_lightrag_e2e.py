@@ -250,3 +250,30 @@ def test_storage_selection_from_environment():
     message = str(info.value)
     assert "LIGHTRAG_KV_STORAGE" in message and "PGSyncKV'" in message
     assert "PGSyncKVStorage" in message and "JsonKVStorage" in message
+
+
+def test_drop_reports_in_lightrags_status_dict_what_the_stores_raise(manager, tmp_path):
+    rag = make_rag(tmp_path, new_workspace(), OURS)
+    storages = ("full_docs", "chunks_vdb", "doc_status", "chunk_entity_relation_graph")
+
+    async def check() -> None:
+        await rag.initialize_storages()
+        for name in storages:
+            assert await getattr(rag, name).drop() == {
+                "status": "success",
+                "message": "data dropped",
+            }
+        settings = manager.settings()
+        manager.close()  # every store call now raises PoolClosed
+        try:
+            for name in storages:
+                result = await getattr(rag, name).drop()
+                assert (
+                    result["status"] == "error"
+                    and "pool of this process was closed" in result["message"]
+                )
+        finally:
+            manager.initialize(settings)
+        await rag.finalize_storages()
+
+    asyncio.run(check())

@@ -142,7 +142,7 @@ def test_roundtrip(manager, admin_conn, namespace):
     assert store.get_by_ids(["id-0", "id-1"])[0] is None
     assert count_rows(admin_conn, namespace, ws) == 2
 
-    assert store.drop() == {"status": "success", "message": "data dropped"}
+    store.drop()
     assert store.is_empty()
     assert count_rows(admin_conn, namespace, ws) == 0
 
@@ -508,21 +508,21 @@ def test_workspace_isolation(manager, admin_conn):
         b.delete(["only-a"])
         assert a.get_by_id("only-a") is not None
 
-        assert a.drop()["status"] == "success"
+        a.drop()
         assert a.is_empty() and not b.is_empty()
         assert without_times(b.get_by_id("same")) == expected(
             namespace, "same", record(namespace, 3)
         )
 
 
-def test_drop_reports_errors_like_lightrag(manager, admin_conn):
+def test_drop_raises_database_errors(manager, admin_conn):
     schema = f"kv_{uuid.uuid4().hex[:8]}"
     PostgreSQLSyncConnectionManager.initialize(
         PostgreSQLSyncConnectionManager.settings().replace(schema=schema)
     )
     store = KVStore("full_docs", new_workspace())  # table never created in this schema
-    result = store.drop()
-    assert result["status"] == "error" and "does not exist" in result["message"]
+    with pytest.raises(psycopg2.errors.UndefinedTable):
+        store.drop()
 
 
 def test_ensure_tables_is_idempotent_and_uses_the_schema(manager, admin_conn):

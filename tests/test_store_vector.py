@@ -356,10 +356,10 @@ def test_drop_clears_this_workspace_only(manager, admin_conn):
     other = open_store("chunks", table=table)
     mine.upsert({"a": row("chunks", QUERY), "b": row("chunks", QUERY)})
     other.upsert({"a": row("chunks", QUERY)})
-    assert mine.drop() == {"status": "success", "message": "data dropped"}
+    mine.drop()
     assert count_rows(admin_conn, mine) == 0
     assert other.get_by_id("a") is not None
-    assert mine.drop() == {"status": "success", "message": "data dropped"}
+    mine.drop()  # nothing left: still no error
 
 
 def test_drop_also_clears_the_workspace_in_lightrags_legacy_table(
@@ -377,7 +377,7 @@ def test_drop_also_clears_the_workspace_in_lightrags_legacy_table(
     legacy_other.upsert({"old": row("chunks", QUERY)})
     current.upsert({"new": row("chunks", QUERY)})
 
-    assert current.drop()["status"] == "success"
+    current.drop()
     assert current.get_by_id("new") is None
     assert legacy.get_by_id("old") is None
     assert legacy_other.get_by_id("old") is not None
@@ -385,13 +385,12 @@ def test_drop_also_clears_the_workspace_in_lightrags_legacy_table(
         cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
-def test_drop_reports_a_database_error_like_lightrag(manager, admin_conn):
+def test_drop_raises_a_database_error(manager, admin_conn):
     store = open_store("chunks")
     with admin_conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(store.table_name)))
-    result = store.drop()
-    assert result["status"] == "error"
-    assert store.table_name in result["message"]
+    with pytest.raises(psycopg2.errors.UndefinedTable, match=store.table_name):
+        store.drop()
 
 
 # -- tables and indexes --------------------------------------------------------------

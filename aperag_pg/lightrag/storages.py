@@ -15,6 +15,7 @@ thread per loop; see docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ from ..stores.kv import KVStore
 from ..stores.vector import VectorStore
 from ..threads import to_thread
 from . import doc_status_convert as convert
+
+logger = logging.getLogger(__name__)
 
 
 def runs_in_thread(name: str, result: Callable[[Any], Any] | None = None):
@@ -103,11 +106,14 @@ class _SyncStoreFacade:
         return None
 
     async def drop(self) -> dict[str, str]:
-        """LightRAG's contract: report a failure in the result instead of raising."""
+        """LightRAG's contract: a status dict, a failure reported in it instead of raised
+        (the stores raise; this is the one place that translates)."""
         try:
-            return await to_thread(self.store.drop)
+            await to_thread(self.store.drop)
         except (psycopg2.Error, AperagPGError) as exc:
+            logger.error("dropping %s failed: %s", self.namespace, type(exc).__name__)
             return {"status": "error", "message": str(exc)}
+        return {"status": "success", "message": "data dropped"}
 
 
 @dataclass

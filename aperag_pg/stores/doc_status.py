@@ -518,12 +518,10 @@ class DocStatusStore(SyncStore):
             for chunk in chunked(wanted, DEFAULT_CHUNK_SIZE):
                 cur.execute(self._sql(_DELETE_IDS), (self.workspace, chunk))
 
-    def drop(self) -> dict[str, str]:
-        """Delete the workspace's rows. LightRAG type: the dict as is. (LightRAG returns
-        {"status": "error", "message": str(e)} on an error; here the error is raised.)"""
+    def drop(self) -> None:
+        """Delete the workspace's rows."""
         with self.transaction() as cur:
             cur.execute(self._sql(_DELETE_WORKSPACE), (self.workspace,))
-        return {"status": "success", "message": "data dropped"}
 
     def upsert(self, data: dict[str, dict[str, Any]]) -> None:
         """Insert or replace docs (LightRAG's fields; unknown keys are ignored).

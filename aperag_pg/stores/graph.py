@@ -26,7 +26,6 @@ Bad input raises ``InvalidInput`` naming the node or edge before anything is wri
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,8 +39,6 @@ from ..manager import PostgreSQLSyncConnectionManager
 from ..values import check_storable, jsonb_text
 from . import graph_sql as q
 from .base import SyncStore, check_key
-
-logger = logging.getLogger(__name__)
 
 _JSON_DECODER = json.JSONDecoder()
 # The server's jsonb text has no surrounding white space: raw_decode skips json.loads'
@@ -452,15 +449,10 @@ class GraphStore(SyncStore):
                     cur, q.DELETE_EDGES, srcs=[s for s, _ in chunk], tgts=[t for _, t in chunk]
                 )
 
-    def drop(self) -> dict[str, str]:
-        """Delete this graph. Returns LightRAG's status dict instead of raising."""
-        try:
-            with self.transaction() as cur:
-                self._execute(cur, q.DROP)
-        except Exception as exc:  # LightRAG's drop() reports every failure in its result
-            logger.error("dropping graph %s failed: %s", self.namespace, type(exc).__name__)
-            return {"status": "error", "message": str(exc)}
-        return {"status": "success", "message": "data dropped"}
+    def drop(self) -> None:
+        """Delete this graph."""
+        with self.transaction() as cur:
+            self._execute(cur, q.DROP)
 
     # -- helpers -----------------------------------------------------------------------
 

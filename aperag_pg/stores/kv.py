@@ -17,7 +17,6 @@ Mirrored on purpose, because LightRAG does it and its readers expect it:
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
@@ -41,8 +40,6 @@ from .base import (
     table_for_namespace,
     utc_now,
 )
-
-logger = logging.getLogger(__name__)
 
 # The LightRAG namespaces this store serves.
 KV_NAMESPACES = (
@@ -418,15 +415,10 @@ class KVStore(SyncStore):
             for chunk in chunked(ids, self.chunk_size):
                 cur.execute(self._sql(_DELETE), (self.workspace, chunk))
 
-    def drop(self) -> dict[str, str]:
-        """Delete this workspace's rows. Returns LightRAG's status dict instead of raising."""
-        try:
-            with self.transaction() as cur:
-                cur.execute(self._sql(_DROP_WORKSPACE), (self.workspace,))
-        except Exception as exc:  # LightRAG's drop() reports every failure in its result
-            logger.error("dropping %s failed: %s", self.namespace, type(exc).__name__)
-            return {"status": "error", "message": str(exc)}
-        return {"status": "success", "message": "data dropped"}
+    def drop(self) -> None:
+        """Delete this workspace's rows."""
+        with self.transaction() as cur:
+            cur.execute(self._sql(_DROP_WORKSPACE), (self.workspace,))
 
     # -- helpers -----------------------------------------------------------------
 

@@ -47,7 +47,6 @@ from psycopg2 import sql
 from .. import locks
 from ..batching import chunked, in_lock_order
 from ..errors import (
-    AperagPGError,
     ExtensionMissing,
     InvalidInput,
     SchemaError,
@@ -629,28 +628,18 @@ class VectorStore(SyncStore):
                 (self.workspace, name, name),
             )
 
-    def drop(self) -> dict[str, str]:
+    def drop(self) -> None:
         """Delete this workspace's rows, here and in LightRAG's legacy table without the
         model suffix if it exists (else LightRAG would migrate them back on its next start).
-
-        Like LightRAG, a database error is returned, not raised:
-        ``{"status": "success" | "error", "message": ...}``.
         """
-        try:
-            with self.transaction() as cur:
-                tables = [self.table_name]
-                if self.base_table != self.table_name:
-                    cur.execute(_TABLE_EXISTS, (self.schema, self.base_table))
-                    if cur.fetchone()["found"]:
-                        tables.append(self.base_table)
-                for table in tables:
-                    cur.execute(self.render(_DELETE_WORKSPACE, table=table), (self.workspace,))
-        except (psycopg2.Error, AperagPGError) as exc:
-            logger.error(
-                "dropping workspace rows of %s failed: %s", self.qualified_name, type(exc).__name__
-            )
-            return {"status": "error", "message": str(exc)}
-        return {"status": "success", "message": "data dropped"}
+        with self.transaction() as cur:
+            tables = [self.table_name]
+            if self.base_table != self.table_name:
+                cur.execute(_TABLE_EXISTS, (self.schema, self.base_table))
+                if cur.fetchone()["found"]:
+                    tables.append(self.base_table)
+            for table in tables:
+                cur.execute(self.render(_DELETE_WORKSPACE, table=table), (self.workspace,))
 
     # -- reads -----------------------------------------------------------------
 
