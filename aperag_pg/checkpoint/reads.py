@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import CheckpointTuple, DeltaChannelHistory, get_checkpoint_id
@@ -21,8 +21,10 @@ from langgraph.checkpoint.serde.types import TASKS
 
 from . import codec, sql
 
-if TYPE_CHECKING:
-    from .saver import PGSyncCheckpointSaver
+# How the walk reads, given by the saver: one checkpoint by its config, and the next page
+# of a list cursor. (This module assembles rows; the saver owns connections.)
+GetTuple = Callable[[RunnableConfig], "CheckpointTuple | None"]
+ReadPage = Callable[["ListCursor"], Iterable[CheckpointTuple]]
 
 
 @dataclass
@@ -167,7 +169,7 @@ def checkpoint_config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) ->
 
 
 def delta_channel_history(
-    saver: PGSyncCheckpointSaver, config: RunnableConfig, channels: Sequence[str]
+    get_tuple: GetTuple, read_page: ReadPage, config: RunnableConfig, channels: Sequence[str]
 ) -> dict[str, DeltaChannelHistory]:
     """BaseCheckpointSaver's ancestor walk, step for step, over ancestors read in pages."""
     if not channels:
@@ -175,9 +177,9 @@ def delta_channel_history(
     collected: dict[str, list] = {channel: [] for channel in channels}
     seeds: dict[str, Any] = {}
     remaining = set(channels)
-    target = saver.get_tuple(config)
+    target = get_tuple(config)
     parent = target.parent_config if target else None
-    ancestors = _Ancestors(saver, target.config) if parent is not None else None
+    ancestors = _Ancestors(get_tuple, read_page, target.config) if parent is not None else None
     while parent is not None and remaining:
         tup = ancestors.get(parent)
         if tup is None:
@@ -203,19 +205,19 @@ class _Ancestors:
     """The checkpoints of a thread and namespace older than a given one, read a page at a
     time (newest first) as a walk down the parent links asks for them."""
 
-    def __init__(self, saver: PGSyncCheckpointSaver, below: RunnableConfig) -> None:
+    def __init__(self, get_tuple: GetTuple, read_page: ReadPage, below: RunnableConfig) -> None:
         where = below["configurable"]
         thread = {"thread_id": where["thread_id"], "checkpoint_ns": where["checkpoint_ns"]}
         before = {"configurable": {"checkpoint_id": where["checkpoint_id"]}}
-        self.saver = saver
+        self.get_tuple, self.read_page = get_tuple, read_page
         self.pages = list_cursor({"configurable": thread}, None, before, None)
         self.loaded: dict[str, CheckpointTuple] = {}
 
     def get(self, config: RunnableConfig) -> CheckpointTuple | None:
         checkpoint_id = config["configurable"]["checkpoint_id"]
         while checkpoint_id not in self.loaded and not self.pages.done:
-            for tup in self.saver._list_page(self.pages, self.saver.delta_page_size):
+            for tup in self.read_page(self.pages):
                 self.loaded[tup.config["configurable"]["checkpoint_id"]] = tup
         if checkpoint_id in self.loaded:
             return self.loaded[checkpoint_id]
-        return self.saver.get_tuple(config)  # a parent whose ID sorts after its child's
+        return self.get_tuple(config)  # a parent whose ID sorts after its child's

@@ -126,7 +126,12 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         ``delta_page_size`` at a time (a DeltaChannel snapshots every 100 steps by
         default) instead of one ``get_tuple`` round trip each.
         """
-        return reads.delta_channel_history(self, config, channels)
+        return reads.delta_channel_history(
+            self.get_tuple,
+            lambda cursor: self._list_page(cursor, self.delta_page_size),
+            config,
+            channels,
+        )
 
     # -- writes --------------------------------------------------------------------
 
