@@ -35,9 +35,9 @@ from .devservices import (
 from .environment import EMBEDDING_BINDING, LIGHTRAG_FACTORY, LLM_BINDING, OPENAI_API_KEY
 from .errors import ConfigError
 from .lightrag.models import STANDIN, configured_models
+from .lightrag.selection import lightrag_storage_kwargs
 from .lightrag.tasks import DEFAULT_STORAGES
 from .manager import PostgreSQLSyncConnectionManager
-from .selection import lightrag_storage_kwargs
 from .settings import PostgresSettings, load_environment
 from .stores.graph import GraphStore
 

@@ -19,6 +19,18 @@ CELERY_RESULT_BACKEND = "CELERY_RESULT_BACKEND"
 CELERY_VISIBILITY_TIMEOUT = "CELERY_VISIBILITY_TIMEOUT"
 DEFAULT_VISIBILITY_TIMEOUT = 7200
 LIGHTRAG_WORKING_DIR = "LIGHTRAG_WORKING_DIR"
+# LightRAG's storages by name (aperag_pg.lightrag.selection):
+# (variables, first one wins) -> (LightRAG keyword, LightRAG registry kind)
+STORAGE_VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("LIGHTRAG_KV_STORAGE",), "kv_storage", "KV_STORAGE"),
+    (
+        ("LIGHTRAG_VECTOR_STORAGE", "LIGHTRAG_VECTOR_DB_STORAGE"),
+        "vector_storage",
+        "VECTOR_STORAGE",
+    ),
+    (("LIGHTRAG_DOC_STATUS_STORAGE",), "doc_status_storage", "DOC_STATUS_STORAGE"),
+    (("LIGHTRAG_GRAPH_STORAGE",), "graph_storage", "GRAPH_STORAGE"),
+)
 # LightRAG's models (aperag_pg.lightrag.models and .bindings), by the LightRAG server's own
 # names: a binding ("openai", "azure_openai", "ollama", or "standin" for the offline
 # stand-ins) per role; nothing chosen is an error, never a silent fake.
@@ -93,7 +105,6 @@ def visibility_timeout(env: Mapping[str, str]) -> int:
 
 def known_variables() -> set[str]:
     """The names of all variables the package reads."""
-    from .selection import STORAGE_VARIABLES
     from .settings import PostgresSettings
 
     names = {f.metadata["env"] for f in dataclasses.fields(PostgresSettings) if "env" in f.metadata}

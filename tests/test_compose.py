@@ -23,8 +23,7 @@ import click
 import pytest
 import yaml
 
-from aperag_pg.environment import celery_urls, known_variables
-from aperag_pg.selection import STORAGE_VARIABLES
+from aperag_pg.environment import STORAGE_VARIABLES, celery_urls, known_variables
 from aperag_pg.settings import PostgresSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from lightrag.base import DocStatus
 from lightrag.utils import compute_mdhash_id
 
 from aperag_pg.errors import ConfigError
-from aperag_pg.selection import lightrag_storage_kwargs
+from aperag_pg.lightrag.selection import lightrag_storage_kwargs
 from aperag_pg.worker import run_async
 
 from .lightrag_support import (

@@ -31,13 +31,13 @@ from celery import shared_task
 from .. import locks
 from ..environment import LIGHTRAG_WORKING_DIR
 from ..manager import PostgreSQLSyncConnectionManager
-from ..selection import lightrag_storage_kwargs
 from ..settings import load_environment
 from ..worker import database_time, run_async
 from . import lifecycle
 from .ingest import ingest_once
 from .models import lightrag_arguments
 from .registry import FACADES
+from .selection import lightrag_storage_kwargs
 
 # Least recently used instances are finalized past this many, so a worker serving many
 # tenants does not keep every tenant's LightRAG (and its in-memory graph) forever.

@@ -10,20 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .errors import ConfigError
-from .settings import load_environment
-
-# (variables, first one wins) -> (LightRAG keyword, registry kind)
-STORAGE_VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (("LIGHTRAG_KV_STORAGE",), "kv_storage", "KV_STORAGE"),
-    (
-        ("LIGHTRAG_VECTOR_STORAGE", "LIGHTRAG_VECTOR_DB_STORAGE"),
-        "vector_storage",
-        "VECTOR_STORAGE",
-    ),
-    (("LIGHTRAG_DOC_STATUS_STORAGE",), "doc_status_storage", "DOC_STATUS_STORAGE"),
-    (("LIGHTRAG_GRAPH_STORAGE",), "graph_storage", "GRAPH_STORAGE"),
-)
+from ..environment import STORAGE_VARIABLES
+from ..errors import ConfigError
+from ..settings import load_environment
+from .registry import register
 
 
 def lightrag_storage_kwargs(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -31,8 +21,6 @@ def lightrag_storage_kwargs(environ: Mapping[str, str] | None = None) -> dict[st
     arguments named by the environment (and ``.env``), validated against LightRAG's registry.
     """
     from lightrag.kg import STORAGE_IMPLEMENTATIONS
-
-    from .lightrag.registry import register
 
     register()
     env = load_environment(environ)
