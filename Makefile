@@ -33,7 +33,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not processes"
 
 demo: $(STAMP)
-	$(PY) -m aperag_pg.demo --stand-ins-unless-configured
+	$(PY) -m devtools.demo --stand-ins-unless-configured
 
 bench: $(STAMP)
 	$(PY) bench/task_overhead.py
@@ -76,10 +76,10 @@ worker-status: $(STAMP)
 
 # Local PostgreSQL (with pgvector) and Redis that keep their data in $(SERVICES_DIR).
 services-up: $(STAMP)
-	$(PY) -m aperag_pg.devservices up --dir $(SERVICES_DIR)
+	$(PY) -m devtools.services up --dir $(SERVICES_DIR)
 
 services-down: $(STAMP)
-	$(PY) -m aperag_pg.devservices down --dir $(SERVICES_DIR)
+	$(PY) -m devtools.services down --dir $(SERVICES_DIR)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aperag_pg.devservices import local_services
 from aperag_pg.settings import PostgresSettings
+from devtools.services import local_services
 
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 

@@ -37,16 +37,16 @@ import psycopg2.extras
 from pgvector.psycopg2 import register_vector
 from psycopg2 import sql
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 from common import benchmark_postgres, machine_line, run_benchmark  # noqa: E402
 
-from aperag_pg.corpus import documents  # noqa: E402
 from aperag_pg.lightrag import register  # noqa: E402
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 from aperag_pg.standins import embed_texts, lightrag_standins  # noqa: E402
 from aperag_pg.stores.base import utc_now  # noqa: E402
 from aperag_pg.stores.vector import VectorStore  # noqa: E402
+from devtools.corpus import documents  # noqa: E402
 
 VECTOR_DIM = 1536  # text-embedding-3-small's size; never the stand-ins' 64
 BATCH = 20  # documents per ainsert

@@ -25,7 +25,7 @@ from pathlib import Path
 import asyncpg
 import psycopg2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 from common import benchmark_postgres, machine_line, run_benchmark, summary, time_calls  # noqa: E402
 

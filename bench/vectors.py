@@ -42,7 +42,7 @@ import psycopg2.extras
 from pgvector.psycopg2 import register_vector
 from psycopg2 import sql
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 from common import benchmark_postgres, machine_line, run_benchmark  # noqa: E402
 

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import psycopg2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 from common import benchmark_services, machine_line, run_benchmark  # noqa: E402
 
 from aperag_pg import locks  # noqa: E402
-from aperag_pg.corpus import documents  # noqa: E402
-from aperag_pg.devservices import celery_worker  # noqa: E402
 from aperag_pg.lightrag.preflight import check_vector_tables  # noqa: E402
 from aperag_pg.settings import PostgresSettings  # noqa: E402
+from devtools.corpus import documents  # noqa: E402
+from devtools.services import celery_worker  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PROCESSES = (1, 2, 4)

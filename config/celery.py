@@ -34,7 +34,11 @@ app = Celery(
     # Every task retries with backoff on transient database errors, never on bad SQL or input.
     task_cls=DatabaseTask,
     # LightRAG's tasks need the `lightrag` extra; a worker without it still serves the rest.
-    include=["aperag_pg.tasks"] + (["aperag_pg.lightrag.tasks"] if find_spec("lightrag") else []),
+    include=["aperag_pg.probes"]
+    + (["aperag_pg.checkpoint.tasks"] if find_spec("langgraph") else [])
+    + (["aperag_pg.lightrag.tasks"] if find_spec("lightrag") else [])
+    # The demo's tasks, from a checkout (devtools/ is not part of the installed package).
+    + (["devtools.tasks"] if find_spec("devtools") else []),
 )
 app.conf.update(
     # A task is acknowledged when it ends, and a worker process that dies under it (SIGKILL,

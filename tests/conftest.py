@@ -20,9 +20,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from aperag_pg.devservices import EmbeddedPostgres, EmbeddedRedis, create_database, drop_database
 from aperag_pg.manager import PostgreSQLSyncConnectionManager
 from aperag_pg.settings import PostgresSettings
+from devtools.services import EmbeddedPostgres, EmbeddedRedis, create_database, drop_database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _EXTERNAL_PG_VARS = ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL")

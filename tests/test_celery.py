@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from aperag_pg.devservices import celery_worker, connections_per_process, wait_for_no_connections
+from devtools.services import celery_worker, connections_per_process, wait_for_no_connections
 
 from .celery_test_tasks import ATTEMPTS_DDL
 from .conftest import REPO_ROOT

@@ -7,10 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from aperag_pg import tasks
-from aperag_pg.checkpoint import PGSyncCheckpointSaver
-from aperag_pg.devservices import celery_worker
+from aperag_pg.checkpoint import PGSyncCheckpointSaver, tasks
 from aperag_pg.errors import ConfigError
+from devtools.services import celery_worker
 
 from .checkpoint_support import Chain, config, new_thread, table_counts
 from .conftest import REPO_ROOT

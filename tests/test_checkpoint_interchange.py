@@ -23,7 +23,7 @@ from langgraph.types import Command, Send
 from psycopg.rows import dict_row
 
 from aperag_pg.checkpoint import PGSyncCheckpointSaver
-from aperag_pg.checkpoint.example_graph import build_review_graph
+from devtools.example_graph import build_review_graph
 
 from .checkpoint_support import (
     Chain,

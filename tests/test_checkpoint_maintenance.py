@@ -10,9 +10,9 @@ import pytest
 from langgraph.types import Command
 
 from aperag_pg.checkpoint import sql
-from aperag_pg.checkpoint.example_graph import build_review_graph
 from aperag_pg.checkpoint.retention import apply_retention
 from aperag_pg.errors import InvalidInput
+from devtools.example_graph import build_review_graph
 
 from .checkpoint_support import (
     Chain,

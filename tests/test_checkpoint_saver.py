@@ -17,8 +17,8 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.types import Command
 
 from aperag_pg.checkpoint import PGSyncCheckpointSaver, sql
-from aperag_pg.checkpoint.example_graph import build_review_graph
 from aperag_pg.errors import InvalidInput, SchemaError
+from devtools.example_graph import build_review_graph
 
 from .checkpoint_support import (
     Chain,

@@ -13,7 +13,6 @@ from collections.abc import Callable
 import pytest
 
 from aperag_pg.checkpoint import PGSyncCheckpointSaver
-from aperag_pg.devservices import create_database, drop_database
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
 from aperag_pg.schema import ensure_schema
 from aperag_pg.settings import PostgresSettings
@@ -21,6 +20,7 @@ from aperag_pg.stores.doc_status import DocStatusStore
 from aperag_pg.stores.graph import GraphStore
 from aperag_pg.stores.kv import KVStore
 from aperag_pg.stores.vector import VectorStore, vector_table_name
+from devtools.services import create_database, drop_database
 
 from .checkpoint_support import drop_schema
 

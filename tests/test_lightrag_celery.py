@@ -11,7 +11,7 @@ from collections import defaultdict
 from celery import Celery
 from psycopg2 import sql
 
-from aperag_pg.devservices import celery_worker
+from devtools.services import celery_worker
 
 from .conftest import REPO_ROOT
 from .lightrag_support import DOCS, FILE_PATHS, first_writer, new_workspace
@@ -193,7 +193,7 @@ def test_an_ingest_whose_worker_is_killed_midway_completes_without_duplicates(
     """kill -9 of the process holding the workspace's writer lock, with some documents
     processed and others not: the ingest is delivered again, finishes every document
     exactly once, and stores what an uninterrupted ingest of the same documents stores."""
-    from aperag_pg.corpus import documents
+    from devtools.corpus import documents
 
     corpus = documents(16)
     texts, paths = [t for t, _ in corpus], [p for _, p in corpus]
@@ -283,7 +283,7 @@ def test_a_warm_stop_during_ingests_finishes_or_hands_back_every_one(
     """`make worker-stop` while ingests run and others wait: the running ones finish, the
     waiting ones go back to the queue, and the next worker completes them; none is lost.
     (One workspace, so its ingests take turns on its writer lock and many still wait.)"""
-    from aperag_pg.corpus import documents
+    from devtools.corpus import documents
 
     env = {**service_env, "LIGHTRAG_WORKING_DIR": str(tmp_path / "rag")}
     run_dir = tmp_path / "run"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from aperag_pg.devservices import celery_worker
+from devtools.services import celery_worker
 
 from .conftest import REPO_ROOT
 from .lightrag_support import DOCS, FILE_PATHS, new_workspace, workspace_writers
@@ -96,7 +96,7 @@ def test_the_document_lifecycle_as_tasks(service_env, admin_conn, tmp_path):
 def test_two_workspaces_ingest_at_the_same_time(service_env, admin_conn, tmp_path):
     """A workspace's writers take turns; different workspaces do not wait for each other:
     both writer locks are seen held at once, by two worker processes."""
-    from aperag_pg.corpus import documents
+    from devtools.corpus import documents
 
     corpus = documents(12)
     texts, paths = [t for t, _ in corpus], [p for _, p in corpus]

@@ -7,8 +7,8 @@ import uuid
 
 from celery import Celery
 
-from aperag_pg.devservices import connections_per_process, wait_for_no_connections
 from aperag_pg.stores.vector import VectorStore, vector_table_name
+from devtools.services import connections_per_process, wait_for_no_connections
 
 from .make_support import make, make_ok
 from .polling import wait_until

@@ -13,10 +13,10 @@ import psycopg2
 import pytest
 
 from aperag_pg.batching import chunked, execute_values_chunked
-from aperag_pg.devservices import EmbeddedPostgres
 from aperag_pg.errors import DatabaseUnavailable, PoolClosed, PoolTimeout
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
 from aperag_pg.pool import LIFETIME_SHARE
+from devtools.services import EmbeddedPostgres
 
 from .polling import backend_alive, backends_of, wait_until
 

@@ -8,10 +8,10 @@ import uuid
 import psycopg2
 import pytest
 
-from aperag_pg.devservices import create_database, drop_database
 from aperag_pg.errors import SchemaPrivilegeError
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
 from aperag_pg.schema import MIGRATIONS_TABLE, Migration, ensure_schema
+from devtools.services import create_database, drop_database
 
 # Real DDL of the shape the stores use, so concurrency is tested on tables and indexes.
 SAMPLE_MIGRATIONS = (

@@ -13,10 +13,10 @@ import psycopg2.extras
 import pytest
 
 import aperag_pg.batching
-from aperag_pg.devservices import create_database, drop_database
 from aperag_pg.errors import InvalidInput
 from aperag_pg.manager import PostgreSQLSyncConnectionManager
 from aperag_pg.stores.kv import KV_NAMESPACES, KVStore
+from devtools.services import create_database, drop_database
 
 NAMESPACES = KV_NAMESPACES
 TABLES = {

@@ -16,10 +16,10 @@ from lightrag.kg.postgres_impl import _safe_index_name as lightrag_safe_index_na
 from lightrag.utils import compute_mdhash_id as lightrag_mdhash_id
 from psycopg2 import sql
 
-from aperag_pg.devservices import create_database, drop_database
 from aperag_pg.errors import ExtensionMissing, InvalidInput, VectorDimensionMismatch
 from aperag_pg.stores import vector as vector_module
 from aperag_pg.stores.vector import VectorStore, compute_mdhash_id, safe_index_name
+from devtools.services import create_database, drop_database
 
 from .polling import lock_waiters, wait_until
 

@@ -25,21 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aperag_pg.environment import EMBEDDING_BINDING, LIGHTRAG_FACTORY, LLM_BINDING, OPENAI_API_KEY
+from aperag_pg.errors import ConfigError
+from aperag_pg.lightrag.models import STANDIN, configured_models
+from aperag_pg.lightrag.selection import lightrag_storage_kwargs
+from aperag_pg.lightrag.tasks import DEFAULT_STORAGES
+from aperag_pg.manager import PostgreSQLSyncConnectionManager
+from aperag_pg.settings import PostgresSettings, load_environment
+from aperag_pg.stores.graph import GraphStore
+
 from .corpus import documents
-from .devservices import (
+from .services import (
     celery_worker,
     connections_per_process,
     local_services,
     wait_for_no_connections,
 )
-from .environment import EMBEDDING_BINDING, LIGHTRAG_FACTORY, LLM_BINDING, OPENAI_API_KEY
-from .errors import ConfigError
-from .lightrag.models import STANDIN, configured_models
-from .lightrag.selection import lightrag_storage_kwargs
-from .lightrag.tasks import DEFAULT_STORAGES
-from .manager import PostgreSQLSyncConnectionManager
-from .settings import PostgresSettings, load_environment
-from .stores.graph import GraphStore
 
 MODES = ("local", "global", "hybrid", "naive", "mix")
 
@@ -241,7 +242,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aperag_pg.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__)
     parser.add_argument("--docs", type=int, default=200)
     parser.add_argument("--docs-per-task", type=int, default=5)
     parser.add_argument("--queries", type=int, default=20)

@@ -7,8 +7,8 @@ root its binaries run as an unprivileged system user.
 
 Command line (used by ``make services-up`` / ``services-down``)::
 
-    python -m aperag_pg.devservices up   [--dir run]   # prints the env to use
-    python -m aperag_pg.devservices down [--dir run]
+    python -m devtools.services up   [--dir run]   # prints the env to use
+    python -m devtools.services down [--dir run]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .settings import PostgresSettings
+from aperag_pg.settings import PostgresSettings
 
 if TYPE_CHECKING:
     import celery
@@ -534,7 +534,7 @@ def services_down(directory: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aperag_pg.devservices")
+    parser = argparse.ArgumentParser(prog="python -m devtools.services")
     parser.add_argument("action", choices=["up", "down", "env"])
     parser.add_argument("--dir", default="run/services", type=Path)
     args = parser.parse_args(argv)
