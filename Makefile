@@ -45,12 +45,12 @@ bench: $(STAMP)
 	$(PY) bench/worker_throughput.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check aperag_pg config tests bench
-	$(PY) -m ruff format --check aperag_pg config tests bench
+	$(PY) -m ruff check aperag_pg config tests bench devtools
+	$(PY) -m ruff format --check aperag_pg config tests bench devtools
 
 format: $(STAMP)
-	$(PY) -m ruff format aperag_pg config tests bench
-	$(PY) -m ruff check --fix aperag_pg config tests bench
+	$(PY) -m ruff format aperag_pg config tests bench devtools
+	$(PY) -m ruff check --fix aperag_pg config tests bench devtools
 
 # A prefork worker in the foreground, on the services named by POSTGRES_* / REDIS_URL (or .env).
 worker: $(STAMP)
