@@ -105,7 +105,13 @@ class PostgreSQLSyncConnectionManager:
 
     @classmethod
     def settings(cls) -> PostgresSettings:
-        return cls.pool().settings
+        """The settings of this process's pool; before it is open (or after ``close()``),
+        the ones it would open with. Never opens the pool: building a store or a saver
+        needs no connection."""
+        pool = cls._own_pool()
+        if pool is not None and not pool.closed:
+            return pool.settings
+        return PostgresSettings.from_env()
 
     @classmethod
     def close(cls) -> None:

@@ -507,3 +507,15 @@ def test_connections_opened_together_do_not_expire_together(manager, base_settin
         shares = [conn.lifetime_share for conn in conns]
     low, high = LIFETIME_SHARE
     assert all(low <= share <= high for share in shares) and len(set(shares)) == 4
+
+
+def test_building_a_store_or_a_saver_opens_no_pool(base_settings):
+    from aperag_pg.checkpoint import PGSyncCheckpointSaver
+    from aperag_pg.stores.kv import KVStore
+
+    Manager.close()
+    KVStore("full_docs", "ws_ctor")
+    PGSyncCheckpointSaver()
+    assert Manager.stats()["pool_size"] == 0  # nothing opened, nothing connected
+    with pytest.raises(PoolClosed):
+        Manager.execute_query("SELECT 1")
