@@ -155,10 +155,18 @@ def worker_environment(
 
 
 @pytest.fixture
-def fresh_saver(manager, admin_conn):
-    """A checkpointer on a schema of its own, dropped after the test."""
-    from .checkpoint_support import drop_schema, new_schema, saver_in
+def schema(manager, admin_conn) -> Iterator[str]:
+    """A schema of its own for the test's checkpointer tables, dropped after the test."""
+    from .checkpoint_support import drop_schema, new_schema
 
-    schema = new_schema()
-    yield saver_in(schema)
-    drop_schema(admin_conn, schema)
+    name = new_schema()
+    yield name
+    drop_schema(admin_conn, name)
+
+
+@pytest.fixture
+def saver(schema: str):
+    """A checkpointer on the test's own schema."""
+    from .checkpoint_support import saver_in
+
+    return saver_in(schema)

@@ -166,8 +166,7 @@ def test_doc_status_refuses_what_its_columns_cannot_hold(docs, fields, names):
     assert docs.get_by_id("good") is None
 
 
-def test_checkpoint_ids_refuse_lone_surrogates(fresh_saver):
-    saver = fresh_saver
+def test_checkpoint_ids_refuse_lone_surrogates(saver):
     with pytest.raises(InvalidInput, match="thread_id 'a\\\\ud800b' contains a lone surrogate"):
         Chain(saver, LONE).put()
     assert saver.get_tuple(config(LONE)) is None  # a key no row can hold: nothing found
@@ -251,8 +250,7 @@ def test_doc_status_round_trips_or_refuses(docs, summary, length, metadata):
 
 @PROPERTY
 @given(thread_id=ANY_TEXT.filter(bool))
-def test_checkpoint_thread_ids_round_trip_or_refuse(fresh_saver, thread_id):
-    saver = fresh_saver
+def test_checkpoint_thread_ids_round_trip_or_refuse(saver, thread_id):
     try:
         saved = Chain(saver, thread_id).put()
     except InvalidInput:

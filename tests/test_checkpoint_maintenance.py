@@ -29,18 +29,6 @@ NOW = datetime.now(timezone.utc)
 EMPTY = {"checkpoints": 0, "checkpoint_blobs": 0, "checkpoint_writes": 0}
 
 
-@pytest.fixture
-def schema(manager, admin_conn):
-    name = new_schema("maint")
-    yield name
-    drop_schema(admin_conn, name)
-
-
-@pytest.fixture
-def saver(schema):
-    return saver_in(schema)
-
-
 def ids(saver, thread_id: str, checkpoint_ns: str | None = "") -> list[str]:
     cfg = {"configurable": {"thread_id": thread_id}}
     if checkpoint_ns is not None:

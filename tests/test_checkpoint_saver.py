@@ -31,19 +31,6 @@ from .checkpoint_support import (
 )
 from .polling import lock_waiters, wait_until
 
-
-@pytest.fixture
-def schema(manager, admin_conn):
-    name = new_schema()
-    yield name
-    drop_schema(admin_conn, name)
-
-
-@pytest.fixture
-def saver(schema) -> PGSyncCheckpointSaver:
-    return saver_in(schema)
-
-
 # -- threads, event loops, copies ------------------------------------------------------
 
 

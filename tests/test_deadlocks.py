@@ -92,8 +92,7 @@ def test_doc_status_upserts_and_deletes(manager):
     assert race(store.delete, [IDS, IDS[::-1]], rounds=5) == 0
 
 
-def test_put_writes_of_one_task_from_four_threads_in_different_orders(fresh_saver):
-    saver = fresh_saver
+def test_put_writes_of_one_task_from_four_threads_in_different_orders(saver):
     saved = Chain(saver, new_thread("dl")).put()
     writes = [(ERROR, "e"), (INTERRUPT, "i"), (SCHEDULED, "s"), (RESUME, "r")]
     orders = [list(p) for p in itertools.islice(itertools.permutations(writes), 0, 24, 6)]
