@@ -51,7 +51,8 @@ def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
     from .stores.doc_status import DocStatusStore
     from .stores.graph import GraphStore
     from .stores.kv import KV_NAMESPACES, KVStore
-    from .stores.vector import VECTOR_NAMESPACES, VectorStore, vector_table_name
+    from .stores.vector import VectorStore
+    from .stores.vector_tables import VECTOR_NAMESPACES, vector_table_name
 
     PostgreSQLSyncConnectionManager.initialize(settings.replace(min_connections=0))
     try:

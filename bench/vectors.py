@@ -50,7 +50,7 @@ from aperag_pg.lightrag import register  # noqa: E402
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 from aperag_pg.standins import lightrag_standins  # noqa: E402
 from aperag_pg.stores.binary_copy import SIGNATURE, TRAILER, vector_fields  # noqa: E402
-from aperag_pg.stores.vector import safe_index_name  # noqa: E402
+from aperag_pg.stores.vector_tables import safe_index_name  # noqa: E402
 
 SIDES = ("ours", "asyncpg", "text", "floor")
 QUERY_SIDES = ("ours", "asyncpg", "two binds", "one bind", "one bind + iterative")

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from aperag_pg.errors import InvalidInput
 from aperag_pg.stores.doc_status import DocStatusStore
 from aperag_pg.stores.kv import KVStore
-from aperag_pg.stores.vector import VectorStore, vector_table_name
+from aperag_pg.stores.vector import VectorStore
+from aperag_pg.stores.vector_tables import vector_table_name
 
 from .checkpoint_support import Chain, config
 

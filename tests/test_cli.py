@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from aperag_pg.stores.vector import vector_table_name
+from aperag_pg.stores.vector_tables import vector_table_name
 
 from .cli_support import run_cli, verdicts
 

@@ -19,7 +19,8 @@ from aperag_pg.settings import PostgresSettings
 from aperag_pg.stores.doc_status import DocStatusStore
 from aperag_pg.stores.graph import GraphStore
 from aperag_pg.stores.kv import KVStore
-from aperag_pg.stores.vector import VectorStore, vector_table_name
+from aperag_pg.stores.vector import VectorStore
+from aperag_pg.stores.vector_tables import vector_table_name
 from devtools.services import create_database, drop_database
 
 from .checkpoint_support import drop_schema

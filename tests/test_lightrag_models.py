@@ -20,7 +20,7 @@ from aperag_pg.errors import ConfigError, ModelsNotConfigured
 from aperag_pg.lightrag.bindings import BINDINGS
 from aperag_pg.lightrag.models import lightrag_arguments, lightrag_models
 from aperag_pg.lightrag.preflight import dimension_problems
-from aperag_pg.stores.vector import VectorTable, vector_table_name
+from aperag_pg.stores.vector_tables import VectorTable, vector_table_name
 from devtools.services import celery_worker
 
 from .cli_support import run_cli, verdicts

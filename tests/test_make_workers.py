@@ -7,7 +7,8 @@ import uuid
 
 from celery import Celery
 
-from aperag_pg.stores.vector import VectorStore, vector_table_name
+from aperag_pg.stores.vector import VectorStore
+from aperag_pg.stores.vector_tables import vector_table_name
 from devtools.services import connections_per_process, wait_for_no_connections
 
 from .make_support import make, make_ok

@@ -18,7 +18,8 @@ from psycopg2 import sql
 
 from aperag_pg.errors import ExtensionMissing, InvalidInput, VectorDimensionMismatch
 from aperag_pg.stores import vector as vector_module
-from aperag_pg.stores.vector import VectorStore, compute_mdhash_id, safe_index_name
+from aperag_pg.stores.vector import VectorStore, compute_mdhash_id
+from aperag_pg.stores.vector_tables import safe_index_name
 from devtools.services import create_database, drop_database
 
 from .polling import lock_waiters, wait_until

@@ -39,7 +39,7 @@ from ..environment import (
     OPENAI_BASE_URL,
 )
 from ..errors import ConfigError, ModelsNotConfigured
-from ..stores.vector import MAX_DIMENSION
+from ..stores.vector_tables import MAX_DIMENSION
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,12 @@ import psycopg2
 
 from ..errors import ConfigError, EmbeddingDimensionMismatch, ModelsNotConfigured, first_line
 from ..settings import PostgresSettings, load_environment
-from ..stores.vector import VECTOR_NAMESPACES, VectorTable, vector_table_name, vector_tables
+from ..stores.vector_tables import (
+    VECTOR_NAMESPACES,
+    VectorTable,
+    vector_table_name,
+    vector_tables,
+)
 from .models import EMBEDDING_ROLE, lightrag_arguments
 
 logger = logging.getLogger(__name__)

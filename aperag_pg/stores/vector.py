@@ -31,7 +31,6 @@ import datetime
 import hashlib
 import io
 import logging
-import re
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,24 +56,31 @@ from ..manager import PostgreSQLSyncConnectionManager
 from ..values import check_column, check_storable
 from .base import SyncStore, check_key, table_for_namespace, utc_now
 from .binary_copy import field_encoder, table_rows
+from .vector_tables import (
+    CREATE_INDEX,
+    CREATE_PGVECTOR,
+    DROP_INDEX,
+    INDEX_EXISTS,
+    MAX_DIMENSION,
+    MAX_INDEXED_DIMENSION,
+    PG_MAX_IDENTIFIER_LENGTH,
+    PGVECTOR_INSTALLED,
+    TABLE_EXISTS,
+    VECTOR_COLUMN,
+    VECTOR_INDEX_SUFFIXES,
+    check_table_name,
+    index_option,
+    plain_identifier,
+    safe_index_name,
+    version_tuple,
+)
 from .vector_text import vector_literal
 
 logger = logging.getLogger(__name__)
 
 GRAPH_FIELD_SEP = "<SEP>"  # LightRAG's separator of chunk ids in source_id
-PG_MAX_IDENTIFIER_LENGTH = 63
-MAX_DIMENSION = 16000  # pgvector's limit for the vector type
-VECTOR_NAMESPACES = ("chunks", "entities", "relationships")  # LightRAG's three vector storages
-MAX_INDEXED_DIMENSION = 2000  # pgvector's limit for HNSW and IVFFLAT on vector columns
 _READ_CHUNK = 1000  # ids per statement in deletes and lookups
 _WRITE_CHUNK = 1000  # rows per COPY and INSERT of an upsert (one transaction for all)
-
-# Every vector index name LightRAG may have created; one is dropped when another type
-# is created in its place, as LightRAG does when POSTGRES_VECTOR_INDEX_TYPE changes.
-_VECTOR_INDEX_SUFFIXES = ("hnsw_cosine", "hnsw_halfvec_cosine", "ivfflat_cosine", "vchordrq_cosine")
-
-
-_TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 # A checked row of an upsert: (id, the values of its kind's written columns, float32 vector).
 _Row = tuple[str, tuple[Any, ...], np.ndarray]
@@ -90,17 +96,6 @@ def compute_mdhash_id(content: str, prefix: str = "") -> str:
     except UnicodeEncodeError:  # lone surrogates, replaced as LightRAG does
         data = content.encode("utf-8", errors="replace")
     return prefix + hashlib.md5(data).hexdigest()
-
-
-def safe_index_name(table_name: str, index_suffix: str) -> str:
-    """LightRAG's ``_safe_index_name``: ``idx_<table>_<suffix>``, or with the table's md5
-    prefix in place of the table when that is longer than PostgreSQL's 63 bytes.
-    """
-    full_name = f"idx_{table_name.lower()}_{index_suffix}"
-    if len(full_name.encode("utf-8")) <= PG_MAX_IDENTIFIER_LENGTH:
-        return full_name
-    table_hash = hashlib.md5(table_name.lower().encode("utf-8")).hexdigest()[:12]
-    return f"idx_{table_hash}_{index_suffix}"
 
 
 # -- the three namespaces ------------------------------------------------------------
@@ -227,35 +222,6 @@ _KINDS: dict[str, _Kind] = {
 
 # -- SQL ------------------------------------------------------------------------------
 
-_PGVECTOR_INSTALLED = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-_CREATE_PGVECTOR = "CREATE EXTENSION IF NOT EXISTS vector"
-_VECTOR_COLUMN = """
-SELECT a.atttypmod AS dim, format_type(a.atttypid, a.atttypmod) AS type
-FROM pg_attribute a
-WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
-  AND a.attname = 'content_vector' AND NOT a.attisdropped
-"""
-# LightRAG's vector tables in a schema, with their vector dimension (-1: undimensioned).
-_VECTOR_TABLES = """
-SELECT c.relname, a.atttypmod
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'content_vector' AND NOT a.attisdropped
-WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND starts_with(c.relname, 'lightrag_vdb_')
-ORDER BY c.relname
-"""
-_HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM {table})"
-_INDEX_EXISTS = """
-SELECT 1 FROM pg_indexes WHERE schemaname = %s AND tablename = %s AND indexname = %s
-"""
-_TABLE_EXISTS = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL AS found"
-_CREATE_INDEX = {
-    "HNSW": "CREATE INDEX IF NOT EXISTS {index} ON {table} "
-    "USING hnsw (content_vector vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})",
-    "IVFFLAT": "CREATE INDEX IF NOT EXISTS {index} ON {table} "
-    "USING ivfflat (content_vector vector_cosine_ops) WITH (lists = {lists})",
-}
-_DROP_INDEX = "DROP INDEX IF EXISTS {schema}.{index}"
 # The query vector is bound once (formatting 1,536 floats as text is the costly part of a
 # query) and read through a scalar subquery, which the planner computes once (an InitPlan):
 # the HNSW index still orders by it, and the plan is LightRAG's own, ties included.
@@ -302,13 +268,6 @@ _DELETE_RELATIONS = (
     "DELETE FROM {table} WHERE workspace = %s AND (source_id = %s OR target_id = %s)"
 )
 _DELETE_WORKSPACE = "DELETE FROM {table} WHERE workspace = %s"
-
-
-def _plain_identifier(name: str) -> str:
-    """A lower-case name made of [a-z0-9_] only, so it may appear unquoted in DDL text."""
-    if not re.fullmatch(r"[a-z0-9_]{1,63}", name):
-        raise AssertionError(f"not a plain identifier: {name!r}")
-    return name
 
 
 def _to_list(vector: Any) -> list[float]:
@@ -359,7 +318,7 @@ class VectorStore(SyncStore):
                 f"VectorStore serves LightRAG's vector namespaces chunks, entities and "
                 f"relationships, not {namespace!r}."
             )
-        _check_table_name(table_name, base_table)
+        check_table_name(table_name, base_table)
         if type(embedding_dim) is not int or not 1 <= embedding_dim <= MAX_DIMENSION:
             raise InvalidInput(
                 f"embedding_dim must be a whole number from 1 to {MAX_DIMENSION} "
@@ -396,14 +355,14 @@ class VectorStore(SyncStore):
 
     def _ensure_pgvector(self) -> None:
         with self.transaction() as cur:
-            cur.execute(_PGVECTOR_INSTALLED)
+            cur.execute(PGVECTOR_INSTALLED)
             installed = cur.fetchone()
             if installed is not None:  # no privilege needed to use an installed extension
-                self._iterative_scans = _version(installed["extversion"]) >= (0, 8)
+                self._iterative_scans = version_tuple(installed["extversion"]) >= (0, 8)
                 return
             locks.hold_ddl_lock(cur)
             try:
-                cur.execute(_CREATE_PGVECTOR)
+                cur.execute(CREATE_PGVECTOR)
             except (psycopg2.errors.FeatureNotSupported, psycopg2.errors.UndefinedFile) as exc:
                 raise ExtensionMissing(
                     f"the pgvector extension is not installed on the PostgreSQL server "
@@ -419,8 +378,8 @@ class VectorStore(SyncStore):
                     f'have a superuser run CREATE EXTENSION vector in database "'
                     f'{settings.database}" once, then run again.'
                 ) from exc
-            cur.execute(_PGVECTOR_INSTALLED)
-            self._iterative_scans = _version(cur.fetchone()["extversion"]) >= (0, 8)
+            cur.execute(PGVECTOR_INSTALLED)
+            self._iterative_scans = version_tuple(cur.fetchone()["extversion"]) >= (0, 8)
 
     def _create_statements(self) -> list[str]:
         """LightRAG's DDL for this table (``{table}`` is filled in by ensure_table)."""
@@ -428,10 +387,10 @@ class VectorStore(SyncStore):
         columns = columns.replace("VECTOR(dimension)", f"VECTOR({self.embedding_dim})")
         # LightRAG names the key "<table>_PK", which PostgreSQL cuts to 63 bytes; at exactly
         # 63 that would be the table's own name, so PostgreSQL then chooses one.
-        pk_name = _plain_identifier(f"{self.table_name}_pk"[:PG_MAX_IDENTIFIER_LENGTH])
+        pk_name = plain_identifier(f"{self.table_name}_pk"[:PG_MAX_IDENTIFIER_LENGTH])
         constraint = "" if pk_name == self.table_name else f"CONSTRAINT {pk_name} "
-        id_index = _plain_identifier(safe_index_name(self.table_name, "id"))
-        ws_index = _plain_identifier(safe_index_name(self.table_name, "workspace_id"))
+        id_index = plain_identifier(safe_index_name(self.table_name, "id"))
+        ws_index = plain_identifier(safe_index_name(self.table_name, "workspace_id"))
         return [
             f"CREATE TABLE IF NOT EXISTS {{table}} (\n    {columns},\n"
             f"    {constraint}PRIMARY KEY (workspace, id)\n)",
@@ -440,7 +399,7 @@ class VectorStore(SyncStore):
         ]
 
     def _check_dimension(self, cur: Any) -> None:
-        cur.execute(_VECTOR_COLUMN, (self.schema, self.table_name))
+        cur.execute(VECTOR_COLUMN, (self.schema, self.table_name))
         row = cur.fetchone()
         if row is None:
             raise SchemaError(
@@ -460,7 +419,7 @@ class VectorStore(SyncStore):
     def _ensure_vector_index(self, cur: Any) -> None:
         settings = self.manager.settings()
         index_type = settings.vector_index_type
-        if index_type not in _CREATE_INDEX:
+        if index_type not in CREATE_INDEX:
             return  # NONE: exact search, no index
         if self.embedding_dim > MAX_INDEXED_DIMENSION:
             # LightRAG tries, fails and logs the error; the table is searched exactly.
@@ -480,22 +439,22 @@ class VectorStore(SyncStore):
         locks.hold_ddl_lock(cur)
         if self._index_exists(cur, name):  # another process made it while we waited
             return
-        for other in _VECTOR_INDEX_SUFFIXES:
+        for other in VECTOR_INDEX_SUFFIXES:
             if other != suffix:
                 other_name = safe_index_name(self.table_name, other)
                 cur.execute(
-                    sql.SQL(_DROP_INDEX).format(
+                    sql.SQL(DROP_INDEX).format(
                         schema=sql.Identifier(self.schema), index=sql.Identifier(other_name)
                     )
                 )
         options = {
-            "m": _index_option(settings.hnsw_m, "POSTGRES_HNSW_M"),
-            "ef": _index_option(settings.hnsw_ef, "POSTGRES_HNSW_EF"),
-            "lists": _index_option(settings.ivfflat_lists, "POSTGRES_IVFFLAT_LISTS"),
+            "m": index_option(settings.hnsw_m, "POSTGRES_HNSW_M"),
+            "ef": index_option(settings.hnsw_ef, "POSTGRES_HNSW_EF"),
+            "lists": index_option(settings.ivfflat_lists, "POSTGRES_IVFFLAT_LISTS"),
         }
         logger.info("creating %s index %s on %s", index_type, name, self.qualified_name)
         cur.execute(
-            sql.SQL(_CREATE_INDEX[index_type]).format(
+            sql.SQL(CREATE_INDEX[index_type]).format(
                 index=sql.Identifier(name),
                 table=self.table(self.table_name),
                 **{key: sql.Literal(value) for key, value in options.items()},
@@ -503,7 +462,7 @@ class VectorStore(SyncStore):
         )
 
     def _index_exists(self, cur: Any, name: str) -> bool:
-        cur.execute(_INDEX_EXISTS, (self.schema, self.table_name, name))
+        cur.execute(INDEX_EXISTS, (self.schema, self.table_name, name))
         return cur.fetchone() is not None
 
     # -- writes ----------------------------------------------------------------
@@ -635,7 +594,7 @@ class VectorStore(SyncStore):
         with self.transaction() as cur:
             tables = [self.table_name]
             if self.base_table != self.table_name:
-                cur.execute(_TABLE_EXISTS, (self.schema, self.base_table))
+                cur.execute(TABLE_EXISTS, (self.schema, self.base_table))
                 if cur.fetchone()["found"]:
                     tables.append(self.base_table)
             for table in tables:
@@ -757,25 +716,6 @@ class VectorStore(SyncStore):
 # -- checks -----------------------------------------------------------------------------
 
 
-def _check_table_name(table_name: Any, base_table: str) -> None:
-    if not isinstance(table_name, str) or not _TABLE_NAME.match(table_name):
-        raise InvalidInput(
-            f"vector table name {table_name!r:.80} must consist of letters, digits and "
-            "underscores only (LightRAG's <base>_<model>_<dim>d)."
-        )
-    if len(table_name) > PG_MAX_IDENTIFIER_LENGTH:
-        raise InvalidInput(
-            f"vector table name {table_name!r} is {len(table_name)} characters long; "
-            f"PostgreSQL allows {PG_MAX_IDENTIFIER_LENGTH}: use a shorter embedding model name."
-        )
-    upper = table_name.upper()
-    if upper != base_table and not upper.startswith(base_table + "_"):
-        raise InvalidInput(
-            f"vector table name {table_name!r} must be {base_table}, LightRAG's table for "
-            f"this namespace, or start with {base_table}_ (followed by the model suffix)."
-        )
-
-
 def _check_threshold(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
         raise InvalidInput(
@@ -784,27 +724,10 @@ def _check_threshold(value: Any) -> float:
     return float(value)
 
 
-def _index_option(value: Any, variable: str) -> int:
-    """An index option from the settings: a positive whole number, rendered as a literal."""
-    if type(value) is not int or value < 1:
-        raise InvalidInput(f"{variable} must be a positive whole number, got {value!r}.")
-    return value
-
-
 def _check_name(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string, got {type(value).__name__}.")
     return check_storable(value, what)
-
-
-def _version(text: str) -> tuple[int, ...]:
-    """ "0.8.1" -> (0, 8, 1); parts that are not numbers end it."""
-    parts = []
-    for part in text.split("."):
-        if not part.isdigit():
-            break
-        parts.append(int(part))
-    return tuple(parts)
 
 
 def _by_key(row: tuple[str, Any, Any]) -> str:
@@ -815,35 +738,3 @@ def _unique_keys(ids: Iterable[str], what: str) -> list[str]:
     if isinstance(ids, str):
         raise InvalidInput(f"expected a list of {what}s, got the single string {ids!r:.80}.")
     return list(dict.fromkeys(check_key(key, what) for key in ids))
-
-
-@dataclass(frozen=True)
-class VectorTable:
-    """One of LightRAG's vector tables as found in the database."""
-
-    name: str
-    dimension: int  # 0: a vector column without a dimension
-    has_rows: bool
-
-
-def vector_tables(conn: Any, schema: str) -> list[VectorTable]:
-    """LightRAG's vector tables in ``schema``, with their dimension and whether they hold
-    any row; on any connection (a worker checks them at start, before it has a pool)."""
-    with conn.cursor() as cur:
-        cur.execute(_VECTOR_TABLES, (schema,))
-        found = cur.fetchall()
-        tables = []
-        for name, typmod in found:
-            cur.execute(sql.SQL(_HAS_ROWS).format(table=sql.Identifier(schema, name)))
-            tables.append(VectorTable(name, max(typmod, 0), bool(cur.fetchone()[0])))
-    return tables
-
-
-def vector_table_name(namespace: str, model_name: str | None, embedding_dim: int) -> str:
-    """LightRAG's table for a vector namespace: base name plus ``<model>_<dim>d`` (its
-    ``BaseVectorStorage._generate_collection_suffix``), or the base name without a model.
-    """
-    base = table_for_namespace(namespace)
-    if not model_name or not model_name.strip():
-        return base
-    return f"{base}_{re.sub(r'[^a-zA-Z0-9_]', '_', model_name.strip().lower())}_{embedding_dim}d"
