@@ -14,7 +14,7 @@ from typing import Any
 import psycopg2.extras
 
 from .errors import PoolClosed
-from .pool import SyncConnectionPool
+from .pool import POOL_AVAILABLE, POOL_SIZE, SyncConnectionPool
 from .settings import PostgresSettings
 
 
@@ -100,7 +100,7 @@ class PostgreSQLSyncConnectionManager:
         """The pool's counters; a not-yet-opened pool reports zeros."""
         pool = cls._own_pool()
         if pool is None:
-            return {"pid": os.getpid(), "pool_size": 0, "pool_available": 0}
+            return {"pid": os.getpid(), POOL_SIZE: 0, POOL_AVAILABLE: 0}
         return pool.stats()
 
     @classmethod

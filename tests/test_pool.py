@@ -160,14 +160,6 @@ def test_server_restart_mid_run(tmp_root, caplog):
         server.destroy()
 
 
-def _app_backends(admin_conn, pid: int) -> set[int]:
-    with admin_conn.cursor() as cur:
-        cur.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (f"aperag_pg:{pid}",)
-        )
-        return {row[0] for row in cur.fetchall()}
-
-
 @pytest.mark.parametrize("child_uses_pool", [True, False])
 def test_fork_child_gets_its_own_pool_and_parent_keeps_its_own(
     manager, admin_conn, child_uses_pool
@@ -203,10 +195,12 @@ def test_fork_child_gets_its_own_pool_and_parent_keeps_its_own(
         child_backend, child_app = report.split()
         assert int(child_backend) != parent_backend
         assert child_app == f"aperag_pg:{child}"
-    wait_until(lambda: not _app_backends(admin_conn, child), "the child's backends are gone")
+    wait_until(
+        lambda: not backends_of(admin_conn, f"aperag_pg:{child}"), "the child's backends are gone"
+    )
     assert backend_pid() == parent_backend  # the parent's session survived
-    assert parent_backend in _app_backends(admin_conn, os.getpid())
-    assert not _app_backends(admin_conn, child)
+    assert parent_backend in backends_of(admin_conn, f"aperag_pg:{os.getpid()}")
+    assert not backends_of(admin_conn, f"aperag_pg:{child}")
     assert manager.stats()["connections_lost"] == 0
 
 
@@ -319,7 +313,7 @@ def test_idle_connections_beyond_min_are_trimmed(manager, base_settings, admin_c
     time.sleep(1.2)
     backend_pid()  # returning a connection runs the trim
     assert manager.stats()["pool_size"] <= 2
-    assert len(_app_backends(admin_conn, os.getpid())) == manager.stats()["pool_size"]
+    assert len(backends_of(admin_conn, f"aperag_pg:{os.getpid()}")) == manager.stats()["pool_size"]
 
 
 def test_application_name_carries_the_pid(manager):

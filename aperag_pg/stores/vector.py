@@ -80,7 +80,7 @@ logger = logging.getLogger(__name__)
 
 GRAPH_FIELD_SEP = "<SEP>"  # LightRAG's separator of chunk ids in source_id
 _READ_CHUNK = 1000  # ids per statement in deletes and lookups
-_WRITE_CHUNK = 1000  # rows per COPY and INSERT of an upsert (one transaction for all)
+_WRITE_CHUNK = 1000  # rows per delete and COPY of an upsert (one transaction for all)
 
 # A checked row of an upsert: (id, the values of its kind's written columns, float32 vector).
 _Row = tuple[str, tuple[Any, ...], np.ndarray]
