@@ -28,7 +28,7 @@ _TABLE_ROWS = """
 SELECT c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relkind = 'r'
-  AND (c.relname LIKE 'lightrag%%' OR c.relname LIKE 'checkpoint%%' OR c.relname LIKE 'aperag%%')
+  AND (c.relname LIKE 'lightrag%%' OR c.relname LIKE 'checkpoint%%')
 ORDER BY c.relname
 """
 
@@ -56,8 +56,8 @@ def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
 
     PostgreSQLSyncConnectionManager.initialize(settings.replace(min_connections=0))
     try:
-        applied = ensure_schema()
-        print(f"schema {settings.schema!r}: migrations applied: {applied or 'none needed'}")
+        ensure_schema()
+        print(f"schema {settings.schema!r}: ready")
         for namespace in KV_NAMESPACES:
             KVStore(namespace).ensure_tables()
         DocStatusStore().ensure_tables()

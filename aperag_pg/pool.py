@@ -423,9 +423,14 @@ def _has_unread_data(conn: PooledConnection) -> bool:
 
 
 def _commit(conn: PooledConnection) -> None:
-    """Commit, unless a statement failed inside the block and the caller caught its error:
-    PostgreSQL then answers COMMIT with a rollback, and the block's writes would be lost
-    without a word."""
+    raise_if_aborted(conn)
+    conn.commit()
+
+
+def raise_if_aborted(conn: Any) -> None:
+    """Refuse to commit when a statement failed inside the block and the caller caught its
+    error: PostgreSQL then answers COMMIT with a rollback, and the block's writes would be
+    lost without a word."""
     if conn.info.transaction_status == _IN_ERROR:
         raise TransactionAborted(
             "the transaction failed inside the block and was rolled back: a statement in it "
@@ -433,7 +438,6 @@ def _commit(conn: PooledConnection) -> None:
             "kept nothing the block wrote. Let the error propagate, or wrap a statement that "
             "may fail in a savepoint (SAVEPOINT s ... ROLLBACK TO SAVEPOINT s)."
         )
-    conn.commit()
 
 
 def _rollback_quietly(conn: PooledConnection) -> None:

@@ -9,6 +9,7 @@ import time
 
 from celery import shared_task
 
+from .cursors import Mode, cursor
 from .manager import PostgreSQLSyncConnectionManager
 from .worker import run_async
 
@@ -17,7 +18,7 @@ _BACKEND_INFO = "SELECT pg_backend_pid(), current_setting('application_name'), p
 
 def _backend_info(hold_seconds: float) -> dict:
     started = time.perf_counter()
-    with PostgreSQLSyncConnectionManager.get_connection() as conn, conn.cursor() as cur:
+    with cursor(mode=Mode.AUTOCOMMIT) as cur:
         cur.execute(_BACKEND_INFO, (hold_seconds,))
         backend_pid, application_name, _ = cur.fetchone()
     db_ms = (time.perf_counter() - started) * 1000 - hold_seconds * 1000

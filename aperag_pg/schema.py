@@ -1,55 +1,34 @@
-"""The package's DDL as ordered migrations, applied once per schema under an advisory lock.
+"""The one DDL runner: every schema, table, index and extension of the package is made
+by ``apply_ddl``, under the one DDL lock (``locks.hold_ddl_lock``).
 
 Every table is created as ``<schema>.<table>``: nothing depends on ``search_path``,
 so this also works behind PgBouncer in transaction mode and in a dedicated
 schema on PostgreSQL 15+, where ``public`` is not writable by ordinary roles.
 Applying is idempotent and safe when many worker processes start at once: the
-first one takes the lock and migrates, the others wait and find nothing to do.
+first one takes the lock and creates, the others wait and find nothing to do.
+Where an object has versions (the checkpoint tables), its ``create`` step reads and
+records them, inside the same locked transaction.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, TypeVar
 
 import psycopg2.errors
 from psycopg2 import sql
 
 from . import locks
+from .cursors import Manager, Mode, cursor
 from .errors import SchemaPrivilegeError, first_line
 from .manager import PostgreSQLSyncConnectionManager
 
 logger = logging.getLogger(__name__)
 
-MIGRATIONS_TABLE = "aperag_pg_migrations"
+T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class Migration:
-    """One step of the schema. ``statements`` use ``{schema}`` for the schema identifier."""
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-
-    def render(self, schema: str) -> list[sql.Composed]:
-        return [sql.SQL(s).format(schema=sql.Identifier(schema)) for s in self.statements]
-
-
-# The package's own migrations, in order. The store and checkpointer modules add theirs here.
-MIGRATIONS: tuple[Migration, ...] = ()
-
-_CREATE_MIGRATIONS_TABLE = """
-CREATE TABLE IF NOT EXISTS {schema}.{table} (
-    version     integer PRIMARY KEY,
-    description text NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
-)
-"""
-_SELECT_APPLIED = "SELECT version FROM {schema}.{table}"
-_INSERT_APPLIED = "INSERT INTO {schema}.{table} (version, description) VALUES (%s, %s)"
 _PRIVILEGES = """
 SELECT current_user,
        current_database(),
@@ -58,27 +37,73 @@ SELECT current_user,
        CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s)
             THEN has_schema_privilege(%(schema)s, 'CREATE') END
 """
+_SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)"
+_TABLE_EXISTS = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL"
+
+
+def apply_ddl(
+    what: str,
+    schema: str | None,
+    is_done: Callable[[Any], bool],
+    create: Callable[[Any], T],
+    manager: Manager = PostgreSQLSyncConnectionManager,
+) -> T | None:
+    """Make ``what`` with ``create(cursor)`` unless ``is_done(cursor)``; return what
+    ``create`` returned, or None when there was nothing to do.
+
+    The check runs first without the lock: the common case (already there) costs one
+    catalog read. Otherwise one transaction holds the DDL lock, creates ``schema`` if it
+    is given and missing, checks again (another process may have finished while this one
+    waited) and runs ``create``; a failure leaves nothing half made. A missing privilege
+    raises ``SchemaPrivilegeError`` naming ``what`` and the GRANT that fixes it.
+    """
+    explained = privilege_errors_explained(schema, what, manager) if schema else nullcontext()
+    with explained:
+        with cursor(manager, Mode.AUTOCOMMIT) as cur:
+            if is_done(cur):
+                return None
+        with cursor(manager) as cur:
+            locks.hold_ddl_lock(cur)
+            if schema is not None:
+                create_schema_if_permitted(cur, schema)
+            if is_done(cur):
+                return None
+            return create(cur)
 
 
 def ensure_schema(
-    schema: str | None = None,
-    migrations: Sequence[Migration] = MIGRATIONS,
-    manager: type[PostgreSQLSyncConnectionManager] = PostgreSQLSyncConnectionManager,
-) -> list[int]:
-    """Create ``schema`` if needed and apply every migration not yet applied there.
-
-    Returns the versions applied by this call (empty when already up to date).
-    Raises ``SchemaPrivilegeError`` naming the missing privilege and the fix.
-    """
+    schema: str | None = None, manager: Manager = PostgreSQLSyncConnectionManager
+) -> None:
+    """Create ``schema`` (default: POSTGRES_SCHEMA) if it is missing, at worker start, so a
+    role that may not create it fails there, with the fix, rather than in its first task.
+    An existing schema needs no privilege beyond USAGE here."""
     schema = schema or manager.settings().schema
-    with privilege_errors_explained(schema, "aperag_pg's tables", manager):
-        return _migrate(schema, sorted(migrations, key=lambda m: m.version), manager)
+    apply_ddl(
+        "aperag_pg's tables", schema, lambda cur: schema_exists(cur, schema), _nothing, manager
+    )
+
+
+def schema_exists(cur: Any, schema: str) -> bool:
+    cur.execute(_SCHEMA_EXISTS, (schema,))
+    return cur.fetchone()[0]
+
+
+def table_exists(cur: Any, schema: str, table: str) -> bool:
+    cur.execute(_TABLE_EXISTS, (schema, table))
+    return cur.fetchone()[0]
+
+
+def run_statements(cur: Any, statements: list[sql.Composable]) -> None:
+    for statement in statements:
+        cur.execute(statement)
+
+
+def _nothing(_cur: Any) -> None:
+    return None  # apply_ddl creates the schema itself
 
 
 @contextmanager
-def privilege_errors_explained(
-    schema: str, what: str, manager: type[PostgreSQLSyncConnectionManager]
-) -> Iterator[None]:
+def privilege_errors_explained(schema: str, what: str, manager: Manager) -> Iterator[None]:
     """Turn the server's "permission denied" into SchemaPrivilegeError with the GRANT to run."""
     try:
         yield
@@ -91,50 +116,6 @@ def privilege_errors_explained(
             f'UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}", or set '
             "POSTGRES_SCHEMA to a schema the role owns."
         ) from exc
-
-
-def _migrate(
-    schema: str, wanted: list[Migration], manager: type[PostgreSQLSyncConnectionManager]
-) -> list[int]:
-    already = _applied_without_lock(manager, schema)
-    if already is not None and already >= {m.version for m in wanted}:
-        return []
-    with manager.get_connection() as conn, conn.cursor() as cur:
-        locks.hold_ddl_lock(cur)
-        create_schema_if_permitted(cur, schema)
-        ident = {"schema": sql.Identifier(schema), "table": sql.Identifier(MIGRATIONS_TABLE)}
-        cur.execute(sql.SQL(_CREATE_MIGRATIONS_TABLE).format(**ident))
-        cur.execute(sql.SQL(_SELECT_APPLIED).format(**ident))
-        done = {row[0] for row in cur.fetchall()}
-        applied = []
-        for migration in wanted:
-            if migration.version in done:
-                continue
-            for statement in migration.render(schema):
-                cur.execute(statement)
-            cur.execute(
-                sql.SQL(_INSERT_APPLIED).format(**ident),
-                (migration.version, migration.description),
-            )
-            applied.append(migration.version)
-    if applied:
-        logger.info("schema %s: applied migrations %s", schema, applied)
-    return applied
-
-
-def _applied_without_lock(
-    manager: type[PostgreSQLSyncConnectionManager], schema: str
-) -> set[int] | None:
-    """The versions already applied, read without the lock (the common, cheap case);
-    None when the migrations table does not exist yet.
-    """
-    with manager.get_connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT to_regclass(%s)", (f'"{schema}"."{MIGRATIONS_TABLE}"',))
-        if cur.fetchone()[0] is None:
-            return None
-        ident = {"schema": sql.Identifier(schema), "table": sql.Identifier(MIGRATIONS_TABLE)}
-        cur.execute(sql.SQL(_SELECT_APPLIED).format(**ident))
-        return {row[0] for row in cur.fetchall()}
 
 
 def create_schema_if_permitted(cur, schema: str) -> None:

@@ -106,7 +106,7 @@ def text_adapter_upsert(self: VectorStore, data: dict) -> None:
          np.asarray(item["__vector__"], dtype=np.float32), now, now)
         for key, item in sorted(data.items())
     ]  # fmt: skip
-    with self.transaction() as cur:  # the store's pool, one transaction, as the store does
+    with self.cursor() as cur:  # the store's pool, one transaction, as the store does
         if cur.connection not in _registered:
             register_vector(cur.connection)
             _registered.add(cur.connection)

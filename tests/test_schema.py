@@ -7,26 +7,34 @@ import uuid
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 
 from aperag_pg.errors import SchemaPrivilegeError
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
-from aperag_pg.schema import MIGRATIONS_TABLE, Migration, ensure_schema
+from aperag_pg.schema import apply_ddl, ensure_schema, table_exists
 from devtools.services import create_database, drop_database
 
 # Real DDL of the shape the stores use, so concurrency is tested on tables and indexes.
-SAMPLE_MIGRATIONS = (
-    Migration(
-        1,
-        "documents",
-        (
-            "CREATE TABLE {schema}.sample_docs (workspace varchar(255), id varchar(255), "
-            "content text, PRIMARY KEY (workspace, id))",
-            "CREATE INDEX sample_docs_content_idx ON {schema}.sample_docs (content)",
-        ),
-    ),
-    Migration(2, "status", ("CREATE TABLE {schema}.sample_status (id text PRIMARY KEY)",)),
-    Migration(3, "column", ("ALTER TABLE {schema}.sample_status ADD COLUMN note text",)),
+SAMPLE_DDL = (
+    "CREATE TABLE {schema}.sample_docs (workspace varchar(255), id varchar(255), "
+    "content text, PRIMARY KEY (workspace, id))",
+    "CREATE INDEX sample_docs_content_idx ON {schema}.sample_docs (content)",
+    "CREATE TABLE {schema}.sample_status (id text PRIMARY KEY)",
 )
+SAMPLE_TABLES = ("sample_docs", "sample_status", "sample_docs_content_idx")
+
+
+def create_sample(schema: str, statements=SAMPLE_DDL, last_table: str = "sample_status"):
+    """The sample tables through the DDL runner: "created", or None when already there."""
+
+    def create(cur) -> str:
+        for statement in statements:
+            cur.execute(sql.SQL(statement).format(schema=sql.Identifier(schema)))
+        return "created"
+
+    return apply_ddl(
+        "the sample tables", schema, lambda cur: table_exists(cur, schema, last_table), create
+    )
 
 
 def _tables(admin_conn, schema: str) -> list[tuple[str, int]]:
@@ -44,14 +52,14 @@ def _init_in_child(settings, schema, barrier, results) -> None:
     try:
         Manager.initialize(settings)
         barrier.wait(30)
-        results.put(("ok", ensure_schema(schema, SAMPLE_MIGRATIONS)))
+        results.put(("ok", create_sample(schema)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         results.put(("error", repr(exc)))
     finally:
         Manager.close()
 
 
-def test_eight_processes_initialize_at_once(base_settings, admin_conn):
+def test_eight_processes_create_at_once(base_settings, admin_conn):
     schema = f"s_{uuid.uuid4().hex[:8]}"
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(8), ctx.Queue()
@@ -66,33 +74,27 @@ def test_eight_processes_initialize_at_once(base_settings, admin_conn):
         p.join(30)
         assert p.exitcode == 0
     assert [o for o in outcomes if o[0] == "error"] == []
-    applied = sorted(v for _, versions in outcomes for v in versions)
-    assert applied == [1, 2, 3]  # each migration applied by exactly one process
+    assert sorted(map(str, outcomes)) == sorted(map(str, [("ok", "created")] + [("ok", None)] * 7))
     tables = dict(_tables(admin_conn, schema))
-    for name in (MIGRATIONS_TABLE, "sample_docs", "sample_status", "sample_docs_content_idx"):
+    for name in SAMPLE_TABLES:
         assert tables.get(name) == 1, name
-    with admin_conn.cursor() as cur:
-        cur.execute(f'SELECT version FROM "{schema}".{MIGRATIONS_TABLE} ORDER BY version')
-        assert [r[0] for r in cur.fetchall()] == [1, 2, 3]
 
 
 def test_idempotent(manager, admin_conn):
     schema = f"s_{uuid.uuid4().hex[:8]}"
-    assert ensure_schema(schema, SAMPLE_MIGRATIONS[:2]) == [1, 2]
-    assert ensure_schema(schema, SAMPLE_MIGRATIONS[:2]) == []
-    assert ensure_schema(schema, SAMPLE_MIGRATIONS) == [3]  # a new version is applied later
-    assert ensure_schema(schema, SAMPLE_MIGRATIONS) == []
-    assert ensure_schema(schema) == []
+    assert create_sample(schema) == "created"
+    assert create_sample(schema) is None
+    ensure_schema(schema)
     assert dict(_tables(admin_conn, schema))["sample_status"] == 1
 
 
-def test_failed_migration_leaves_nothing_half_applied(manager, admin_conn):
+def test_failed_ddl_leaves_nothing_half_made(manager, admin_conn):
     schema = f"s_{uuid.uuid4().hex[:8]}"
-    broken = SAMPLE_MIGRATIONS[:1] + (Migration(2, "broken", ("CREATE TABLE {schema}.x (",)),)
+    broken = (*SAMPLE_DDL[:2], "CREATE TABLE {schema}.sample_status (")
     with pytest.raises(psycopg2.errors.SyntaxError):
-        ensure_schema(schema, broken)
-    assert _tables(admin_conn, schema) == []
-    assert ensure_schema(schema, SAMPLE_MIGRATIONS) == [1, 2, 3]
+        create_sample(schema, broken)
+    assert _tables(admin_conn, schema) == []  # not even the schema: one transaction
+    assert create_sample(schema) == "created"
 
 
 @pytest.fixture
@@ -120,7 +122,7 @@ def test_public_not_writable_names_the_privilege(pg_server, limited_role):
     Manager.initialize(limited_role.replace(database=fresh))
     try:
         with pytest.raises(SchemaPrivilegeError) as info:
-            ensure_schema("public", SAMPLE_MIGRATIONS)
+            create_sample("public")
     finally:
         Manager.close()
         drop_database(pg_server.admin, fresh)
@@ -136,29 +138,45 @@ def test_schema_without_create_names_the_privilege(limited_role, admin_conn):
         cur.execute(f"CREATE SCHEMA {schema}")
         cur.execute(f"GRANT USAGE ON SCHEMA {schema} TO {limited_role.user}")
     Manager.initialize(limited_role)
+    ensure_schema(schema)  # the schema is there: a worker starts without CREATE
     with pytest.raises(SchemaPrivilegeError) as info:
-        ensure_schema(schema, SAMPLE_MIGRATIONS)
+        create_sample(schema)
     assert f"CREATE privilege on schema '{schema}'" in str(info.value)
 
 
-def test_tables_of_another_role_name_the_privilege(limited_role, admin_conn, base_settings):
+def test_existing_tables_need_no_create_privilege(limited_role, admin_conn, base_settings):
     schema = f"owned_{uuid.uuid4().hex[:6]}"
     Manager.initialize(base_settings)
-    ensure_schema(schema, SAMPLE_MIGRATIONS)  # created by the superuser
+    assert create_sample(schema) == "created"  # by the superuser
     with admin_conn.cursor() as cur:
         cur.execute(f"GRANT USAGE ON SCHEMA {schema} TO {limited_role.user}")
     Manager.initialize(limited_role)
+    ensure_schema(schema)
+    assert create_sample(schema) is None
+
+
+def test_changing_tables_of_another_role_names_the_privilege(
+    limited_role, admin_conn, base_settings
+):
+    """An upgrade step (ALTER TABLE) on tables the role does not own: the GRANT to run."""
+    schema = f"owned_{uuid.uuid4().hex[:6]}"
+    Manager.initialize(base_settings)
+    create_sample(schema)
+    with admin_conn.cursor() as cur:
+        cur.execute(f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {limited_role.user}")
+    Manager.initialize(limited_role)
+    upgrade = ("ALTER TABLE {schema}.sample_status ADD COLUMN note text",)
     with pytest.raises(SchemaPrivilegeError) as info:
-        ensure_schema(schema, SAMPLE_MIGRATIONS)
+        create_sample(schema, upgrade, last_table="sample_note")
     message = str(info.value)
-    assert "permission denied" in message and "GRANT" in message
-    assert limited_role.user in message
+    assert "must be owner" in message and "GRANT" in message
+    assert limited_role.user in message and "the sample tables" in message
 
 
 def test_missing_schema_without_database_create_names_the_privilege(limited_role):
     Manager.initialize(limited_role)
     with pytest.raises(SchemaPrivilegeError) as info:
-        ensure_schema("app_tables", SAMPLE_MIGRATIONS)
+        ensure_schema("app_tables")
     message = str(info.value)
     assert "CREATE privilege on database" in message
     assert "CREATE SCHEMA" in message
@@ -169,7 +187,8 @@ def test_dedicated_schema_is_created_when_permitted(limited_role, admin_conn, ba
         cur.execute(f'GRANT CREATE ON DATABASE "{base_settings.database}" TO {limited_role.user}')
     schema = f"app_{uuid.uuid4().hex[:6]}"
     Manager.initialize(limited_role.replace(schema=schema))
-    assert ensure_schema(migrations=SAMPLE_MIGRATIONS) == [1, 2, 3]
+    ensure_schema()
+    assert create_sample(schema) == "created"
     assert dict(_tables(admin_conn, schema))["sample_docs"] == 1
     with admin_conn.cursor() as cur:
         cur.execute("SELECT to_regclass('public.sample_docs')")
@@ -177,5 +196,6 @@ def test_dedicated_schema_is_created_when_permitted(limited_role, admin_conn, ba
         cur.execute(
             f'REVOKE CREATE ON DATABASE "{base_settings.database}" FROM {limited_role.user}'
         )
-    # Once applied, a restart needs no CREATE privilege at all.
-    assert ensure_schema(migrations=SAMPLE_MIGRATIONS) == []
+    # Once made, a restart needs no CREATE privilege at all.
+    ensure_schema()
+    assert create_sample(schema) is None

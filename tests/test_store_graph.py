@@ -469,24 +469,3 @@ def test_analyze_gives_the_planner_the_tables_as_they_are(store, admin_conn):
             )
             estimated, actual = cur.fetchone()
             assert estimated == actual, table
-
-
-def test_a_snapshot_is_one_read_only_repeatable_read_transaction(store, manager):
-    """Traversals read through it; the connection comes back clean, not discarded."""
-    opened = manager.stats()["connections_num"]
-    with store.snapshot() as cur:
-        cur.execute(
-            "SELECT current_setting('transaction_isolation') AS isolation, "
-            "current_setting('transaction_read_only') AS read_only"
-        )
-        assert cur.fetchone() == {"isolation": "repeatable read", "read_only": "on"}
-        cur.execute("SELECT txid_current_if_assigned() IS NULL AS no_writes")
-        assert cur.fetchone() == {"no_writes": True}
-    with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
-        with store.snapshot() as cur:
-            cur.execute("CREATE TEMP TABLE t (x int)")
-    for _ in range(manager.settings().max_connections + 1):  # every pooled connection
-        with store.transaction() as cur:
-            cur.execute("SELECT current_setting('transaction_isolation') AS isolation")
-            assert cur.fetchone() == {"isolation": "read committed"}
-    assert manager.stats()["connections_num"] == opened  # none was thrown away

@@ -9,13 +9,11 @@ link, and blobs that only deleted checkpoints referenced are removed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from ..batching import chunked
-from ..manager import PostgreSQLSyncConnectionManager
 from . import sql
 
 logger = logging.getLogger(__name__)
@@ -24,36 +22,6 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 1000
 
 Render = Callable[[str], str]
-
-
-@contextmanager
-def repeatable_read(
-    manager: type[PostgreSQLSyncConnectionManager], schema: str
-) -> Iterator[tuple[Any, Render]]:
-    """A REPEATABLE READ transaction: every statement sees one snapshot of the thread.
-
-    Opened with ``BEGIN ISOLATION LEVEL`` rather than ``SET TRANSACTION``, which leaves
-    a session-level trace in pg_settings; the connection comes back to the pool clean.
-    """
-    with manager.get_connection() as conn:
-        conn.autocommit = True  # we send BEGIN and COMMIT ourselves; the pool resets this
-        with conn.cursor() as cur:
-            cur.execute(sql.BEGIN_REPEATABLE_READ)
-            try:
-                yield cur, lambda template: sql.rendered(conn, schema, template)
-            except BaseException:
-                _rollback_quietly(cur)
-                raise
-            cur.execute(sql.COMMIT)
-
-
-def _rollback_quietly(cur: Any) -> None:
-    """Roll back; if that fails too, the caller's error is the one raised (the pool then
-    discards the connection, which is still in a transaction)."""
-    try:
-        cur.execute(sql.ROLLBACK)
-    except Exception as exc:
-        logger.warning("rollback failed (%s); the connection will be discarded", type(exc).__name__)
 
 
 def delta_threads(cur: Any, q: Render, thread_ids: Sequence[str]) -> list[str]:
@@ -84,7 +52,7 @@ def keep_latest(
 ) -> int:
     """Delete the thread's checkpoints except each namespace's latest; return how many.
 
-    The caller's transaction must be REPEATABLE READ (:func:`repeatable_read`), so
+    The caller's transaction must be REPEATABLE READ (``Mode.SNAPSHOT``), so
     checkpoints a run saves meanwhile are neither seen nor deleted. The latest
     checkpoint keeps its parent when it predates format v4 and reads pending sends
     from it. With ``older_than``, only checkpoints whose ``ts`` is older are deleted.

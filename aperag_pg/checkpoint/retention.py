@@ -18,17 +18,17 @@ are still deleted whole by ``thread_ttl``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
-
-from psycopg2 import sql as pgsql
 
 from ..batching import chunked
+from ..cursors import Mode, cursor
 from ..errors import ConfigError
 from ..manager import PostgreSQLSyncConnectionManager
+from ..schema import table_exists
 from . import prune, sql
+from .connection import checkpoint_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +90,13 @@ def delete_stale_threads(
     Each batch re-checks staleness on the snapshot of its delete, so a thread that
     got a new checkpoint since it was found is kept.
     """
-    with manager.get_connection() as conn, conn.cursor() as cur:
-        cur.execute(sql.rendered(conn, schema, sql.STALE_THREADS), (cutoff, max_threads))
+    with checkpoint_cursor(manager, schema, Mode.AUTOCOMMIT) as (cur, q):
+        cur.execute(q(sql.STALE_THREADS), (cutoff, max_threads))
         stale = [row[0] for row in cur.fetchall()]
     threads = checkpoints = 0
     for batch in chunked(stale, THREAD_BATCH):
-        with manager.get_connection() as conn, conn.cursor() as cur:
-            cur.execute(sql.rendered(conn, schema, sql.DELETE_STALE_THREADS), (batch, cutoff))
+        with checkpoint_cursor(manager, schema, Mode.AUTOCOMMIT) as (cur, q):
+            cur.execute(q(sql.DELETE_STALE_THREADS), (batch, cutoff))
             deleted_threads, deleted_checkpoints = cur.fetchone()
         threads += deleted_threads
         checkpoints += deleted_checkpoints
@@ -112,8 +112,7 @@ def prune_old_history(
     """Delete checkpoints older than ``cutoff`` except each namespace's latest, with their
     writes and the blobs nothing else references: (threads, checkpoints, delta threads skipped).
     """
-    with manager.get_connection() as conn, conn.cursor() as cur:
-        q = _renderer(conn, schema)
+    with checkpoint_cursor(manager, schema) as (cur, q):
         cur.execute(q(sql.THREADS_WITH_OLD_HISTORY), (cutoff, max_threads))
         candidates = [row[0] for row in cur.fetchall()]
         delta = set(prune.delta_threads(cur, q, candidates))
@@ -121,7 +120,7 @@ def prune_old_history(
     for thread_id in candidates:
         if thread_id in delta:
             continue
-        with prune.repeatable_read(manager, schema) as (cur, q):
+        with checkpoint_cursor(manager, schema, Mode.SNAPSHOT) as (cur, q):
             if prune.delta_threads(cur, q, [thread_id]):  # started using one meanwhile
                 delta.add(thread_id)
                 continue
@@ -149,14 +148,9 @@ def ttl(days: float | None, env: Mapping[str, str], variable: str) -> timedelta 
     return timedelta(days=value)
 
 
-def _renderer(conn: Any, schema: str) -> Callable[[str], str]:
-    return lambda template: sql.rendered(conn, schema, template)
-
-
 def _tables_exist(manager: type[PostgreSQLSyncConnectionManager], schema: str) -> bool:
-    with manager.get_connection() as conn, conn.cursor() as cur:
-        cur.execute(sql.REGCLASS, (pgsql.Identifier(schema, "checkpoints").as_string(conn),))
-        return cur.fetchone()[0] is not None
+    with cursor(manager, Mode.AUTOCOMMIT) as cur:
+        return table_exists(cur, schema, "checkpoints")
 
 
 def _positive(ttl: timedelta, name: str) -> timedelta:

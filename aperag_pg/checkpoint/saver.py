@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -36,10 +35,12 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ..batching import chunked, in_lock_order
-from ..errors import InvalidInput, SchemaError, first_line
+from ..cursors import Mode
+from ..errors import InvalidInput, first_line
 from ..manager import PostgreSQLSyncConnectionManager
 from ..threads import to_thread
 from . import codec, prune, reads, sql
+from .connection import checkpoint_cursor
 from .migrate import setup_checkpoint_tables
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         checkpoint_id = get_checkpoint_id(config)
         if codec.never_stored(thread_id, checkpoint_ns, checkpoint_id):
             return None  # no stored key holds such text
-        with self._statement() as (cur, q):
+        with self._cursor(Mode.AUTOCOMMIT) as (cur, q):
             cur.execute(q(sql.CALL_GET), (thread_id, checkpoint_ns, checkpoint_id or None))
             rows = cur.fetchall()
         tuples = reads.assemble(self.serde, rows)
@@ -157,10 +158,10 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         row = (thread_id, checkpoint_ns, checkpoint_id, parent_id, checkpoint_json, metadata_json)
         try:
             if len(blobs) <= self.write_chunk_size:
-                with self._statement() as (cur, q):
+                with self._cursor(Mode.AUTOCOMMIT) as (cur, q):
                     cur.execute(q(sql.CALL_PUT), (*row, *_columns(blobs, 4)))
             else:
-                with self._transaction() as (cur, q):
+                with self._cursor() as (cur, q):
                     for chunk in chunked(blobs, self.write_chunk_size):
                         cur.execute(
                             q(sql.PUT_BLOBS), (thread_id, checkpoint_ns, *_columns(chunk, 4))
@@ -207,10 +208,10 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         rows = in_lock_order(rows, key=itemgetter(0))  # by idx, whatever the caller's order
         try:
             if len(rows) <= self.write_chunk_size:
-                with self._statement() as (cur, q):
+                with self._cursor(Mode.AUTOCOMMIT) as (cur, q):
                     cur.execute(q(sql.CALL_PUT_WRITES), (*key, *_columns(rows, 4), replace))
             else:
-                with self._transaction() as (cur, q):
+                with self._cursor() as (cur, q):
                     for chunk in chunked(rows, self.write_chunk_size):
                         cur.execute(q(sql.CALL_PUT_WRITES), (*key, *_columns(chunk, 4), replace))
         except psycopg2.DataError as exc:
@@ -221,7 +222,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         thread_id = str(thread_id)
         if codec.never_stored(thread_id):
             return
-        with self._statement() as (cur, q):
+        with self._cursor(Mode.AUTOCOMMIT) as (cur, q):
             cur.execute(q(sql.DELETE_THREAD), (thread_id,) * 3)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -235,7 +236,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         ids = sorted({str(r) for r in run_ids if not codec.never_stored(str(r))})
         if not ids:
             return
-        with self._transaction() as (cur, q):
+        with self._cursor() as (cur, q):
             prune.delete_runs(cur, q, ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
@@ -248,7 +249,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         target = codec.text_key(target_thread_id, "target thread_id")
         if source == target:
             return
-        with self._transaction() as (cur, q):
+        with self._cursor() as (cur, q):
             cur.execute(q(sql.THREAD_EXISTS), (target,))
             if cur.fetchone()[0]:
                 raise InvalidInput(
@@ -275,17 +276,14 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         if not ids:
             return
         if strategy == "delete":
-            with self._transaction() as (cur, q):
+            with self._cursor() as (cur, q):
                 for chunk in chunked(ids, prune.CHUNK_SIZE):
                     cur.execute(q(sql.DELETE_THREADS), (chunk,) * 3)
             return
-        with self._transaction() as (cur, q):
+        with self._cursor() as (cur, q):
             prune.refuse_delta_threads(cur, q, ids)
         for thread_id in ids:
-            with (
-                _explained(self._schema()),
-                prune.repeatable_read(self.manager, self._schema()) as (cur, q),
-            ):
+            with self._cursor(Mode.SNAPSHOT) as (cur, q):
                 # Catches a thread that started using a DeltaChannel after the check above.
                 prune.refuse_delta_threads(cur, q, [thread_id])
                 prune.keep_latest(cur, q, thread_id)
@@ -354,25 +352,11 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
     def _schema(self) -> str:
         return self.schema or self.manager.settings().schema
 
-    @contextmanager
-    def _statement(self) -> Iterator[tuple[Any, Callable[[str], str]]]:
-        """A cursor for exactly ONE statement, which PostgreSQL runs as its own transaction.
-
-        Autocommit saves the BEGIN and COMMIT round trips of an explicit transaction
-        (a third of the cost of a small call); the pool turns it off again at checkin.
-        """
-        schema = self._schema()
-        with _explained(schema), self.manager.get_connection() as conn:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                yield cur, lambda template: sql.rendered(conn, schema, template)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[tuple[Any, Callable[[str], str]]]:
-        """A cursor in one transaction: committed on success, rolled back on error."""
-        schema = self._schema()
-        with _explained(schema), self.manager.get_connection() as conn, conn.cursor() as cur:
-            yield cur, lambda template: sql.rendered(conn, schema, template)
+    def _cursor(self, mode: Mode = Mode.TRANSACTION) -> Any:
+        """The saver's cursors (``checkpoint_cursor``). A call of ONE statement runs in
+        ``Mode.AUTOCOMMIT``: PostgreSQL runs it as its own transaction, and skipping
+        BEGIN and COMMIT saves a third of the cost of a small call."""
+        return checkpoint_cursor(self.manager, self._schema(), mode)
 
     def _list_page(
         self, cursor: reads.ListCursor, size: int | None = None
@@ -381,25 +365,12 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         if cursor.done:
             return []
         template, params, size = reads.page_query(cursor, size or self.list_page_size)
-        with self._statement() as (cur, q):
+        with self._cursor(Mode.AUTOCOMMIT) as (cur, q):
             cur.execute(q(template), params)
             rows = cur.fetchall()
         page = reads.assemble(self.serde, rows)
         reads.advance(cursor, page, size)
         return page
-
-
-@contextmanager
-def _explained(schema: str) -> Iterator[None]:
-    """Turn "no such table / function" into the fix: setup() has not run in this schema."""
-    try:
-        yield
-    except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedFunction) as exc:
-        raise SchemaError(
-            f"the LangGraph checkpoint tables or functions are missing in schema {schema!r} "
-            f"({first_line(exc)}). Fix: call PGSyncCheckpointSaver.setup() "
-            "once (PostgresSaver.setup() creates the tables but not this saver's functions)."
-        ) from exc
 
 
 def _columns(rows: Sequence[tuple], width: int) -> tuple[list, ...]:

@@ -69,7 +69,6 @@ MIGRATIONS: tuple[str, ...] = (
 MIGRATIONS_TABLE = "checkpoint_migrations"
 SELECT_MIGRATION_VERSION = "SELECT max(v) FROM {schema}.checkpoint_migrations"
 INSERT_MIGRATION_VERSION = "INSERT INTO {schema}.checkpoint_migrations (v) VALUES (%s)"
-REGCLASS = "SELECT to_regclass(%s)"
 
 # -- functions: the hot paths, whose plans PL/pgSQL caches per server process ----------
 
@@ -365,9 +364,6 @@ CROSS JOIN LATERAL (
 WHERE c.thread_id = ANY(%s::text[]) AND v.value = 'true'::jsonb
 """
 
-BEGIN_REPEATABLE_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ"
-COMMIT = "COMMIT"
-ROLLBACK = "ROLLBACK"
 
 # Per namespace of one thread: the latest checkpoint; the parent it reads pending sends
 # from when it predates checkpoint format v4; the root checkpoint a subgraph call
@@ -553,22 +549,18 @@ _rendered: dict[tuple[str, str], str] = {}
 
 
 def rendered(conn: object, schema: str, template: str) -> str:
-    """:func:`render`, remembered per (schema, template): quoting needs a connection but
-    never changes, and the rendered text is immutable, so threads may share it."""
-    key = (schema, template)
-    text = _rendered.get(key)
-    if text is None:
-        text = _rendered[key] = render(template, conn, schema)
-    return text
-
-
-def render(template: str, conn: object, schema: str) -> str:
-    """``template`` with ``{schema}`` replaced by the quoted schema identifier.
+    """``template`` with ``{schema}`` replaced by the quoted schema identifier, remembered
+    per (schema, template): quoting needs a connection but never changes, and the text
+    is immutable, so threads may share it.
 
     Plain replacement rather than ``str.format``: the SQL has other braces (``'{}'``,
     regex counts) that must stay as they are.
     """
-    return template.replace("{schema}", quote_schema(conn, schema))
+    key = (schema, template)
+    text = _rendered.get(key)
+    if text is None:
+        text = _rendered[key] = template.replace("{schema}", quote_schema(conn, schema))
+    return text
 
 
 def quote_schema(conn: object, schema: str) -> str:

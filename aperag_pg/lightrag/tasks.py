@@ -29,6 +29,7 @@ from typing import Any
 from celery import shared_task
 
 from .. import locks
+from ..cursors import cursor
 from ..environment import LIGHTRAG_WORKING_DIR
 from ..manager import PostgreSQLSyncConnectionManager
 from ..settings import load_environment
@@ -107,7 +108,7 @@ def one_writer(workspace: str) -> Iterator[None]:
     processes would process the same documents twice. A transaction-level advisory lock
     (safe behind PgBouncer) held during the ingest makes the writers take turns.
     """
-    with PostgreSQLSyncConnectionManager.get_connection() as conn, conn.cursor() as cur:
+    with cursor() as cur:
         locks.hold_until_commit(cur, locks.WORKSPACE_WRITER, workspace)
         yield
 

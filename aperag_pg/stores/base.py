@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from .. import locks
+from ..cursors import Mode, cursor
 from ..errors import InvalidInput
 from ..manager import PostgreSQLSyncConnectionManager
-from ..schema import create_schema_if_permitted
+from ..schema import apply_ddl, run_statements, table_exists
 from ..values import unstorable
 
 DEFAULT_WORKSPACE = "default"
@@ -110,24 +110,10 @@ class DictRowCursor(psycopg2.extensions.cursor):
         return [dict(zip(names, row, strict=True)) for row in rows]
 
 
-class _SnapshotCursor(DictRowCursor):
-    """Sends ``SyncStore.snapshot``'s BEGIN with its first statement."""
-
-    BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
-    begun = False
-
-    def execute(self, query: Any, vars: Any = None) -> None:
-        if not self.begun:
-            if not isinstance(query, str):
-                query = query.as_string(self)
-            query, self.begun = self.BEGIN + query, True
-        super().execute(query, vars)
-
-
 class SyncStore:
     """Base of the sync stores: one LightRAG namespace in one workspace, on the process pool.
 
-    Every public method of a store is one transaction (``self.transaction()``).
+    Every public method of a store is one transaction (``self.cursor()``).
     Tables are always named with their schema, so nothing depends on search_path.
     """
 
@@ -152,70 +138,32 @@ class SyncStore:
         return sql.SQL(template).format(**{k: self.table(v) for k, v in tables.items()})
 
     @contextmanager
-    def snapshot(self) -> Iterator[DictRowCursor]:
-        """A read-only REPEATABLE READ transaction: every statement sees the same data, for
-        reads that take several statements (a traversal) and must not mix two states.
-
-        Its BEGIN travels with the first statement, and its COMMIT is the one extra round
-        trip (psycopg2's own transaction would cost three: BEGIN, SET TRANSACTION, COMMIT).
-        """
-        with self.manager.get_connection() as conn:
-            conn.autocommit = True  # the cursor sends BEGIN and this sends COMMIT
-            with conn.cursor(cursor_factory=_SnapshotCursor) as cur:
-                try:
-                    yield cur
-                except BaseException:
-                    if cur.begun:
-                        with suppress(psycopg2.Error):  # the first error is the one raised
-                            cur.execute("ROLLBACK")
-                    raise
-                if cur.begun:
-                    cur.execute("COMMIT")
-
-    @contextmanager
-    def transaction(
-        self, read_only: bool = False, single_statement: bool = False, tuples: bool = False
-    ) -> Iterator[DictRowCursor]:
-        """A dict-row cursor in one transaction: committed on success, rolled back on error.
-
-        ``read_only`` or ``single_statement`` run the statements in autocommit instead: a
-        read needs no transaction under READ COMMITTED (each statement sees committed
-        data either way), one statement is a transaction of its own, and skipping BEGIN
-        and COMMIT saves two round trips per call. The pool turns autocommit off again
-        when the connection comes back. ``tuples`` gives psycopg2's own tuple rows, for
-        results too large to turn into dicts.
-        """
-        with self.manager.get_connection() as conn:
-            if read_only or single_statement:
-                conn.autocommit = True
-            with conn.cursor(cursor_factory=None if tuples else DictRowCursor) as cur:
-                yield cur
+    def cursor(self, mode: Mode = Mode.TRANSACTION, tuples: bool = False) -> Iterator[Any]:
+        """The store's one way to a cursor: rows as dicts (``tuples`` gives psycopg2's own
+        tuple rows, for results too large to turn into dicts), the statements run as
+        ``mode`` says. A public method that only reads, or writes with one statement,
+        uses ``Mode.AUTOCOMMIT``: under READ COMMITTED each statement sees committed data
+        either way, and skipping BEGIN and COMMIT saves two round trips per call."""
+        factory = None if tuples else DictRowCursor
+        with cursor(self.manager, mode, factory) as cur:
+            yield cur
 
     def ensure_table(self, name: str, statements: Sequence[str], **tables: str) -> None:
         """Create table ``name`` with ``statements`` (``{table}`` = the table, ``{schema}`` =
         the schema, and ``{key}`` = the table named by each keyword in ``tables``) unless it
-        exists. Concurrent callers wait on an advisory lock, so the DDL runs once; a table
-        that already exists costs one catalog lookup.
-        """
-        if self.table_exists(name):
-            return
-        with self.transaction() as cur:
-            locks.hold_ddl_lock(cur)
-            with cur.connection.cursor() as plain:  # it reads tuple rows
-                create_schema_if_permitted(plain, self.schema)
-            for statement in statements:
-                cur.execute(
-                    sql.SQL(statement).format(
-                        table=self.table(name),
-                        schema=sql.Identifier(self.schema),
-                        **{key: self.table(table) for key, table in tables.items()},
-                    )
-                )
-
-    def table_exists(self, name: str) -> bool:
-        with self.transaction(read_only=True) as cur:
-            cur.execute(
-                "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL AS found",
-                (self.schema, name.lower()),
+        exists, through the package's one DDL runner."""
+        rendered = [
+            sql.SQL(statement).format(
+                table=self.table(name),
+                schema=sql.Identifier(self.schema),
+                **{key: self.table(table) for key, table in tables.items()},
             )
-            return cur.fetchone()["found"]
+            for statement in statements
+        ]
+        apply_ddl(
+            f"LightRAG's table {name.lower()}",
+            self.schema,
+            lambda cur: table_exists(cur, self.schema, name.lower()),
+            lambda cur: run_statements(cur, rendered),
+            self.manager,
+        )

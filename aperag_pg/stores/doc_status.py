@@ -36,6 +36,7 @@ from typing import Any
 from psycopg2 import sql
 
 from ..batching import DEFAULT_CHUNK_SIZE, chunked, execute_values_chunked, in_lock_order
+from ..cursors import Mode
 from ..errors import (
     DocStatusNotFound,
     InvalidInput,
@@ -474,7 +475,7 @@ class DocStatusStore(SyncStore):
         return sql.SQL(template).format(table=self.table(TABLE), **parts)
 
     def _fetch(self, template: str, params: Any, **parts: sql.Composable) -> list[dict]:
-        with self.transaction(read_only=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             cur.execute(self._sql(template, **parts), params)
             return cur.fetchall()
 
@@ -514,13 +515,13 @@ class DocStatusStore(SyncStore):
         if not ids:
             return
         wanted = in_lock_order(_read_ids(ids))
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             for chunk in chunked(wanted, DEFAULT_CHUNK_SIZE):
                 cur.execute(self._sql(_DELETE_IDS), (self.workspace, chunk))
 
     def drop(self) -> None:
         """Delete the workspace's rows."""
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             cur.execute(self._sql(_DELETE_WORKSPACE), (self.workspace,))
 
     def upsert(self, data: dict[str, dict[str, Any]]) -> None:
@@ -535,7 +536,7 @@ class DocStatusStore(SyncStore):
         rows = in_lock_order(
             (self._upsert_row(doc_id, doc) for doc_id, doc in data.items()), key=itemgetter(1)
         )
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             execute_values_chunked(cur, self._sql(_UPSERT), rows)
 
     def _upsert_row(self, doc_id: str, doc: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -616,7 +617,7 @@ class DocStatusStore(SyncStore):
             return {"kind": "absent"}
         check_storable(canonical_source_key, "canonical_source_key")
         params = (self.workspace, canonical_source_key)
-        with self.transaction(read_only=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             cur.execute(self._sql(_SELECT_PRIMARY_RECORDS), params)
             rows = cur.fetchall()
             count = len(rows)
@@ -756,7 +757,7 @@ class DocStatusStore(SyncStore):
         where = f"doc_status {doc_id!r}"
         check_storable([doc_id, fields], where)
         values = [self._column_value(column, value, where) for column, value in fields.items()]
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             if fields:
                 assignments = sql.SQL(", ").join(
                     sql.SQL("{} = %s").format(sql.Identifier(column)) for column in fields
@@ -884,7 +885,7 @@ class DocStatusStore(SyncStore):
         SourceConflictRepairResult: LightRAG: SourceConflictRepairResult(**result).
         """
         check_storable([canonical_source_key, primary_doc_id], "canonical_source_key / primary")
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             cur.execute(self._sql(_LOCK_PRIMARY_IDS), (self.workspace, canonical_source_key))
             candidates = sorted(row["id"] for row in cur.fetchall())
             fingerprint = conflict_fingerprint(candidates)

@@ -34,8 +34,10 @@ from typing import Any
 import psycopg2.extensions
 
 from ..batching import chunked
+from ..cursors import Mode
 from ..errors import InvalidInput
 from ..manager import PostgreSQLSyncConnectionManager
+from ..schema import table_exists
 from ..values import check_storable, jsonb_text
 from . import graph_sql as q
 from .base import SyncStore, check_key
@@ -295,16 +297,17 @@ class GraphStore(SyncStore):
         """Refresh the planner's statistics of both tables, e.g. after a bulk import: until
         autovacuum does it, a traversal may be planned as if the tables were still small.
         A role that does not own the tables gets the server's warning, not an error."""
-        with self.transaction(single_statement=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             self._execute(cur, q.ANALYZE)
 
     def tables_exist(self) -> bool:
-        return self.table_exists(q.NODES)
+        with self.cursor(Mode.AUTOCOMMIT, tuples=True) as cur:
+            return table_exists(cur, self.schema, q.NODES.lower())
 
     def read_all(self) -> tuple[list[tuple[str, dict]], list[tuple[str, str, dict]]]:
         """Every node as (id, properties) and edge as (src, tgt, properties), properties as
         stored (``entity_id`` = the id), read from one snapshot: for a whole-graph export."""
-        with self.snapshot() as cur:
+        with self.cursor(Mode.READ_ONLY_SNAPSHOT) as cur:
             self._execute(cur, q.ALL_NODES)
             nodes = [(r["id"], _node_properties(r["id"], r["properties"])) for r in cur.fetchall()]
             self._execute(cur, q.ALL_EDGES)
@@ -330,7 +333,7 @@ class GraphStore(SyncStore):
         check_storable(label, "node label")
         max_depth = _non_negative(max_depth, "max_depth")
         max_nodes = _non_negative(max_nodes, "max_nodes")
-        with self.snapshot() as cur:
+        with self.cursor(Mode.READ_ONLY_SNAPSHOT) as cur:
             if label == "*":
                 graph = self._top_nodes(cur, max_nodes)
             else:
@@ -434,7 +437,7 @@ class GraphStore(SyncStore):
         ids = sorted(set(_ids(nodes)))
         if not ids:
             return
-        with self.transaction(single_statement=len(ids) <= CHUNK_ROWS) as cur:
+        with self.cursor(Mode.writes(one_statement=len(ids) <= CHUNK_ROWS)) as cur:
             for chunk in chunked(ids, CHUNK_ROWS):
                 self._execute(cur, q.DELETE_NODES, ids=chunk)
 
@@ -443,7 +446,7 @@ class GraphStore(SyncStore):
         wanted = sorted({canonical(*pair) for pair in _pairs(edges)})
         if not wanted:
             return
-        with self.transaction(single_statement=len(wanted) <= CHUNK_ROWS) as cur:
+        with self.cursor(Mode.writes(one_statement=len(wanted) <= CHUNK_ROWS)) as cur:
             for chunk in chunked(wanted, CHUNK_ROWS):
                 self._execute(
                     cur, q.DELETE_EDGES, srcs=[s for s, _ in chunk], tgts=[t for _, t in chunk]
@@ -451,7 +454,7 @@ class GraphStore(SyncStore):
 
     def drop(self) -> None:
         """Delete this graph."""
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             self._execute(cur, q.DROP)
 
     # -- helpers -----------------------------------------------------------------------
@@ -466,19 +469,19 @@ class GraphStore(SyncStore):
         cur.execute(statement, {"ws": self.workspace, "ns": self.namespace, **params, **lists})
 
     def _read(self, template: str, **params: Any) -> list[dict[str, Any]]:
-        with self.transaction(read_only=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             self._execute(cur, template, **params)
             return cur.fetchall()
 
     def _read_tuples(self, template: str, **params: Any) -> list[tuple]:
         """``_read`` for the batch lookups, whose thousands of rows are cheaper as tuples."""
-        with self.transaction(read_only=True, tuples=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT, tuples=True) as cur:
             self._execute(cur, template, **params)
             return cur.fetchall()
 
     def _write_one(self, template: str, **params: Any) -> WriteCounts:
         """One node or edge: one statement, in autocommit."""
-        with self.transaction(single_statement=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             self._execute(cur, template, **params)
             inserted = cur.fetchone()["inserted"]
         return WriteCounts(int(inserted), int(not inserted))
@@ -497,7 +500,7 @@ class GraphStore(SyncStore):
         # locks of the whole batch are taken in one order before any edge is written.
         endpoints = sorted({node for pair in endpoints_of or () for node in pair})
         chunks = list(_byte_chunks(rows))
-        with self.transaction(single_statement=len(chunks) == 1) as cur:
+        with self.cursor(Mode.writes(one_statement=len(chunks) == 1)) as cur:
             for chunk in chunks:
                 params: dict[str, Any] = {"rows": f"[{','.join(chunk)}]"}
                 if endpoints_of is not None:

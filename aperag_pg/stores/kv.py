@@ -30,6 +30,7 @@ from ..batching import (
     in_lock_order,
     json_payloads,
 )
+from ..cursors import Mode
 from ..errors import InvalidInput
 from ..manager import PostgreSQLSyncConnectionManager
 from ..values import check_storable
@@ -345,7 +346,7 @@ class KVStore(SyncStore):
     def get_by_id(self, id: str) -> dict[str, Any] | None:
         """The record, shaped as LightRAG's PGKVStorage returns it, or None."""
         (id,) = _lookup_ids([id])
-        with self.transaction(read_only=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             cur.execute(self._sql(_GET_BY_ID), (self.workspace, id))
             row = cur.fetchone()
         return self._layout.fix_row(dict(row)) if row else None
@@ -359,7 +360,7 @@ class KVStore(SyncStore):
         ids = _lookup_ids(ids)
         if not ids:
             return []
-        with self.transaction(read_only=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             cur.execute(self._sql(_GET_BY_IDS), (self.workspace, list(set(ids))))
             found = {row["id"]: row for row in cur.fetchall()}
         return [self._layout.fix_row(dict(found[i])) if i in found else None for i in ids]
@@ -369,14 +370,14 @@ class KVStore(SyncStore):
         ids = _lookup_ids(keys)
         if not ids:
             return set()
-        with self.transaction(read_only=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             cur.execute(self._sql(_EXISTING_IDS), (self.workspace, ids))
             existing = {row["id"] for row in cur.fetchall()}
         return set(ids) - existing
 
     def is_empty(self) -> bool:
         """True when this workspace has no rows in the namespace's table."""
-        with self.transaction(read_only=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             cur.execute(self._sql(_HAS_ROWS), (self.workspace,))
             return not cur.fetchone()["has_data"]
 
@@ -403,7 +404,7 @@ class KVStore(SyncStore):
             raise
         if any(_JSON_SUSPECT.search(payload) for payload in payloads):
             self._raise_for_bad_value(rows)  # may be fine: a literal backslash-u, an emoji
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             execute_json_payloads(cur, self._upsert, payloads)
 
     def delete(self, ids: list[str]) -> None:
@@ -411,13 +412,13 @@ class KVStore(SyncStore):
         ids = in_lock_order(_lookup_ids(ids))
         if not ids:
             return
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             for chunk in chunked(ids, self.chunk_size):
                 cur.execute(self._sql(_DELETE), (self.workspace, chunk))
 
     def drop(self) -> None:
         """Delete this workspace's rows."""
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             cur.execute(self._sql(_DROP_WORKSPACE), (self.workspace,))
 
     # -- helpers -----------------------------------------------------------------

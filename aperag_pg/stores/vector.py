@@ -43,36 +43,25 @@ import psycopg2.errors
 from pgvector.psycopg2 import register_vector
 from psycopg2 import sql
 
-from .. import locks
 from ..batching import chunked, in_lock_order
+from ..cursors import Mode
 from ..errors import (
     ExtensionMissing,
     InvalidInput,
-    SchemaError,
     VectorDimensionMismatch,
-    first_line,
 )
 from ..manager import PostgreSQLSyncConnectionManager
+from ..schema import table_exists
 from ..values import check_column, check_storable
 from .base import SyncStore, check_key, table_for_namespace, utc_now
 from .binary_copy import field_encoder, table_rows
 from .vector_tables import (
-    CREATE_INDEX,
-    CREATE_PGVECTOR,
-    DROP_INDEX,
-    INDEX_EXISTS,
     MAX_DIMENSION,
-    MAX_INDEXED_DIMENSION,
-    PG_MAX_IDENTIFIER_LENGTH,
-    PGVECTOR_INSTALLED,
-    TABLE_EXISTS,
-    VECTOR_COLUMN,
-    VECTOR_INDEX_SUFFIXES,
+    check_dimension,
     check_table_name,
-    index_option,
-    plain_identifier,
-    safe_index_name,
-    version_tuple,
+    create_table_statements,
+    ensure_pgvector,
+    ensure_vector_index,
 )
 from .vector_text import vector_literal
 
@@ -341,129 +330,27 @@ class VectorStore(SyncStore):
         """``schema.table``, for messages."""
         return f"{self.schema}.{self.table_name}"
 
+    @contextmanager
+    def cursor(self, mode: Mode = Mode.TRANSACTION, tuples: bool = False) -> Iterator[Any]:
+        """``SyncStore.cursor`` on a connection that sends and receives pgvector values."""
+        with super().cursor(mode, tuples) as cur:
+            _register_vector(cur.connection)
+            yield cur
+
     # -- tables ----------------------------------------------------------------
 
     def ensure_tables(self) -> None:
         """Enable pgvector, create the table as LightRAG does, check the table's vector
         dimension and create the vector index chosen by POSTGRES_VECTOR_INDEX_TYPE.
         """
-        self._ensure_pgvector()
-        self.ensure_table(self.table_name, self._create_statements())
-        with self.transaction() as cur:
-            self._check_dimension(cur)
-            self._ensure_vector_index(cur)
-
-    def _ensure_pgvector(self) -> None:
-        with self.transaction() as cur:
-            cur.execute(PGVECTOR_INSTALLED)
-            installed = cur.fetchone()
-            if installed is not None:  # no privilege needed to use an installed extension
-                self._iterative_scans = version_tuple(installed["extversion"]) >= (0, 8)
-                return
-            locks.hold_ddl_lock(cur)
-            try:
-                cur.execute(CREATE_PGVECTOR)
-            except (psycopg2.errors.FeatureNotSupported, psycopg2.errors.UndefinedFile) as exc:
-                raise ExtensionMissing(
-                    f"the pgvector extension is not installed on the PostgreSQL server "
-                    f"{self.manager.settings().describe()} ({first_line(exc)}). Fix: install "
-                    "pgvector on the server (e.g. the postgresql-<version>-pgvector package, "
-                    "or run the pgvector/pgvector:pg<version> Docker image), then run again."
-                ) from exc
-            except psycopg2.errors.InsufficientPrivilege as exc:
-                settings = self.manager.settings()
-                raise ExtensionMissing(
-                    f"the pgvector extension is not enabled in database {settings.database!r} "
-                    f"and role {settings.user!r} may not enable it ({first_line(exc)}). Fix: "
-                    f'have a superuser run CREATE EXTENSION vector in database "'
-                    f'{settings.database}" once, then run again.'
-                ) from exc
-            cur.execute(PGVECTOR_INSTALLED)
-            self._iterative_scans = version_tuple(cur.fetchone()["extversion"]) >= (0, 8)
-
-    def _create_statements(self) -> list[str]:
-        """LightRAG's DDL for this table (``{table}`` is filled in by ensure_table)."""
-        columns = ",\n    ".join(f"{name} {kind}" for name, kind in self.kind.columns)
-        columns = columns.replace("VECTOR(dimension)", f"VECTOR({self.embedding_dim})")
-        # LightRAG names the key "<table>_PK", which PostgreSQL cuts to 63 bytes; at exactly
-        # 63 that would be the table's own name, so PostgreSQL then chooses one.
-        pk_name = plain_identifier(f"{self.table_name}_pk"[:PG_MAX_IDENTIFIER_LENGTH])
-        constraint = "" if pk_name == self.table_name else f"CONSTRAINT {pk_name} "
-        id_index = plain_identifier(safe_index_name(self.table_name, "id"))
-        ws_index = plain_identifier(safe_index_name(self.table_name, "workspace_id"))
-        return [
-            f"CREATE TABLE IF NOT EXISTS {{table}} (\n    {columns},\n"
-            f"    {constraint}PRIMARY KEY (workspace, id)\n)",
-            f"CREATE INDEX IF NOT EXISTS {id_index} ON {{table}} (id)",
-            f"CREATE INDEX IF NOT EXISTS {ws_index} ON {{table}} (workspace, id)",
-        ]
-
-    def _check_dimension(self, cur: Any) -> None:
-        cur.execute(VECTOR_COLUMN, (self.schema, self.table_name))
-        row = cur.fetchone()
-        if row is None:
-            raise SchemaError(
-                f"table {self.qualified_name} has no content_vector column, so it is not a "
-                "LightRAG vector table: choose another table name or drop that table."
-            )
-        if row["dim"] != self.embedding_dim:
-            stored = f"{row['dim']}-dimensional" if row["dim"] > 0 else "undimensioned"
-            raise VectorDimensionMismatch(
-                f"table {self.qualified_name} stores {stored} vectors (content_vector "
-                f"{row['type']}) but this store's embedding_dim is {self.embedding_dim}. "
-                "Fix: use the embedding model the table was made for, or a table name whose "
-                "model suffix matches this model (LightRAG names it <base>_<model>_<dim>d), "
-                "or drop the table to start over."
-            )
-
-    def _ensure_vector_index(self, cur: Any) -> None:
-        settings = self.manager.settings()
-        index_type = settings.vector_index_type
-        if index_type not in CREATE_INDEX:
-            return  # NONE: exact search, no index
-        if self.embedding_dim > MAX_INDEXED_DIMENSION:
-            # LightRAG tries, fails and logs the error; the table is searched exactly.
-            logger.warning(
-                "not creating a %s index on %s: pgvector indexes vectors of at most %d "
-                "dimensions, this table has %d; queries scan the table",
-                index_type,
-                self.qualified_name,
-                MAX_INDEXED_DIMENSION,
-                self.embedding_dim,
-            )
-            return
-        suffix = f"{index_type.lower()}_cosine"
-        name = safe_index_name(self.table_name, suffix)
-        if self._index_exists(cur, name):
-            return
-        locks.hold_ddl_lock(cur)
-        if self._index_exists(cur, name):  # another process made it while we waited
-            return
-        for other in VECTOR_INDEX_SUFFIXES:
-            if other != suffix:
-                other_name = safe_index_name(self.table_name, other)
-                cur.execute(
-                    sql.SQL(DROP_INDEX).format(
-                        schema=sql.Identifier(self.schema), index=sql.Identifier(other_name)
-                    )
-                )
-        options = {
-            "m": index_option(settings.hnsw_m, "POSTGRES_HNSW_M"),
-            "ef": index_option(settings.hnsw_ef, "POSTGRES_HNSW_EF"),
-            "lists": index_option(settings.ivfflat_lists, "POSTGRES_IVFFLAT_LISTS"),
-        }
-        logger.info("creating %s index %s on %s", index_type, name, self.qualified_name)
-        cur.execute(
-            sql.SQL(CREATE_INDEX[index_type]).format(
-                index=sql.Identifier(name),
-                table=self.table(self.table_name),
-                **{key: sql.Literal(value) for key, value in options.items()},
-            )
+        self._iterative_scans = ensure_pgvector(self.manager) >= (0, 8)
+        self.ensure_table(
+            self.table_name,
+            create_table_statements(self.table_name, self.kind.columns, self.embedding_dim),
         )
-
-    def _index_exists(self, cur: Any, name: str) -> bool:
-        cur.execute(INDEX_EXISTS, (self.schema, self.table_name, name))
-        return cur.fetchone() is not None
+        with self.cursor(Mode.AUTOCOMMIT, tuples=True) as cur:
+            check_dimension(cur, self.schema, self.table_name, self.embedding_dim)
+        ensure_vector_index(self.manager, self.schema, self.table_name, self.embedding_dim)
 
     # -- writes ----------------------------------------------------------------
 
@@ -482,7 +369,7 @@ class VectorStore(SyncStore):
             raise InvalidInput(f"upsert expects a dict of id -> row, got {type(data).__name__}.")
         now = utc_now()
         rows = in_lock_order((self._row(key, item) for key, item in data.items()), key=_by_key)
-        with self._vector_transaction() as cur:  # says so when pgvector is missing
+        with self.cursor() as cur:  # says so when pgvector is missing
             for attempt in range(1, _REPLACE_ATTEMPTS + 1):
                 try:
                     self._replace(cur, rows, now, first=attempt == 1)
@@ -560,7 +447,7 @@ class VectorStore(SyncStore):
         keys = in_lock_order(_unique_keys(ids, "vector id"))
         if not keys:
             return
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             statement = self.render(_DELETE_IDS, table=self.table_name)
             for chunk in chunked(keys, _READ_CHUNK):
                 cur.execute(statement, (self.workspace, chunk))
@@ -571,7 +458,7 @@ class VectorStore(SyncStore):
         """
         self._require_kind("LIGHTRAG_VDB_ENTITY", "delete_entity")
         name = _check_name(entity_name, "entity_name")
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             cur.execute(
                 self.render(_DELETE_ENTITY, table=self.table_name),
                 (self.workspace, name, compute_mdhash_id(name, prefix="ent-")),
@@ -581,7 +468,7 @@ class VectorStore(SyncStore):
         """Delete every relation whose source or target is ``entity_name`` (relationships)."""
         self._require_kind("LIGHTRAG_VDB_RELATION", "delete_entity_relation")
         name = _check_name(entity_name, "entity_name")
-        with self.transaction() as cur:
+        with self.cursor() as cur:
             cur.execute(
                 self.render(_DELETE_RELATIONS, table=self.table_name),
                 (self.workspace, name, name),
@@ -591,11 +478,10 @@ class VectorStore(SyncStore):
         """Delete this workspace's rows, here and in LightRAG's legacy table without the
         model suffix if it exists (else LightRAG would migrate them back on its next start).
         """
-        with self.transaction() as cur:
+        with self.cursor(tuples=True) as cur:
             tables = [self.table_name]
             if self.base_table != self.table_name:
-                cur.execute(TABLE_EXISTS, (self.schema, self.base_table))
-                if cur.fetchone()["found"]:
+                if table_exists(cur, self.schema, self.base_table):
                     tables.append(self.base_table)
             for table in tables:
                 cur.execute(self.render(_DELETE_WORKSPACE, table=table), (self.workspace,))
@@ -622,7 +508,7 @@ class VectorStore(SyncStore):
             select=sql.SQL(self.kind.select), table=self.table(self.table_name)
         )
         statement = self._scan_settings(top_k) + statement
-        with self._vector_transaction(read_only=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             # LightRAG's rule: cosine distance strictly below 1 - threshold.
             literal = vector_literal(embedding)  # exact, ~9x faster than decimal text
             cur.execute(statement, (literal, self.workspace, 1 - threshold, top_k))
@@ -665,7 +551,7 @@ class VectorStore(SyncStore):
             table=self.table(self.table_name),
         )
         found: dict[str, dict[str, Any]] = {}
-        with self.transaction(read_only=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             for chunk in chunked(dict.fromkeys(keys), _READ_CHUNK):
                 cur.execute(statement, (self.workspace, chunk))
                 found.update((row["id"], dict(row)) for row in cur.fetchall())
@@ -677,7 +563,7 @@ class VectorStore(SyncStore):
         if not keys:
             return {}
         result: dict[str, list[float]] = {}
-        with self._vector_transaction(read_only=True) as cur:
+        with self.cursor(Mode.AUTOCOMMIT) as cur:
             statement = self.render(_SELECT_VECTORS, table=self.table_name)
             for chunk in chunked(keys, _READ_CHUNK):
                 cur.execute(statement, (self.workspace, chunk))
@@ -686,13 +572,6 @@ class VectorStore(SyncStore):
         return result
 
     # -- helpers ---------------------------------------------------------------
-
-    @contextmanager
-    def _vector_transaction(self, read_only: bool = False) -> Iterator[Any]:
-        """``self.transaction()`` on a connection that can send and receive pgvector values."""
-        with self.transaction(read_only) as cur:
-            _register_vector(cur.connection)
-            yield cur
 
     def _copy_statement(self) -> tuple[sql.Composed, list[Callable[[Any], bytes]]]:
         """The COPY of whole new rows, and its fields' encoders: workspace, id, the kind's

@@ -1,18 +1,32 @@
-"""LightRAG's vector tables as such: their names, the DDL text of the pgvector extension
-and the vector index, and finding the tables a schema holds. ``vector.py`` holds the store.
+"""LightRAG's vector tables as such: their names, making them (the pgvector extension,
+the table, the vector index) through the package's DDL runner, checking their dimension,
+and finding the tables a schema holds. ``vector.py`` holds the store.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2.errors
 from psycopg2 import sql
 
-from ..errors import InvalidInput
+from ..cursors import Manager, Mode, cursor
+from ..errors import (
+    ExtensionMissing,
+    InvalidInput,
+    SchemaError,
+    VectorDimensionMismatch,
+    first_line,
+)
+from ..schema import apply_ddl
 from .base import table_for_namespace
+
+logger = logging.getLogger(__name__)
 
 PG_MAX_IDENTIFIER_LENGTH = 63
 MAX_DIMENSION = 16000  # pgvector's limit for the vector type
@@ -45,7 +59,6 @@ HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM {table})"
 INDEX_EXISTS = """
 SELECT 1 FROM pg_indexes WHERE schemaname = %s AND tablename = %s AND indexname = %s
 """
-TABLE_EXISTS = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL AS found"
 CREATE_INDEX = {
     "HNSW": "CREATE INDEX IF NOT EXISTS {index} ON {table} "
     "USING hnsw (content_vector vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})",
@@ -53,6 +66,138 @@ CREATE_INDEX = {
     "USING ivfflat (content_vector vector_cosine_ops) WITH (lists = {lists})",
 }
 DROP_INDEX = "DROP INDEX IF EXISTS {schema}.{index}"
+
+
+def ensure_pgvector(manager: Manager) -> tuple[int, ...]:
+    """Enable pgvector in the database unless it is (no privilege is needed to use an
+    installed extension) and return its version, e.g. (0, 8, 1)."""
+    apply_ddl("the pgvector extension", None, _pgvector_version, _create_pgvector(manager), manager)
+    with cursor(manager, Mode.AUTOCOMMIT) as cur:
+        return _pgvector_version(cur)
+
+
+def _pgvector_version(cur: Any) -> tuple[int, ...]:
+    """pgvector's version, () when it is not installed."""
+    cur.execute(PGVECTOR_INSTALLED)
+    row = cur.fetchone()
+    return () if row is None else version_tuple(row[0])
+
+
+def _create_pgvector(manager: Manager) -> Any:
+    def create(cur: Any) -> None:
+        try:
+            cur.execute(CREATE_PGVECTOR)
+        except (psycopg2.errors.FeatureNotSupported, psycopg2.errors.UndefinedFile) as exc:
+            raise ExtensionMissing(
+                f"the pgvector extension is not installed on the PostgreSQL server "
+                f"{manager.settings().describe()} ({first_line(exc)}). Fix: install pgvector "
+                "on the server (e.g. the postgresql-<version>-pgvector package, or run the "
+                "pgvector/pgvector:pg<version> Docker image), then run again."
+            ) from exc
+        except psycopg2.errors.InsufficientPrivilege as exc:
+            settings = manager.settings()
+            raise ExtensionMissing(
+                f"the pgvector extension is not enabled in database {settings.database!r} "
+                f"and role {settings.user!r} may not enable it ({first_line(exc)}). Fix: "
+                f'have a superuser run CREATE EXTENSION vector in database "'
+                f'{settings.database}" once, then run again.'
+            ) from exc
+
+    return create
+
+
+def create_table_statements(
+    table_name: str, columns: Sequence[tuple[str, str]], embedding_dim: int
+) -> list[str]:
+    """LightRAG's DDL for a vector table (``{table}`` is filled in by ensure_table)."""
+    listed = ",\n    ".join(f"{name} {kind}" for name, kind in columns)
+    listed = listed.replace("VECTOR(dimension)", f"VECTOR({embedding_dim})")
+    # LightRAG names the key "<table>_PK", which PostgreSQL cuts to 63 bytes; at exactly
+    # 63 that would be the table's own name, so PostgreSQL then chooses one.
+    pk_name = plain_identifier(f"{table_name}_pk"[:PG_MAX_IDENTIFIER_LENGTH])
+    constraint = "" if pk_name == table_name else f"CONSTRAINT {pk_name} "
+    id_index = plain_identifier(safe_index_name(table_name, "id"))
+    ws_index = plain_identifier(safe_index_name(table_name, "workspace_id"))
+    return [
+        f"CREATE TABLE IF NOT EXISTS {{table}} (\n    {listed},\n"
+        f"    {constraint}PRIMARY KEY (workspace, id)\n)",
+        f"CREATE INDEX IF NOT EXISTS {id_index} ON {{table}} (id)",
+        f"CREATE INDEX IF NOT EXISTS {ws_index} ON {{table}} (workspace, id)",
+    ]
+
+
+def check_dimension(cur: Any, schema: str, table_name: str, embedding_dim: int) -> None:
+    """Raise unless the table's content_vector column holds ``embedding_dim`` dimensions."""
+    cur.execute(VECTOR_COLUMN, (schema, table_name))
+    row = cur.fetchone()
+    qualified_name = f"{schema}.{table_name}"
+    if row is None:
+        raise SchemaError(
+            f"table {qualified_name} has no content_vector column, so it is not a "
+            "LightRAG vector table: choose another table name or drop that table."
+        )
+    dim, column_type = row
+    if dim != embedding_dim:
+        stored = f"{dim}-dimensional" if dim > 0 else "undimensioned"
+        raise VectorDimensionMismatch(
+            f"table {qualified_name} stores {stored} vectors (content_vector "
+            f"{column_type}) but this store's embedding_dim is {embedding_dim}. "
+            "Fix: use the embedding model the table was made for, or a table name whose "
+            "model suffix matches this model (LightRAG names it <base>_<model>_<dim>d), "
+            "or drop the table to start over."
+        )
+
+
+def ensure_vector_index(manager: Manager, schema: str, table_name: str, embedding_dim: int) -> None:
+    """The index POSTGRES_VECTOR_INDEX_TYPE names, in place of any other type's, as
+    LightRAG makes it; none for NONE, or for more dimensions than pgvector indexes."""
+    settings = manager.settings()
+    index_type = settings.vector_index_type
+    if index_type not in CREATE_INDEX:
+        return  # NONE: exact search, no index
+    if embedding_dim > MAX_INDEXED_DIMENSION:
+        # LightRAG tries, fails and logs the error; the table is searched exactly.
+        logger.warning(
+            "not creating a %s index on %s.%s: pgvector indexes vectors of at most %d "
+            "dimensions, this table has %d; queries scan the table",
+            index_type,
+            schema,
+            table_name,
+            MAX_INDEXED_DIMENSION,
+            embedding_dim,
+        )
+        return
+    suffix = f"{index_type.lower()}_cosine"
+    name = safe_index_name(table_name, suffix)
+    options = {
+        "m": index_option(settings.hnsw_m, "POSTGRES_HNSW_M"),
+        "ef": index_option(settings.hnsw_ef, "POSTGRES_HNSW_EF"),
+        "lists": index_option(settings.ivfflat_lists, "POSTGRES_IVFFLAT_LISTS"),
+    }
+    create = sql.SQL(CREATE_INDEX[index_type]).format(
+        index=sql.Identifier(name),
+        table=sql.Identifier(schema, table_name),
+        **{key: sql.Literal(value) for key, value in options.items()},
+    )
+    others = [
+        sql.SQL(DROP_INDEX).format(
+            schema=sql.Identifier(schema),
+            index=sql.Identifier(safe_index_name(table_name, other)),
+        )
+        for other in VECTOR_INDEX_SUFFIXES
+        if other != suffix
+    ]
+
+    def index_exists(cur: Any) -> bool:
+        cur.execute(INDEX_EXISTS, (schema, table_name, name))
+        return cur.fetchone() is not None
+
+    def replace_index(cur: Any) -> None:
+        logger.info("creating %s index %s on %s.%s", index_type, name, schema, table_name)
+        for statement in [*others, create]:
+            cur.execute(statement)
+
+    apply_ddl(f"the vector index {name}", schema, index_exists, replace_index, manager)
 
 
 def safe_index_name(table_name: str, index_suffix: str) -> str:

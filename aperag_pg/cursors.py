@@ -1,0 +1,119 @@
+"""The one way to get a cursor on the process pool: say how the work runs, get a cursor.
+
+Every layer above the manager (stores, the checkpointer, the DDL runner, tasks) takes
+its cursors from ``cursor()``, usually through one thin method of its own that adds its
+row type or error messages. Nothing else sets autocommit, isolation or BEGIN/COMMIT.
+The pool puts every connection back as it was opened when it comes back.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from .manager import PostgreSQLSyncConnectionManager
+from .pool import raise_if_aborted
+
+logger = logging.getLogger(__name__)
+
+Manager = type[PostgreSQLSyncConnectionManager]
+
+
+class Mode(enum.Enum):
+    """How a block's statements run."""
+
+    # Each statement is its own transaction: one write, or reads that under READ
+    # COMMITTED see committed data either way. Saves the BEGIN and COMMIT round trips.
+    AUTOCOMMIT = "autocommit"
+    # One read-write transaction: committed when the block ends, rolled back on error.
+    TRANSACTION = "transaction"
+    # One REPEATABLE READ transaction: every statement sees the same data (a traversal,
+    # a prune that must not mix two states of a thread).
+    SNAPSHOT = "snapshot"
+    # The same, read only.
+    READ_ONLY_SNAPSHOT = "read only snapshot"
+
+    @classmethod
+    def writes(cls, one_statement: bool) -> Mode:
+        """A write's mode: one statement is a transaction of its own, more need one."""
+        return cls.AUTOCOMMIT if one_statement else cls.TRANSACTION
+
+
+# Snapshots send their BEGIN with the first statement and COMMIT themselves: one extra
+# round trip, where psycopg2's own transaction would cost BEGIN, SET TRANSACTION, COMMIT.
+# BEGIN ... ISOLATION LEVEL also leaves no session-level trace, unlike SET SESSION.
+_BEGIN = {
+    Mode.SNAPSHOT: "BEGIN ISOLATION LEVEL REPEATABLE READ; ",
+    Mode.READ_ONLY_SNAPSHOT: "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; ",
+}
+
+
+@contextmanager
+def cursor(
+    manager: Manager = PostgreSQLSyncConnectionManager,
+    mode: Mode = Mode.TRANSACTION,
+    cursor_factory: type[psycopg2.extensions.cursor] | None = None,
+) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor on a pooled connection, its statements run as ``mode`` says.
+
+    A block that ends normally after one of its statements failed (the caller caught
+    the error) raises ``TransactionAborted`` instead of committing: PostgreSQL would
+    keep nothing the block wrote.
+    """
+    factory = cursor_factory or psycopg2.extensions.cursor
+    with manager.get_connection() as conn:
+        if mode is Mode.TRANSACTION:  # psycopg2's own: the pool commits or rolls back
+            with conn.cursor(cursor_factory=factory) as cur:
+                yield cur
+            return
+        conn.autocommit = True  # the pool turns it off again at checkin
+        if mode is Mode.AUTOCOMMIT:
+            with conn.cursor(cursor_factory=factory) as cur:
+                yield cur
+            return
+        with conn.cursor(cursor_factory=_begins_with_first_statement(factory)) as cur:
+            cur.begin = _BEGIN[mode]
+            try:
+                yield cur
+                if cur.begun:
+                    raise_if_aborted(conn)
+                    cur.execute("COMMIT")
+            except BaseException:
+                if cur.begun:
+                    _rollback_quietly(cur)
+                raise
+
+
+class _BeginsWithFirstStatement:
+    """A cursor mixin that sends ``begin`` in front of its first statement."""
+
+    begin = ""
+    begun = False
+
+    def execute(self, query: Any, vars: Any = None) -> None:
+        if not self.begun:
+            if not isinstance(query, str):
+                query = query.as_string(self)
+            query, self.begun = self.begin + query, True
+        super().execute(query, vars)
+
+
+@functools.cache
+def _begins_with_first_statement(factory: type) -> type:
+    return type(f"Snapshot{factory.__name__}", (_BeginsWithFirstStatement, factory), {})
+
+
+def _rollback_quietly(cur: Any) -> None:
+    """Roll back; if that fails too, the caller's error is the one raised (the pool then
+    discards the connection, which is still in a transaction)."""
+    try:
+        cur.execute("ROLLBACK")
+    except psycopg2.Error as exc:
+        logger.warning("rollback failed (%s); the connection will be discarded", type(exc).__name__)
