@@ -105,9 +105,14 @@ def visibility_timeout(env: Mapping[str, str]) -> int:
 
 def known_variables() -> set[str]:
     """The names of all variables the package reads."""
-    from .settings import PostgresSettings
+    from .settings import GROUPS
 
-    names = {f.metadata["env"] for f in dataclasses.fields(PostgresSettings) if "env" in f.metadata}
+    names = {
+        f.metadata["env"]
+        for group in GROUPS.values()
+        for f in dataclasses.fields(group)
+        if "env" in f.metadata
+    }
     names.update(POSTGRES_ALIASES)
     names.update(v for variables, _, _ in STORAGE_VARIABLES for v in variables)
     names.update((REDIS_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, LIGHTRAG_WORKING_DIR))

@@ -36,13 +36,16 @@ class PostgreSQLSyncConnectionManager:
     def initialize(cls, settings: PostgresSettings | None = None) -> SyncConnectionPool:
         """Open this process's pool (settings default to ``PostgresSettings.from_env()``).
 
-        Calling it again while a pool is open returns that pool unchanged unless
-        ``settings`` differ, in which case the old pool is closed and a new one opened.
+        Calling it again while a pool is open keeps that pool unless the connection or
+        pool settings differ, in which case the old pool is closed and a new one opened.
+        New storage settings alone (schema, workspace, vector index) are taken as they
+        are: stores built from now on read them; the connections stay.
         """
         settings = settings or PostgresSettings.from_env()
         with cls._lock:
             pool = cls._own_pool()
-            if pool is not None and not pool.closed and pool.settings == settings:
+            if pool is not None and not pool.closed and not pool.settings.reopens_pool(settings):
+                pool.settings = settings  # the pool reads only the parts that are equal
                 return pool
             if pool is not None:
                 pool.close()

@@ -50,82 +50,49 @@ def _meta(env: str, **extra: Any) -> dict[str, Any]:
     return {"env": env, **extra}
 
 
+class _Checked:
+    """Range checks of the fields' ``lo``/``hi`` metadata, then the group's own checks."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            _check_range(f, getattr(self, f.name), None)
+        self._check()
+
+    def _check(self) -> None:
+        pass
+
+
 @dataclass(frozen=True)
-class PostgresSettings:
-    """Connection and pool settings. Build it with :meth:`from_env` or directly."""
+class ConnectionSettings(_Checked):
+    """What to connect to, and how: a change opens new connections (a new pool)."""
 
     host: str = field(default="localhost", metadata=_meta("POSTGRES_HOST"))
     port: int = field(default=5432, metadata=_meta("POSTGRES_PORT", lo=1, hi=65535))
     user: str = field(default="postgres", metadata=_meta("POSTGRES_USER"))
     password: str = field(default="", repr=False, metadata=_meta("POSTGRES_PASSWORD"))
     database: str = field(default="postgres", metadata=_meta("POSTGRES_DATABASE"))
-    workspace: str | None = field(default=None, metadata=_meta("POSTGRES_WORKSPACE"))
-    schema: str = field(default="public", metadata=_meta("POSTGRES_SCHEMA"))
-    min_connections: int = field(
-        default=1, metadata=_meta("POSTGRES_MIN_CONNECTIONS", lo=0, hi=1000)
-    )
-    max_connections: int = field(
-        default=5, metadata=_meta("POSTGRES_MAX_CONNECTIONS", lo=1, hi=1000)
-    )
-    pool_timeout: float = field(
-        default=30.0, metadata=_meta("POSTGRES_POOL_TIMEOUT", lo=0.001, hi=3600)
-    )
     connect_timeout: int = field(
         default=10, metadata=_meta("POSTGRES_CONNECT_TIMEOUT", lo=1, hi=3600)
     )
     statement_timeout: int = field(
         default=0, metadata=_meta("POSTGRES_STATEMENT_TIMEOUT", lo=0, hi=2_147_483_647)
     )
-    max_lifetime: float = field(
-        default=3600.0, metadata=_meta("POSTGRES_MAX_LIFETIME", lo=1, hi=10**7)
-    )
-    max_idle: float = field(default=600.0, metadata=_meta("POSTGRES_MAX_IDLE", lo=1, hi=10**7))
     ssl_mode: str = field(default="prefer", metadata=_meta("POSTGRES_SSL_MODE"))
     ssl_cert: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_CERT"))
     ssl_key: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_KEY"))
     ssl_root_cert: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_ROOT_CERT"))
     ssl_crl: str | None = field(default=None, metadata=_meta("POSTGRES_SSL_CRL"))
     application_name: str = field(default="aperag_pg", metadata=_meta("POSTGRES_APPLICATION_NAME"))
-    # RESET ALL on every return, for session settings the server does not report (a plain
-    # SET statement_timeout, SET ROLE): one round trip per checkout. Off by default.
-    reset_on_return: bool = field(default=False, metadata=_meta("POSTGRES_RESET_ON_RETURN"))
-    # pgvector index of the vector tables (same variables and defaults as LightRAG's).
-    vector_index_type: str = field(default="HNSW", metadata=_meta("POSTGRES_VECTOR_INDEX_TYPE"))
-    hnsw_m: int = field(default=16, metadata=_meta("POSTGRES_HNSW_M", lo=2, hi=100))
-    hnsw_ef: int = field(default=64, metadata=_meta("POSTGRES_HNSW_EF", lo=4, hi=1000))
-    # hnsw.ef_search per query (SET LOCAL); 0: pgvector's 40, raised to top_k when larger.
-    hnsw_ef_search: int = field(default=0, metadata=_meta("POSTGRES_HNSW_EF_SEARCH", lo=0, hi=1000))
-    ivfflat_lists: int = field(
-        default=100, metadata=_meta("POSTGRES_IVFFLAT_LISTS", lo=1, hi=32768)
-    )
     # A multi-host connection's ports, one per host ("5432,5433"); None: just ``port``.
     ports: str | None = None
     # Other libpq keywords found in POSTGRES_DSN (e.g. target_session_attrs), passed through.
     dsn_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
-            value = getattr(self, f.name)
-            if lo is not None and not (lo <= value <= hi):
-                raise ConfigError(
-                    f"{f.metadata['env']}={value!r} is out of range: allowed is {lo} to {hi}."
-                )
-        if self.min_connections > self.max_connections:
-            raise ConfigError(
-                f"POSTGRES_MIN_CONNECTIONS={self.min_connections} is greater than "
-                f"POSTGRES_MAX_CONNECTIONS={self.max_connections}: "
-                "set the minimum at or below the maximum."
-            )
+    def _check(self) -> None:
         if self.ssl_mode not in SSL_MODES:
             raise ConfigError(
                 f"POSTGRES_SSL_MODE={self.ssl_mode!r} is not a libpq sslmode: "
                 f"allowed are {', '.join(SSL_MODES)}."
-            )
-        if self.vector_index_type not in VECTOR_INDEX_TYPES:
-            raise ConfigError(
-                f"POSTGRES_VECTOR_INDEX_TYPE={self.vector_index_type!r} is not supported: "
-                f"allowed are {', '.join(VECTOR_INDEX_TYPES)}."
             )
         if not self.database.strip():
             raise ConfigError(
@@ -135,61 +102,6 @@ class PostgresSettings:
             raise ConfigError(
                 "POSTGRES_HOST is empty: set it to the server's host name or address."
             )
-        if not _SCHEMA_NAME.match(self.schema):
-            raise ConfigError(
-                f"POSTGRES_SCHEMA={self.schema!r} is not a plain schema name: use 1 to 63 "
-                "letters, digits or underscores, not starting with a digit."
-            )
-        if self.workspace is not None and not self.workspace.strip():
-            raise ConfigError("POSTGRES_WORKSPACE is set but empty: unset it or give it a name.")
-        if self.workspace is not None:
-            problem = unstorable(self.workspace)
-            if problem or len(self.workspace) > MAX_WORKSPACE_LENGTH:
-                raise ConfigError(
-                    f"POSTGRES_WORKSPACE={self.workspace[:40]!r}... is not a workspace name: "
-                    + (
-                        f"it contains {problem}."
-                        if problem
-                        else f"it is {len(self.workspace)} characters long and LightRAG's "
-                        f"workspace column holds at most {MAX_WORKSPACE_LENGTH}."
-                    )
-                )
-
-    # -- loading ---------------------------------------------------------------
-
-    @classmethod
-    def from_env(
-        cls,
-        environ: Mapping[str, str] | None = None,
-        dotenv_path: str | os.PathLike[str] | None = None,
-    ) -> PostgresSettings:
-        """Read ``environ`` (default ``os.environ``) over an optional ``.env`` file.
-
-        ``dotenv_path`` defaults to the nearest ``.env`` from the working directory.
-        """
-        env = load_environment(environ, dotenv_path)
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        raw: dict[str, Any] = {}
-        label: dict[str, str] = {}  # field -> what set it, so a message names that
-        dsn_var = next((v for v in ("POSTGRES_DSN", "DATABASE_URL") if _given(env, v)), None)
-        if dsn_var:
-            for name, (key, value) in _fields_from_dsn(env[dsn_var], dsn_var).items():
-                raw[name] = value
-                label[name] = f"{dsn_var} ({key})" if key else dsn_var
-        if _given(env, "POSTGRES_DB") and not _given(env, "POSTGRES_DATABASE"):
-            raw["database"], label["database"] = env["POSTGRES_DB"], "POSTGRES_DB"
-        for f in names.values():
-            var = f.metadata.get("env")
-            if var and _given(env, var):  # an empty variable counts as unset, for every one
-                raw[f.name], label[f.name] = env[var], var
-        if "port" in raw and isinstance(raw["port"], str) and "," in raw["port"]:
-            raw["port"], raw["ports"] = _port_list(raw["port"], label["port"])
-        values = {k: _convert(names[k], v, label.get(k)) for k, v in raw.items()}
-        for name, value in values.items():
-            _check_range(names[name], value, label.get(name))
-        return cls(**values)
-
-    # -- using -----------------------------------------------------------------
 
     def connect_kwargs(self, application_name: str | None = None) -> dict[str, Any]:
         """Keyword arguments for ``psycopg2.connect``; psycopg2 quotes every value itself."""
@@ -257,9 +169,187 @@ class PostgresSettings:
         """``user@host:port/database``, for messages."""
         return f"{self.user}@{self.host}:{self.ports or self.port}/{self.database}"
 
+
+@dataclass(frozen=True)
+class PoolSettings(_Checked):
+    """How many connections, for how long: a change opens a new pool."""
+
+    min_connections: int = field(
+        default=1, metadata=_meta("POSTGRES_MIN_CONNECTIONS", lo=0, hi=1000)
+    )
+    max_connections: int = field(
+        default=5, metadata=_meta("POSTGRES_MAX_CONNECTIONS", lo=1, hi=1000)
+    )
+    pool_timeout: float = field(
+        default=30.0, metadata=_meta("POSTGRES_POOL_TIMEOUT", lo=0.001, hi=3600)
+    )
+    max_lifetime: float = field(
+        default=3600.0, metadata=_meta("POSTGRES_MAX_LIFETIME", lo=1, hi=10**7)
+    )
+    max_idle: float = field(default=600.0, metadata=_meta("POSTGRES_MAX_IDLE", lo=1, hi=10**7))
+    # RESET ALL on every return, for session settings the server does not report (a plain
+    # SET statement_timeout, SET ROLE): one round trip per checkout. Off by default.
+    reset_on_return: bool = field(default=False, metadata=_meta("POSTGRES_RESET_ON_RETURN"))
+
+    def _check(self) -> None:
+        if self.min_connections > self.max_connections:
+            raise ConfigError(
+                f"POSTGRES_MIN_CONNECTIONS={self.min_connections} is greater than "
+                f"POSTGRES_MAX_CONNECTIONS={self.max_connections}: "
+                "set the minimum at or below the maximum."
+            )
+
+
+@dataclass(frozen=True)
+class StorageSettings(_Checked):
+    """Where and how the stores keep data: read by stores when built; a change keeps the
+    pool open."""
+
+    workspace: str | None = field(default=None, metadata=_meta("POSTGRES_WORKSPACE"))
+    schema: str = field(default="public", metadata=_meta("POSTGRES_SCHEMA"))
+    # pgvector index of the vector tables (same variables and defaults as LightRAG's).
+    vector_index_type: str = field(default="HNSW", metadata=_meta("POSTGRES_VECTOR_INDEX_TYPE"))
+    hnsw_m: int = field(default=16, metadata=_meta("POSTGRES_HNSW_M", lo=2, hi=100))
+    hnsw_ef: int = field(default=64, metadata=_meta("POSTGRES_HNSW_EF", lo=4, hi=1000))
+    # hnsw.ef_search per query (SET LOCAL); 0: pgvector's 40, raised to top_k when larger.
+    hnsw_ef_search: int = field(default=0, metadata=_meta("POSTGRES_HNSW_EF_SEARCH", lo=0, hi=1000))
+    ivfflat_lists: int = field(
+        default=100, metadata=_meta("POSTGRES_IVFFLAT_LISTS", lo=1, hi=32768)
+    )
+
+    def _check(self) -> None:
+        if self.vector_index_type not in VECTOR_INDEX_TYPES:
+            raise ConfigError(
+                f"POSTGRES_VECTOR_INDEX_TYPE={self.vector_index_type!r} is not supported: "
+                f"allowed are {', '.join(VECTOR_INDEX_TYPES)}."
+            )
+        if not _SCHEMA_NAME.match(self.schema):
+            raise ConfigError(
+                f"POSTGRES_SCHEMA={self.schema!r} is not a plain schema name: use 1 to 63 "
+                "letters, digits or underscores, not starting with a digit."
+            )
+        if self.workspace is None:
+            return
+        if not self.workspace.strip():
+            raise ConfigError("POSTGRES_WORKSPACE is set but empty: unset it or give it a name.")
+        problem = unstorable(self.workspace)
+        if problem or len(self.workspace) > MAX_WORKSPACE_LENGTH:
+            raise ConfigError(
+                f"POSTGRES_WORKSPACE={self.workspace[:40]!r}... is not a workspace name: "
+                + (
+                    f"it contains {problem}."
+                    if problem
+                    else f"it is {len(self.workspace)} characters long and LightRAG's "
+                    f"workspace column holds at most {MAX_WORKSPACE_LENGTH}."
+                )
+            )
+
+
+GROUPS: dict[str, type[_Checked]] = {
+    "connection": ConnectionSettings,
+    "pool": PoolSettings,
+    "storage": StorageSettings,
+}
+# Every field, and ConnectionSettings' methods, read flat from PostgresSettings.
+_GROUP_OF = {f.name: name for name, group in GROUPS.items() for f in dataclasses.fields(group)}
+_GROUP_OF.update(
+    dict.fromkeys(
+        (
+            "connect_kwargs",
+            "dsn",
+            "redacted_dsn",
+            "to_env",
+            "pool_application_name",
+            "pool_application_pattern",
+            "describe",
+        ),
+        "connection",
+    )
+)
+
+
+@dataclass(frozen=True, init=False)
+class PostgresSettings:
+    """All of a process's settings, in three parts: ``connection`` (what to connect to),
+    ``pool`` (how many connections, how long) and ``storage`` (schema, workspace, vector
+    index). Only a change of the first two reopens the pool.
+
+    Build it with :meth:`from_env`, or with flat keywords (``PostgresSettings(host="db",
+    schema="rag")``); read fields flat too (``settings.schema``).
+    """
+
+    connection: ConnectionSettings
+    pool: PoolSettings
+    storage: StorageSettings
+
+    def __init__(
+        self,
+        connection: ConnectionSettings | None = None,
+        pool: PoolSettings | None = None,
+        storage: StorageSettings | None = None,
+        **fields: Any,
+    ) -> None:
+        parts: dict[str, Any] = {"connection": connection, "pool": pool, "storage": storage}
+        changes: dict[str, dict[str, Any]] = {name: {} for name in GROUPS}
+        for name, value in fields.items():
+            group = _GROUP_OF.get(name)
+            if group is None or callable(getattr(GROUPS[group], name, None)):
+                raise TypeError(f"PostgresSettings has no setting {name!r}")
+            changes[group][name] = value
+        for name, group in GROUPS.items():
+            part = parts[name] or group()
+            if changes[name]:
+                part = dataclasses.replace(part, **changes[name])
+            object.__setattr__(self, name, part)
+
+    def __getattr__(self, name: str) -> Any:
+        group = _GROUP_OF.get(name)
+        if group is None:
+            raise AttributeError(f"PostgresSettings has no attribute {name!r}")
+        return getattr(getattr(self, group), name)
+
+    def reopens_pool(self, other: PostgresSettings) -> bool:
+        """Whether a pool opened with these settings must be reopened for ``other``."""
+        return self.connection != other.connection or self.pool != other.pool
+
+    # -- loading ---------------------------------------------------------------
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        dotenv_path: str | os.PathLike[str] | None = None,
+    ) -> PostgresSettings:
+        """Read ``environ`` (default ``os.environ``) over an optional ``.env`` file.
+
+        ``dotenv_path`` defaults to the nearest ``.env`` from the working directory.
+        """
+        env = load_environment(environ, dotenv_path)
+        names = {f.name: f for group in GROUPS.values() for f in dataclasses.fields(group)}
+        raw: dict[str, Any] = {}
+        label: dict[str, str] = {}  # field -> what set it, so a message names that
+        dsn_var = next((v for v in ("POSTGRES_DSN", "DATABASE_URL") if _given(env, v)), None)
+        if dsn_var:
+            for name, (key, value) in _fields_from_dsn(env[dsn_var], dsn_var).items():
+                raw[name] = value
+                label[name] = f"{dsn_var} ({key})" if key else dsn_var
+        if _given(env, "POSTGRES_DB") and not _given(env, "POSTGRES_DATABASE"):
+            raw["database"], label["database"] = env["POSTGRES_DB"], "POSTGRES_DB"
+        for f in names.values():
+            var = f.metadata.get("env")
+            if var and _given(env, var):  # an empty variable counts as unset, for every one
+                raw[f.name], label[f.name] = env[var], var
+        if "port" in raw and isinstance(raw["port"], str) and "," in raw["port"]:
+            raw["port"], raw["ports"] = _port_list(raw["port"], label["port"])
+        values = {k: _convert(names[k], v, label.get(k)) for k, v in raw.items()}
+        for name, value in values.items():
+            _check_range(names[name], value, label.get(name))
+        return cls(**values)
+
     def replace(self, **changes: Any) -> PostgresSettings:
-        """A copy with some fields changed, validated again."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields (or whole parts) changed, validated again."""
+        parts = {name: changes.pop(name, getattr(self, name)) for name in GROUPS}
+        return PostgresSettings(**parts, **changes)
 
 
 def load_environment(

@@ -330,3 +330,48 @@ def test_a_multi_host_dsn_connects_to_the_host_that_answers(base_settings):
     assert PostgresSettings.from_env(settings.to_env(), dotenv_path=NO_DOTENV).ports == (
         settings.ports
     )
+
+
+def test_three_parts_each_read_flat_too():
+    s = PostgresSettings(host="db", max_connections=9, schema="rag", hnsw_m=24)
+    assert (s.connection.host, s.pool.max_connections, s.storage.schema) == ("db", 9, "rag")
+    assert (s.host, s.max_connections, s.schema, s.hnsw_m) == ("db", 9, "rag", 24)
+    assert s.replace(schema="other").storage.schema == "other"
+    assert s.replace(storage=s.storage).storage == s.storage
+    with pytest.raises(TypeError, match="hnsw_mm"):
+        PostgresSettings(hnsw_mm=24)
+    with pytest.raises(AttributeError, match="hnsw_mm"):
+        _ = s.hnsw_mm
+    with pytest.raises(ConfigError, match="POSTGRES_MIN_CONNECTIONS"):
+        s.replace(min_connections=10)  # each part is checked whole after a change
+
+
+@pytest.mark.parametrize(
+    ("change", "reopens"),
+    [
+        ({"hnsw_m": 32, "schema": "elsewhere", "vector_index_type": "IVFFLAT"}, False),
+        ({"workspace": "team_b"}, False),
+        ({"max_connections": 3}, True),
+        ({"max_lifetime": 60.0}, True),
+        ({"application_name": "renamed"}, True),
+        ({"statement_timeout": 5000}, True),
+    ],
+)
+def test_only_connection_or_pool_changes_reopen_the_pool(base_settings, change, reopens):
+    Manager = PostgreSQLSyncConnectionManager
+    first = Manager.initialize(base_settings)
+    try:
+        with Manager.get_connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            backend = cur.fetchone()[0]
+        changed = base_settings.replace(**change)
+        second = Manager.initialize(changed)
+        assert (second is not first) == reopens
+        assert first.closed == reopens
+        assert Manager.settings() == changed  # what stores built from now on read
+        if not reopens:
+            with Manager.get_connection() as conn, conn.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                assert cur.fetchone()[0] == backend  # the same server session
+    finally:
+        Manager.close()
