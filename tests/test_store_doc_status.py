@@ -29,19 +29,15 @@ from lightrag.base import (
 )
 from lightrag.kg.postgres_impl import ClientManager, PGDocStatusStorage, PostgreSQLDB
 
-from aperag_pg.errors import InvalidInput
-from aperag_pg.stores.doc_status import (
-    SORT_FIELDS,
-    UPDATABLE_COLUMNS,
+from aperag_pg.errors import (
     DocStatusNotFound,
-    DocStatusStore,
+    InvalidInput,
     MalformedCursor,
     SourceConflictChanged,
     UnusableDocStatusRow,
-    conflict_fingerprint,
-    decode_cursor,
-    encode_cursor,
 )
+from aperag_pg.stores.doc_status import SORT_FIELDS, UPDATABLE_COLUMNS, DocStatusStore
+from aperag_pg.stores.doc_status_rows import conflict_fingerprint, decode_cursor, encode_cursor
 
 _BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 HOSTILE = [
