@@ -16,7 +16,7 @@ import pytest
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.types import Command
 
-from aperag_pg.checkpoint import PGSyncCheckpointSaver, sql
+from aperag_pg.checkpoint import PGSyncCheckpointSaver, functions, sql
 from aperag_pg.errors import InvalidInput, SchemaError
 from devtools.example_graph import build_review_graph
 
@@ -316,7 +316,7 @@ def test_missing_functions_name_the_fix(manager, admin_conn):
     try:
         saver = saver_in(schema)
         with admin_conn.cursor() as cur:
-            cur.execute(f'DROP FUNCTION "{schema}".{sql.GET_FUNCTION}')
+            cur.execute(f'DROP FUNCTION "{schema}".{functions.GET_FUNCTION}')
         with pytest.raises(SchemaError, match=r"setup\(\)"):
             saver.get_tuple(config("x"))
         assert saver.setup() == []  # recreates the functions, no migration to apply
@@ -402,11 +402,11 @@ def test_reads_cost_the_checkpoint_not_the_thread(saver, schema, admin_conn):
             cur.execute(f'ANALYZE "{schema}".{table}')
     assert table_counts(admin_conn, schema, chain.thread_id)["checkpoint_blobs"] > 350
 
-    latest = _fetched(admin_conn, schema, sql.CALL_GET, (chain.thread_id, "", None))
+    latest = _fetched(admin_conn, schema, functions.CALL_GET, (chain.thread_id, "", None))
     by_id = _fetched(
         admin_conn,
         schema,
-        sql.CALL_GET,
+        functions.CALL_GET,
         (chain.thread_id, "", chain.configs[150]["configurable"]["checkpoint_id"]),
     )
     for reads in (latest, by_id):

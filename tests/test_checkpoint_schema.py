@@ -11,7 +11,7 @@ import pytest
 from psycopg2 import sql as pgsql
 
 from aperag_pg.checkpoint import PGSyncCheckpointSaver
-from aperag_pg.checkpoint import sql as cpsql
+from aperag_pg.checkpoint.functions import PUT_FUNCTION
 from aperag_pg.checkpoint.retention import apply_retention
 from aperag_pg.errors import SchemaPrivilegeError
 from aperag_pg.manager import PostgreSQLSyncConnectionManager
@@ -138,7 +138,7 @@ def test_setup_is_idempotent_and_cheap(manager, admin_conn):
         assert saver.setup() == list(range(10))
         assert saver.setup() == []
         with admin_conn.cursor() as cur:  # a lost function is recreated, nothing re-migrated
-            cur.execute(f'DROP FUNCTION "{schema}".{cpsql.PUT_FUNCTION}')
+            cur.execute(f'DROP FUNCTION "{schema}".{PUT_FUNCTION}')
         assert saver.setup() == []
         Chain(saver, "idem").put()
         with pytest.raises(ValueError, match="schema"):

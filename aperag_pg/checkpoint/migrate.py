@@ -20,6 +20,7 @@ from ..cursors import Manager
 from ..manager import PostgreSQLSyncConnectionManager
 from ..schema import apply_ddl
 from . import sql
+from .functions import CREATE_FUNCTIONS, FUNCTION_SIGNATURES
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _up_to_date(cur: Any, schema: str) -> bool:
     """
     conn = cur.connection
     table = pgsql.Identifier(schema, sql.MIGRATIONS_TABLE).as_string(conn)
-    functions = [f"{sql.quote_schema(conn, schema)}.{f}" for f in sql.FUNCTION_SIGNATURES]
+    functions = [f"{sql.quote_schema(conn, schema)}.{f}" for f in FUNCTION_SIGNATURES]
     cur.execute(sql.SCHEMA_STATE, (table, functions))
     has_table, has_functions = cur.fetchone()
     if not has_table or not all(has_functions):
@@ -74,6 +75,6 @@ def _migrate(cur: Any, schema: str) -> list[int]:
         run(sql.MIGRATIONS[version])
         run(sql.INSERT_MIGRATION_VERSION, (version,))
         applied.append(version)
-    for statement in sql.CREATE_FUNCTIONS:  # idempotent; serialized by the lock
+    for statement in CREATE_FUNCTIONS:  # idempotent; serialized by the lock
         run(statement)
     return applied

@@ -41,6 +41,7 @@ from ..manager import PostgreSQLSyncConnectionManager
 from ..threads import to_thread
 from . import codec, prune, reads, sql
 from .connection import checkpoint_cursor
+from .functions import CALL_GET, CALL_PUT, CALL_PUT_WRITES
 from .migrate import setup_checkpoint_tables
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         if codec.never_stored(thread_id, checkpoint_ns, checkpoint_id):
             return None  # no stored key holds such text
         with self._cursor(Mode.AUTOCOMMIT) as (cur, q):
-            cur.execute(q(sql.CALL_GET), (thread_id, checkpoint_ns, checkpoint_id or None))
+            cur.execute(q(CALL_GET), (thread_id, checkpoint_ns, checkpoint_id or None))
             rows = cur.fetchall()
         tuples = reads.assemble(self.serde, rows)
         return tuples[0] if tuples else None
@@ -159,7 +160,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         try:
             if len(blobs) <= self.write_chunk_size:
                 with self._cursor(Mode.AUTOCOMMIT) as (cur, q):
-                    cur.execute(q(sql.CALL_PUT), (*row, *_columns(blobs, 4)))
+                    cur.execute(q(CALL_PUT), (*row, *_columns(blobs, 4)))
             else:
                 with self._cursor() as (cur, q):
                     for chunk in chunked(blobs, self.write_chunk_size):
@@ -209,11 +210,11 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         try:
             if len(rows) <= self.write_chunk_size:
                 with self._cursor(Mode.AUTOCOMMIT) as (cur, q):
-                    cur.execute(q(sql.CALL_PUT_WRITES), (*key, *_columns(rows, 4), replace))
+                    cur.execute(q(CALL_PUT_WRITES), (*key, *_columns(rows, 4), replace))
             else:
                 with self._cursor() as (cur, q):
                     for chunk in chunked(rows, self.write_chunk_size):
-                        cur.execute(q(sql.CALL_PUT_WRITES), (*key, *_columns(chunk, 4), replace))
+                        cur.execute(q(CALL_PUT_WRITES), (*key, *_columns(chunk, 4), replace))
         except psycopg2.DataError as exc:
             raise _rejected(f"writes of task {task_id!r}", exc) from exc
 

@@ -1,16 +1,15 @@
 """SQL of the checkpointer: the tables of langgraph-checkpoint-postgres 3.2.0, schema-qualified.
 
-Every statement names its tables as ``{schema}.<table>``; :func:`render` puts the
+Every statement names its tables as ``{schema}.<table>``; :func:`rendered` puts the
 schema in, quoted by ``psycopg2.sql.Identifier``, so nothing depends on
 ``search_path``. Values are always ``%s`` parameters.
 
 Reads look each blob up by its primary key ``(thread_id, checkpoint_ns,
 channel, version)`` from the checkpoint's ``channel_versions`` (``LATERAL ...
 LIMIT 1`` keeps the planner from joining all blobs of the thread), so a read
-costs the size of the checkpoint, not the length of the thread. get_tuple, put
-and put_writes each call one PL/pgSQL function (created by setup()) whose plans the
-server caches; every public read or write is one statement: one round trip and,
-in PostgreSQL, one transaction.
+costs the size of the checkpoint, not the length of the thread. Every public read
+or write is one statement: one round trip and, in PostgreSQL, one transaction. The
+PL/pgSQL functions that get_tuple, put and put_writes call are in ``functions.py``.
 """
 
 from __future__ import annotations
@@ -70,139 +69,8 @@ MIGRATIONS_TABLE = "checkpoint_migrations"
 SELECT_MIGRATION_VERSION = "SELECT max(v) FROM {schema}.checkpoint_migrations"
 INSERT_MIGRATION_VERSION = "INSERT INTO {schema}.checkpoint_migrations (v) VALUES (%s)"
 
-# -- functions: the hot paths, whose plans PL/pgSQL caches per server process ----------
-
-# A statement sent as text is parsed and planned on every call, and for a read that
-# is most of its cost (prepared statements would avoid it but break behind PgBouncer
-# in transaction mode). A PL/pgSQL function plans its statements once per server
-# process and keeps nothing per client session, so it suits PgBouncer too. They are
-# ours alone: created by setup() next to the tables, ignored by PostgresSaver, named
-# with a version so a changed signature is a new function.
-GET_FUNCTION = "aperag_checkpoint_get_v1"
-PUT_FUNCTION = "aperag_checkpoint_put_v1"
-PUT_WRITES_FUNCTION = "aperag_checkpoint_put_writes_v1"
-FUNCTION_SIGNATURES = (
-    f"{GET_FUNCTION}(text,text,text)",
-    f"{PUT_FUNCTION}(text,text,text,text,jsonb,jsonb,text[],text[],text[],bytea[])",
-    f"{PUT_WRITES_FUNCTION}(text,text,text,text,text,integer[],text[],text[],bytea[],boolean)",
-)
-
-# STABLE: every statement inside reads the caller's snapshot, so the checkpoint, its
-# blobs and its writes are one consistent read. Output columns are those of LIST_PAGE.
-CREATE_GET_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION {{schema}}.{GET_FUNCTION}(
-    p_thread_id text, p_checkpoint_ns text, p_checkpoint_id text
-) RETURNS TABLE (
-    o_kind integer, o_thread_id text, o_checkpoint_ns text, o_a text, o_b text, o_c text,
-    o_d text, o_e text, o_blob bytea, o_idx integer
-) LANGUAGE plpgsql STABLE AS $body$
-DECLARE
-    cp record;
-BEGIN
-    IF p_checkpoint_id IS NULL THEN
-        SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint, c.metadata INTO cp
-        FROM {{schema}}.checkpoints AS c
-        WHERE c.thread_id = p_thread_id AND c.checkpoint_ns = p_checkpoint_ns
-        ORDER BY c.checkpoint_id DESC LIMIT 1;
-    ELSE
-        SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint, c.metadata INTO cp
-        FROM {{schema}}.checkpoints AS c
-        WHERE c.thread_id = p_thread_id AND c.checkpoint_ns = p_checkpoint_ns
-          AND c.checkpoint_id = p_checkpoint_id;
-    END IF;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    RETURN QUERY SELECT 0, p_thread_id, p_checkpoint_ns, cp.checkpoint_id,
-        cp.parent_checkpoint_id, cp.checkpoint::text, cp.metadata::text, NULL::text,
-        NULL::bytea, 1;
-    RETURN QUERY SELECT 1, p_thread_id, p_checkpoint_ns, v.key, v.value, bl.type, NULL::text,
-        NULL::text, bl.blob, NULL::integer
-    FROM jsonb_each_text(cp.checkpoint -> 'channel_versions') AS v
-    CROSS JOIN LATERAL (
-        SELECT b.type, b.blob FROM {{schema}}.checkpoint_blobs AS b
-        WHERE b.thread_id = p_thread_id AND b.checkpoint_ns = p_checkpoint_ns
-          AND b.channel = v.key AND b.version = v.value
-        LIMIT 1
-    ) AS bl;
-    RETURN QUERY SELECT 2, p_thread_id, p_checkpoint_ns, w.checkpoint_id, w.task_id,
-        w.channel, w.type, w.task_path, w.blob, w.idx
-    FROM {{schema}}.checkpoint_writes AS w
-    WHERE w.thread_id = p_thread_id AND w.checkpoint_ns = p_checkpoint_ns
-      AND w.checkpoint_id = cp.checkpoint_id;
-    IF cp.parent_checkpoint_id IS NOT NULL AND (cp.checkpoint ->> 'v')::integer < 4 THEN
-        RETURN QUERY SELECT 3, p_thread_id, p_checkpoint_ns, w.checkpoint_id, w.task_id,
-            w.channel, w.type, w.task_path, w.blob, w.idx
-        FROM {{schema}}.checkpoint_writes AS w
-        WHERE w.thread_id = p_thread_id AND w.checkpoint_ns = p_checkpoint_ns
-          AND w.checkpoint_id = cp.parent_checkpoint_id AND w.channel = '__pregel_tasks';
-    END IF;
-END
-$body$
-"""
-
-# The blobs and the checkpoint in one call, so in one transaction: the checkpoint never
-# exists without its blobs. A blob version is written once and never changes; on a
-# repeated checkpoint ID only checkpoint and metadata are replaced, as in PostgresSaver.
-CREATE_PUT_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION {{schema}}.{PUT_FUNCTION}(
-    p_thread_id text, p_checkpoint_ns text, p_checkpoint_id text, p_parent_id text,
-    p_checkpoint jsonb, p_metadata jsonb,
-    p_channels text[], p_versions text[], p_types text[], p_blobs bytea[]
-) RETURNS void LANGUAGE plpgsql VOLATILE AS $body$
-BEGIN
-    IF cardinality(p_channels) > 0 THEN
-        INSERT INTO {{schema}}.checkpoint_blobs
-            (thread_id, checkpoint_ns, channel, version, type, blob)
-        SELECT p_thread_id, p_checkpoint_ns, b.channel, b.version, b.type, b.blob
-        FROM unnest(p_channels, p_versions, p_types, p_blobs) AS b (channel, version, type, blob)
-        ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING;
-    END IF;
-    INSERT INTO {{schema}}.checkpoints
-        (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
-    VALUES (p_thread_id, p_checkpoint_ns, p_checkpoint_id, p_parent_id, p_checkpoint, p_metadata)
-    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
-    DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata;
-END
-$body$
-"""
-
-# Special channels (errors, interrupts...) have fixed negative idx and are replaced
-# (p_replace); ordinary writes keep the first attempt. Both as in PostgresSaver.
-CREATE_PUT_WRITES_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION {{schema}}.{PUT_WRITES_FUNCTION}(
-    p_thread_id text, p_checkpoint_ns text, p_checkpoint_id text, p_task_id text,
-    p_task_path text, p_idx integer[], p_channels text[], p_types text[], p_blobs bytea[],
-    p_replace boolean
-) RETURNS void LANGUAGE plpgsql VOLATILE AS $body$
-BEGIN
-    IF p_replace THEN
-        INSERT INTO {{schema}}.checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id,
-            task_id, task_path, idx, channel, type, blob)
-        SELECT p_thread_id, p_checkpoint_ns, p_checkpoint_id, p_task_id, p_task_path,
-            w.idx, w.channel, w.type, w.blob
-        FROM unnest(p_idx, p_channels, p_types, p_blobs) AS w (idx, channel, type, blob)
-        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-        DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob;
-    ELSE
-        INSERT INTO {{schema}}.checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id,
-            task_id, task_path, idx, channel, type, blob)
-        SELECT p_thread_id, p_checkpoint_ns, p_checkpoint_id, p_task_id, p_task_path,
-            w.idx, w.channel, w.type, w.blob
-        FROM unnest(p_idx, p_channels, p_types, p_blobs) AS w (idx, channel, type, blob)
-        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING;
-    END IF;
-END
-$body$
-"""
-
-CREATE_FUNCTIONS = (CREATE_GET_FUNCTION, CREATE_PUT_FUNCTION, CREATE_PUT_WRITES_FUNCTION)
-
-CALL_GET = f"SELECT * FROM {{schema}}.{GET_FUNCTION}(%s, %s, %s)"
-CALL_PUT = f"SELECT {{schema}}.{PUT_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-CALL_PUT_WRITES = f"SELECT {{schema}}.{PUT_WRITES_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-
-# Whether setup() has work to do: the migration table, and each function.
+# Whether setup() has work to do: the migration table, and each function (by the
+# schema-qualified signatures of functions.FUNCTION_SIGNATURES).
 SCHEMA_STATE = """
 SELECT to_regclass(%s) IS NOT NULL, array_agg(to_regprocedure(f) IS NOT NULL)
 FROM unnest(%s::text[]) AS f
