@@ -22,6 +22,12 @@ DEFAULT_CHUNK_SIZE = 500
 T = TypeVar("T")
 
 
+def as_columns(rows: Sequence[Sequence[Any]], width: int) -> tuple[list, ...]:
+    """Rows to one list per column, bound to ``unnest(%s::text[], ...)``: a batch in one
+    statement with a fixed number of parameters."""
+    return tuple([row[i] for row in rows] for i in range(width))
+
+
 def in_lock_order(rows: Iterable[T], key: Callable[[T], Any] | None = None) -> list[T]:
     """``rows`` sorted by ``key`` (their keys' code points): every batch write goes through
     this, so two transactions writing overlapping batches lock the rows in the same order

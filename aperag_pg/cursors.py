@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,8 +19,6 @@ import psycopg2.extensions
 
 from .manager import PostgreSQLSyncConnectionManager
 from .pool import raise_if_aborted
-
-logger = logging.getLogger(__name__)
 
 Manager = type[PostgreSQLSyncConnectionManager]
 
@@ -80,15 +77,10 @@ def cursor(
             return
         with conn.cursor(cursor_factory=_begins_with_first_statement(factory)) as cur:
             cur.begin = _BEGIN[mode]
-            try:
-                yield cur
-                if cur.begun:
-                    raise_if_aborted(conn)
-                    cur.execute("COMMIT")
-            except BaseException:
-                if cur.begun:
-                    _rollback_quietly(cur)
-                raise
+            yield cur  # on an error the pool rolls back what BEGIN started
+            if cur.begun:
+                raise_if_aborted(conn)
+                cur.execute("COMMIT")
 
 
 class _BeginsWithFirstStatement:
@@ -108,12 +100,3 @@ class _BeginsWithFirstStatement:
 @functools.cache
 def _begins_with_first_statement(factory: type) -> type:
     return type(f"Snapshot{factory.__name__}", (_BeginsWithFirstStatement, factory), {})
-
-
-def _rollback_quietly(cur: Any) -> None:
-    """Roll back; if that fails too, the caller's error is the one raised (the pool then
-    discards the connection, which is still in a transaction)."""
-    try:
-        cur.execute("ROLLBACK")
-    except psycopg2.Error as exc:
-        logger.warning("rollback failed (%s); the connection will be discarded", type(exc).__name__)

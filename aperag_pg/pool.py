@@ -441,11 +441,17 @@ def raise_if_aborted(conn: Any) -> None:
 
 
 def _rollback_quietly(conn: PooledConnection) -> None:
-    """Roll back; if that fails too, log it and let the caller's first error stand."""
+    """Roll back; if that fails too, log it and let the caller's first error stand. In
+    autocommit, where psycopg2's rollback() does nothing, a transaction begun by hand
+    (``cursors.Mode.SNAPSHOT``) gets a ROLLBACK statement."""
     if conn.closed:
         return
     try:
-        conn.rollback()
+        if not conn.autocommit:
+            conn.rollback()
+        elif conn.info.transaction_status != _IDLE:
+            with conn.cursor() as cur:
+                cur.execute("ROLLBACK")
     except Exception as exc:
         logger.warning("rollback failed (%s); the connection will be discarded", type(exc).__name__)
 

@@ -223,7 +223,7 @@ class StorageSettings(_Checked):
                 f"POSTGRES_VECTOR_INDEX_TYPE={self.vector_index_type!r} is not supported: "
                 f"allowed are {', '.join(VECTOR_INDEX_TYPES)}."
             )
-        if not _SCHEMA_NAME.match(self.schema):
+        if not is_plain_schema_name(self.schema):
             raise ConfigError(
                 f"POSTGRES_SCHEMA={self.schema!r} is not a plain schema name: use 1 to 63 "
                 "letters, digits or underscores, not starting with a digit."
@@ -350,6 +350,11 @@ class PostgresSettings:
         """A copy with some fields (or whole parts) changed, validated again."""
         parts = {name: changes.pop(name, getattr(self, name)) for name in GROUPS}
         return PostgresSettings(**parts, **changes)
+
+
+def is_plain_schema_name(name: str) -> bool:
+    """1 to 63 letters, digits or underscores, not starting with a digit."""
+    return bool(_SCHEMA_NAME.match(name))
 
 
 def load_environment(

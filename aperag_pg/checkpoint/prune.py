@@ -8,20 +8,16 @@ link, and blobs that only deleted checkpoints referenced are removed.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ..batching import chunked
+from ..batching import as_columns, chunked
 from . import sql
-
-logger = logging.getLogger(__name__)
+from .connection import Render
 
 # Keys per statement when arrays of thread IDs, run IDs or blob keys are sent.
 CHUNK_SIZE = 1000
-
-Render = Callable[[str], str]
 
 
 def delta_threads(cur: Any, q: Render, thread_ids: Sequence[str]) -> list[str]:
@@ -103,12 +99,7 @@ def clean_up_after_delete(cur: Any, q: Render, rows: Sequence[tuple]) -> int:
     deleted = sorted({(t, ns, cid) for t, ns, cid, _, _ in rows})
     freed = sorted({(t, ns, ch, ver) for t, ns, _, ch, ver in rows if ch is not None})
     for chunk in chunked(deleted, CHUNK_SIZE):
-        cur.execute(q(sql.CLEAR_DELETED_PARENTS), _columns(chunk, 3))
+        cur.execute(q(sql.CLEAR_DELETED_PARENTS), as_columns(chunk, 3))
     for chunk in chunked(freed, CHUNK_SIZE):
-        cur.execute(q(sql.DELETE_UNREFERENCED_BLOBS), _columns(chunk, 4))
+        cur.execute(q(sql.DELETE_UNREFERENCED_BLOBS), as_columns(chunk, 4))
     return len(deleted)
-
-
-def _columns(rows: Sequence[tuple], width: int) -> tuple[list, ...]:
-    """Rows to one list per column, for ``unnest(%s::text[], ...)``."""
-    return tuple([row[i] for row in rows] for i in range(width))

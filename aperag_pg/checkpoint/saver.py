@@ -14,7 +14,6 @@ way round.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
@@ -34,10 +33,11 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from ..batching import chunked, in_lock_order
+from ..batching import as_columns, chunked, in_lock_order
 from ..cursors import Mode
 from ..errors import InvalidInput, first_line
 from ..manager import PostgreSQLSyncConnectionManager
+from ..settings import is_plain_schema_name
 from ..threads import to_thread
 from . import codec, prune, reads, sql
 from .connection import checkpoint_cursor
@@ -47,7 +47,6 @@ from .migrate import setup_checkpoint_tables
 logger = logging.getLogger(__name__)
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
-_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
@@ -73,7 +72,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         manager: type[PostgreSQLSyncConnectionManager] = PostgreSQLSyncConnectionManager,
     ) -> None:
         super().__init__(serde=serde)
-        if schema is not None and not _SCHEMA_NAME.match(schema):
+        if schema is not None and not is_plain_schema_name(schema):
             raise ValueError(
                 f"schema {schema!r} is not a plain schema name: use 1 to 63 letters, digits "
                 "or underscores, not starting with a digit (as POSTGRES_SCHEMA)."
@@ -160,12 +159,12 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         try:
             if len(blobs) <= self.write_chunk_size:
                 with self._cursor(Mode.AUTOCOMMIT) as (cur, q):
-                    cur.execute(q(CALL_PUT), (*row, *_columns(blobs, 4)))
+                    cur.execute(q(CALL_PUT), (*row, *as_columns(blobs, 4)))
             else:
                 with self._cursor() as (cur, q):
                     for chunk in chunked(blobs, self.write_chunk_size):
                         cur.execute(
-                            q(sql.PUT_BLOBS), (thread_id, checkpoint_ns, *_columns(chunk, 4))
+                            q(sql.PUT_BLOBS), (thread_id, checkpoint_ns, *as_columns(chunk, 4))
                         )
                     cur.execute(q(sql.PUT_CHECKPOINT), row)
         except psycopg2.DataError as exc:
@@ -210,11 +209,11 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         try:
             if len(rows) <= self.write_chunk_size:
                 with self._cursor(Mode.AUTOCOMMIT) as (cur, q):
-                    cur.execute(q(CALL_PUT_WRITES), (*key, *_columns(rows, 4), replace))
+                    cur.execute(q(CALL_PUT_WRITES), (*key, *as_columns(rows, 4), replace))
             else:
                 with self._cursor() as (cur, q):
                     for chunk in chunked(rows, self.write_chunk_size):
-                        cur.execute(q(CALL_PUT_WRITES), (*key, *_columns(chunk, 4), replace))
+                        cur.execute(q(CALL_PUT_WRITES), (*key, *as_columns(chunk, 4), replace))
         except psycopg2.DataError as exc:
             raise _rejected(f"writes of task {task_id!r}", exc) from exc
 
@@ -372,11 +371,6 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         page = reads.assemble(self.serde, rows)
         reads.advance(cursor, page, size)
         return page
-
-
-def _columns(rows: Sequence[tuple], width: int) -> tuple[list, ...]:
-    """Rows to one list per column, bound to ``unnest(%s::text[], ...)``."""
-    return tuple([row[i] for row in rows] for i in range(width))
 
 
 def _rejected(what: str, exc: psycopg2.Error) -> InvalidInput:
