@@ -28,7 +28,7 @@ _TABLE_ROWS = """
 SELECT c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relkind = 'r'
-  AND (c.relname LIKE 'lightrag%%' OR c.relname LIKE 'checkpoint%%')
+  AND (c.relname LIKE 'lightrag%%' OR c.relname LIKE 'checkpoint%%' OR c.relname LIKE 'aperag%%')
 ORDER BY c.relname
 """
 
@@ -46,6 +46,7 @@ def doctor(settings: PostgresSettings, _args: argparse.Namespace) -> int:
 
 def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
     """Create every table the workers would create on first use, now."""
+    from .leases import ensure_lease_table
     from .manager import PostgreSQLSyncConnectionManager
     from .schema import ensure_schema
     from .stores.doc_status import DocStatusStore
@@ -57,7 +58,8 @@ def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
     PostgreSQLSyncConnectionManager.initialize(settings.replace(min_connections=0))
     try:
         ensure_schema()
-        print(f"schema {settings.schema!r}: ready")
+        ensure_lease_table()
+        print(f"schema {settings.schema!r}: ready, with the lease table")
         for namespace in KV_NAMESPACES:
             KVStore(namespace).ensure_tables()
         DocStatusStore().ensure_tables()

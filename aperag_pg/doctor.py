@@ -14,6 +14,7 @@ from typing import Any
 import psycopg2
 
 from .errors import first_line
+from .leases import TABLE as LEASES_TABLE
 from .settings import PostgresSettings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -180,15 +181,15 @@ DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
 def _package_tables(cur: Any, schema: str) -> dict[str, tuple[bool, ...]]:
-    """The package's tables in ``schema`` (LightRAG's and the checkpointer's)
+    """The package's tables in ``schema`` (LightRAG's, the checkpointer's, the leases)
     -> whether the role has each of DML on it."""
     cur.execute(
         "SELECT c.relname, "
         + ", ".join(f"has_table_privilege(c.oid, '{p}')" for p in DML)
         + " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND (starts_with(c.relname, "
-        "'lightrag_') OR starts_with(c.relname, 'checkpoint'))",
-        (schema,),
+        "'lightrag_') OR starts_with(c.relname, 'checkpoint') OR c.relname = %s)",
+        (schema, LEASES_TABLE),
     )
     return {name: tuple(granted) for name, *granted in cur.fetchall()}
 

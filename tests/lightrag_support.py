@@ -142,20 +142,19 @@ def postgres_env(settings: PostgresSettings):
 
 
 def workspace_writers(admin_conn) -> list[int]:
-    """The worker processes holding a LightRAG workspace's writer lock now, from pg_locks."""
-    from aperag_pg import locks
-
+    """The worker processes holding a LightRAG workspace's writer lease now."""
     with admin_conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('aperag_pg_leases') IS NOT NULL")
+        if not cur.fetchone()[0]:  # no lease taken yet
+            return []
         cur.execute(
-            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            (locks.WORKSPACE_WRITER,),
+            "SELECT holder FROM aperag_pg_leases WHERE starts_with(name, 'lightrag-writer:') "
+            "AND expires_at > clock_timestamp()"
         )
-        return [int(name.split(":", 1)[1]) for (name,) in cur.fetchall()]
+        return [int(holder.rsplit(":", 2)[1]) for (holder,) in cur.fetchall()]
 
 
 def first_writer(admin_conn) -> int | None:
-    """A worker process holding a workspace's writer lock now, or None."""
+    """A worker process holding a workspace's writer lease now, or None."""
     writers = workspace_writers(admin_conn)
     return writers[0] if writers else None

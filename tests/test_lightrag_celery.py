@@ -14,7 +14,7 @@ from psycopg2 import sql
 from devtools.services import celery_worker
 
 from .conftest import REPO_ROOT
-from .lightrag_support import DOCS, FILE_PATHS, first_writer, new_workspace
+from .lightrag_support import DOCS, FILE_PATHS, first_writer, new_workspace, workspace_writers
 from .make_support import make, make_ok
 
 LOOP_ERRORS = (
@@ -141,20 +141,18 @@ def test_every_process_answers_from_one_graph_before_and_after_a_restart(service
 
 
 def test_a_workspace_named_like_a_lock_blocks_nothing_else(manager, admin_conn):
-    """The writer lock of a workspace named like another lock ("pgvector", "ddl") is not
-    that lock: an ingest never holds up the package's DDL (CREATE EXTENSION, tables)."""
+    """The writer lease of a workspace named like the DDL lock is not that lock: an ingest
+    never holds up the package's DDL (CREATE EXTENSION, tables)."""
     from aperag_pg import locks
     from aperag_pg.lightrag.tasks import one_writer
 
-    assert locks.DDL != locks.WORKSPACE_WRITER
-    try_lock = "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))"
     for workspace in ("pgvector", locks._DDL_NAME):
         with one_writer(workspace), admin_conn.cursor() as cur:
+            assert workspace_writers(admin_conn) == [os.getpid()]  # the lease is really held
             cur.execute("BEGIN")
-            cur.execute(try_lock, (locks.WORKSPACE_WRITER, workspace))
-            assert cur.fetchone() == (False,)  # the writer lock is really held
             locks.hold_ddl_lock(cur)  # returns at once: nobody holds it
             cur.execute("ROLLBACK")
+        assert workspace_writers(admin_conn) == []  # and given back
 
 
 def _status_counts(admin_conn, workspace: str) -> dict[str, int]:

@@ -28,9 +28,8 @@ from typing import Any
 
 from celery import shared_task
 
-from .. import locks
-from ..cursors import cursor
 from ..environment import LIGHTRAG_WORKING_DIR
+from ..leases import hold_lease
 from ..manager import PostgreSQLSyncConnectionManager
 from ..settings import load_environment
 from ..worker import database_time, run_async
@@ -101,16 +100,21 @@ def _process_report(rag: Any, usage: dict[str, int]) -> dict[str, Any]:
 
 @contextmanager
 def one_writer(workspace: str) -> Iterator[None]:
-    """Hold the workspace's writer lock across all worker processes.
+    """Hold the workspace's writer lease across all worker processes and hosts.
 
     LightRAG's pipeline assumes one writer per workspace: its "busy" flag lives in the
     process, and every ingest processes all pending documents of the workspace, so two
-    processes would process the same documents twice. A transaction-level advisory lock
-    (safe behind PgBouncer) held during the ingest makes the writers take turns.
+    processes would process the same documents twice. A lease (``leases.py``), not a
+    lock held by an open transaction, so that an ingest pins no server connection
+    behind PgBouncer.
     """
-    with cursor() as cur:
-        locks.hold_until_commit(cur, locks.WORKSPACE_WRITER, workspace)
+    with hold_lease(writer_lease(workspace)):
         yield
+
+
+def writer_lease(workspace: str) -> str:
+    """The name of a workspace's writer lease."""
+    return f"lightrag-writer:{workspace}"
 
 
 def _documents_of(_task: Any, args: tuple, kwargs: dict) -> str:

@@ -1,0 +1,123 @@
+"""Leases (``aperag_pg.leases``): one holder at a time across processes and hosts, renewed
+while held, given back at the end, taken over when expired or when the holder's process
+on this host is gone, and no connection held in between."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+
+from aperag_pg.errors import LeaseTimeout
+from aperag_pg.leases import current_holder, ensure_lease_table, hold_lease
+
+from .polling import wait_until
+
+
+def _name() -> str:
+    return f"test-lease:{uuid.uuid4().hex[:8]}"
+
+
+def _plant(admin_conn, name: str, holder: str, seconds_left: float) -> None:
+    """A lease row as another process would leave it."""
+    with admin_conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO aperag_pg_leases VALUES (%s, %s, clock_timestamp() + "
+            "make_interval(secs => %s))",
+            (name, holder, seconds_left),
+        )
+
+
+def _expires_at(admin_conn, name: str):
+    with admin_conn.cursor() as cur:
+        cur.execute("SELECT expires_at FROM aperag_pg_leases WHERE name = %s", (name,))
+        row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def test_held_while_the_block_runs_then_given_back(manager):
+    name = _name()
+    with hold_lease(name) as lease:
+        assert current_holder(name) == lease.holder
+        assert lease.holder.startswith(f"{socket.gethostname()}:{os.getpid()}:")
+        assert manager.stats()["pool_size"] - manager.stats()["pool_available"] == 0
+    assert current_holder(name) is None
+
+
+def test_a_second_holder_waits_until_the_first_gives_it_back(manager):
+    name = _name()
+    order: list[str] = []
+    first = hold_lease(name)
+    first_lease = first.__enter__()
+
+    def second() -> None:
+        with hold_lease(name) as lease:
+            order.append(lease.holder)
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    with pytest.raises(LeaseTimeout, match="still held"):
+        with hold_lease(name, timeout=0.3):
+            pass
+    assert order == [] and current_holder(name) == first_lease.holder
+    first.__exit__(None, None, None)
+    waiter.join(30)
+    assert len(order) == 1 and order[0] != first_lease.holder
+    assert current_holder(name) is None
+
+
+def test_renewed_while_held(manager, admin_conn):
+    name = _name()
+    with hold_lease(name, ttl=0.9) as lease:
+        first = _expires_at(admin_conn, name)
+        wait_until(lambda: _expires_at(admin_conn, name) > first, "the lease is renewed", 10)
+        assert current_holder(name) == lease.holder and not lease.lost
+
+
+def test_an_expired_lease_of_another_host_is_taken(manager, admin_conn):
+    ensure_lease_table()
+    name = _name()
+    _plant(admin_conn, name, "elsewhere:123:abcd", seconds_left=-1)
+    with hold_lease(name, timeout=5) as lease:
+        assert current_holder(name) == lease.holder
+
+
+def test_a_live_lease_of_another_host_is_waited_for(manager, admin_conn):
+    ensure_lease_table()
+    name = _name()
+    _plant(admin_conn, name, "elsewhere:123:abcd", seconds_left=60)
+    with pytest.raises(LeaseTimeout, match="elsewhere:123:abcd"):
+        with hold_lease(name, timeout=0.3):
+            pass
+
+
+def test_the_lease_of_a_dead_process_on_this_host_is_taken_at_once(manager, admin_conn):
+    """kill -9 leaves the row; its holder's pid is gone, so no one waits for expiry."""
+    ensure_lease_table()
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(finished.stdout)
+    name = _name()
+    _plant(admin_conn, name, f"{socket.gethostname()}:{dead_pid}:dead", seconds_left=3600)
+    with hold_lease(name, timeout=5) as lease:
+        assert current_holder(name) == lease.holder
+
+
+def test_a_lease_taken_over_after_expiry_is_reported_lost(manager, admin_conn):
+    name = _name()
+    with hold_lease(name, ttl=0.9) as lease:
+        with admin_conn.cursor() as cur:  # as if it expired and another holder came
+            cur.execute(
+                "UPDATE aperag_pg_leases SET holder = 'elsewhere:1:x' WHERE name = %s", (name,)
+            )
+        wait_until(lambda: lease.lost, "the renewer finds the lease taken", 10)
+    assert current_holder(name) == "elsewhere:1:x"  # not deleted by the one who lost it
