@@ -11,7 +11,7 @@ import sys
 from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
-from .errors import AperagPGError, DatabaseUnavailable, GraphMLError, first_line
+from .errors import AperagPGError, GraphMLError
 from .settings import PostgresSettings
 
 if TYPE_CHECKING:
@@ -84,14 +84,12 @@ def stats(settings: PostgresSettings, _args: argparse.Namespace) -> int:
     """Connections held by aperag_pg worker processes, and the size of the package's tables."""
     import psycopg2
 
+    from .connect_errors import cannot_connect
+
     try:
         conn = psycopg2.connect(**settings.connect_kwargs(application_name="aperag_pg_stats"))
     except psycopg2.OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to {settings.describe()}: {first_line(exc)}. Check POSTGRES_HOST, "
-            "POSTGRES_PORT, POSTGRES_USER and POSTGRES_PASSWORD (or POSTGRES_DSN); "
-            "`python -m aperag_pg doctor` says more."
-        ) from None
+        raise cannot_connect(settings.connection, exc) from None
     try:
         with conn.cursor() as cur:
             cur.execute(_STATS, (settings.pool_application_pattern(),))

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg2
 
+from .connect_errors import cannot_connect
 from .errors import first_line
 from .leases import TABLE as LEASES_TABLE
 from .settings import PostgresSettings
@@ -55,23 +56,40 @@ def run_checks(settings: PostgresSettings) -> list[Finding]:
     try:
         conn = psycopg2.connect(**settings.connect_kwargs(application_name="aperag_pg_doctor"))
     except psycopg2.OperationalError as exc:
-        return [
-            Finding(
-                "connection",
-                FAIL,
-                f"cannot connect to {settings.describe()}: {first_line(exc)}. Check POSTGRES_HOST, "
-                "POSTGRES_PORT, POSTGRES_USER and POSTGRES_PASSWORD (or POSTGRES_DSN).",
-            )
-        ]
+        return [Finding("connection", FAIL, str(cannot_connect(settings.connection, exc)))]
     conn.autocommit = True
     try:
         findings = [Finding("connection", OK, f"connected to {settings.describe()}")]
+        findings.append(check_encryption(conn, settings))
         with conn.cursor() as cur:
             for check in CHECKS:
                 findings.extend(check(cur, settings))
         return findings
     finally:
         conn.close()
+
+
+def check_encryption(conn: Any, settings: PostgresSettings) -> Finding:
+    """Whether this client's connection is encrypted (TLS ends at PgBouncer when there is
+    one: the server cannot tell), and whether the server's identity was checked."""
+    info = conn.info
+    if not info.ssl_in_use:
+        verdict = WARN if settings.host not in LOCAL_HOSTS else OK
+        return Finding(
+            "encryption",
+            verdict,
+            f"not encrypted (POSTGRES_SSL_MODE={settings.ssl_mode}); over a network set "
+            "POSTGRES_SSL_MODE=verify-full and POSTGRES_SSL_ROOT_CERT to the server's CA.",
+        )
+    detail = f"TLS ({info.ssl_attribute('protocol')}, {info.ssl_attribute('cipher')})"
+    if settings.ssl_mode in ("verify-ca", "verify-full"):
+        return Finding("encryption", OK, f"{detail}, server verified ({settings.ssl_mode})")
+    return Finding(
+        "encryption",
+        WARN,
+        f"{detail}, but the server's certificate is not checked (POSTGRES_SSL_MODE="
+        f"{settings.ssl_mode}): set verify-full and POSTGRES_SSL_ROOT_CERT.",
+    )
 
 
 def _one(cur: Any, query: str, params: tuple = ()) -> Any:
@@ -178,6 +196,7 @@ def check_privileges(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
 
 
 DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # no network to encrypt
 
 
 def _package_tables(cur: Any, schema: str) -> dict[str, tuple[bool, ...]]:

@@ -26,13 +26,12 @@ import psycopg2.extensions
 import psycopg2.extras
 import psycopg2.pool
 
+from .connect_errors import cannot_connect
 from .errors import (
-    DatabaseUnavailable,
     PoolClosed,
     PoolError,
     PoolTimeout,
     TransactionAborted,
-    first_line,
 )
 from .settings import PostgresSettings
 
@@ -175,7 +174,7 @@ class SyncConnectionPool:
                 **settings.connect_kwargs(application_name=app_name),
             )
         except psycopg2.OperationalError as exc:
-            raise _unavailable(settings, exc) from exc
+            raise cannot_connect(settings.connection, exc) from exc
         _live_pools.add(self)
         logger.info(
             "opened PostgreSQL pool for pid %s: %s, %d..%d connections",
@@ -291,7 +290,7 @@ class SyncConnectionPool:
             try:
                 conn = self._pool.getconn()
             except psycopg2.OperationalError as exc:
-                raise _unavailable(self.settings, exc) from exc
+                raise cannot_connect(self.settings.connection, exc) from exc
             except psycopg2.pool.PoolError:
                 self._raise_if_closed()
                 raise
@@ -454,14 +453,6 @@ def _rollback_quietly(conn: PooledConnection) -> None:
                 cur.execute("ROLLBACK")
     except Exception as exc:
         logger.warning("rollback failed (%s); the connection will be discarded", type(exc).__name__)
-
-
-def _unavailable(settings: PostgresSettings, exc: psycopg2.OperationalError) -> DatabaseUnavailable:
-    return DatabaseUnavailable(
-        f"cannot connect to PostgreSQL at {settings.describe()}: {first_line(exc)}. "
-        "Check that the server is running and reachable and that POSTGRES_HOST, POSTGRES_PORT, "
-        "POSTGRES_USER and POSTGRES_PASSWORD are right; the next call will try again."
-    )
 
 
 # Every pool open in this process, so a fork can neutralise the child's copies.

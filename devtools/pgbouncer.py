@@ -48,6 +48,7 @@ def make_tls_files(
     directory: str | os.PathLike[str],
     dns_names: tuple[str, ...] = ("localhost",),
     ip_addresses: tuple[str, ...] = ("127.0.0.1",),
+    ca_name: str = "aperag_pg test CA",
 ) -> TLSFiles:
     """A new CA, and a server certificate it signed for ``dns_names`` and ``ip_addresses``,
     as PEM files in ``directory`` (the key readable by its owner only)."""
@@ -79,9 +80,9 @@ def make_tls_files(
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = certificate(
-        "aperag_pg test CA",
+        ca_name,
         ca_key,
-        "aperag_pg test CA",
+        ca_name,
         ca_key,
         [(x509.BasicConstraints(ca=True, path_length=None), True)],
     )
@@ -91,7 +92,7 @@ def make_tls_files(
     server = certificate(
         dns_names[0] if dns_names else ip_addresses[0],
         server_key,
-        "aperag_pg test CA",
+        ca_name,
         ca_key,
         [
             (x509.SubjectAlternativeName(names), False),

@@ -36,6 +36,7 @@ def test_init_schema_then_doctor_reports_all_ok(base_settings):
     assert after.returncode == 0
     assert verdicts(after.stdout) == {
         "connection": "OK",
+        "encryption": "OK",  # not encrypted, but over loopback: nothing to encrypt
         "server": "OK",
         "pgvector": "OK",
         "privileges": "OK",
