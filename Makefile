@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) bench/checkpoint.py
 	$(PY) bench/graph.py
 	$(PY) bench/worker_throughput.py
+	$(PY) bench/chaos.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check aperag_pg config tests bench devtools

@@ -42,6 +42,12 @@ class TransactionAborted(AperagPGError):
     it was rolled back, not committed."""
 
 
+class TransientFailure(AperagPGError):
+    """Work that failed because the database went away for a moment (a restart, a lost
+    connection, a failover): running it again is expected to succeed, so DatabaseTask
+    retries it."""
+
+
 class LeaseTimeout(AperagPGError, TimeoutError):
     """A lease stayed held by another process for longer than the caller would wait."""
 

@@ -11,7 +11,8 @@ instead: taking, renewing and giving it back are each one short statement.
 The holder renews its lease every ``ttl / 3`` seconds from a thread. A holder that dies
 without giving it back holds it until it expires, except that a waiter on the same
 host takes it over at once when the holder's process is gone (a crashed worker's task
-is usually redelivered on its host).
+is usually redelivered on its host), and a process takes over a lease of its own that
+it could not give back (the database was away at that moment).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from psycopg2 import sql
 
@@ -58,8 +60,13 @@ UPDATE {table} SET expires_at = clock_timestamp() + make_interval(secs => %s)
 WHERE name = %s AND holder = %s
 """
 _RELEASE = "DELETE FROM {table} WHERE name = %s AND holder = %s"
+_LIVE = """
+SELECT name, holder FROM {table}
+WHERE starts_with(name, %s) AND expires_at > clock_timestamp() ORDER BY name
+"""
 
 _ready_schemas: set[str] = set()  # where this process has seen the table
+_held: set[str] = set()  # the holders of the leases this process holds now
 
 
 class Lease:
@@ -86,6 +93,7 @@ def hold_lease(
     statements = _statements(manager)
     lease = Lease(name, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
     _take(lease, ttl, timeout, statements, manager)
+    _held.add(lease.holder)
     stop = threading.Event()
     renewer = threading.Thread(
         target=_renew_until,
@@ -99,6 +107,7 @@ def hold_lease(
     finally:
         stop.set()
         renewer.join()
+        _held.discard(lease.holder)
         _release(lease, statements, manager)
 
 
@@ -109,6 +118,19 @@ def current_holder(name: str, manager: Manager = PostgreSQLSyncConnectionManager
         cur.execute(statements["holder"], (name,))
         row = cur.fetchone()
     return None if row is None else row[0]
+
+
+def live_holders(cur: Any, prefix: str, schema: str = "public") -> list[tuple[str, int]]:
+    """(name, holder pid) of the unexpired leases whose name starts with ``prefix``, read
+    on any cursor (an observer's own connection); empty before the table exists."""
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}"."{TABLE}"',))
+    if not cur.fetchone()[0]:
+        return []
+    cur.execute(
+        sql.SQL(_LIVE).format(table=sql.Identifier(schema, TABLE)),
+        (prefix,),
+    )
+    return [(name, int(holder.rsplit(":", 2)[1])) for name, holder in cur.fetchall()]
 
 
 def ensure_lease_table(manager: Manager = PostgreSQLSyncConnectionManager) -> None:
@@ -202,10 +224,14 @@ def _release(lease: Lease, statements: dict, manager: Manager) -> None:
 
 
 def _gone_from_this_host(holder: str) -> bool:
-    """Whether ``holder`` (``host:pid:tag``) is a process of this host that has ended."""
+    """Whether ``holder`` (``host:pid:tag``) is a process of this host that has ended, or
+    an earlier hold of this process that it could not give back (the database was away
+    when it tried)."""
     parts = holder.rsplit(":", 2)
     if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False
+    if int(parts[1]) == os.getpid():
+        return holder not in _held
     try:
         os.kill(int(parts[1]), 0)
     except ProcessLookupError:

@@ -24,7 +24,7 @@ from celery import Task, bootsteps
 from celery.exceptions import WorkerLostError
 from celery.worker.request import Request
 
-from .errors import PoolTimeout, TaskKeepsCrashing, first_line
+from .errors import PoolTimeout, TaskKeepsCrashing, TransientFailure, first_line
 from .manager import PostgreSQLSyncConnectionManager
 from .schema import ensure_schema
 from .threads import shutdown_executor
@@ -91,12 +91,13 @@ def install_worker_signals() -> None:
 class DatabaseTask(Task):
     """A Celery task that retries, with exponential backoff and jitter, when the database
     is briefly unreachable or busy: ``OperationalError`` (a lost connection, a restart, a
-    deadlock or serialization failure) and ``PoolTimeout``. Statement timeouts and
+    deadlock or serialization failure), ``PoolTimeout``, and ``TransientFailure`` (work a
+    library caught such an error in and recorded as failed). Statement timeouts and
     programming errors (bad SQL, bad input) are not retried: running them again cannot
     help. Use it as the app's ``task_cls``.
     """
 
-    autoretry_for = (psycopg2.OperationalError, PoolTimeout)
+    autoretry_for = (psycopg2.OperationalError, PoolTimeout, TransientFailure)
     dont_autoretry_for = (psycopg2.errors.QueryCanceled,)
     retry_backoff = 1
     retry_backoff_max = 60

@@ -24,8 +24,9 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 from common import benchmark_services, machine_line, run_benchmark  # noqa: E402
 
-from aperag_pg import locks  # noqa: E402
+from aperag_pg.leases import live_holders  # noqa: E402
 from aperag_pg.lightrag.preflight import check_vector_tables  # noqa: E402
+from aperag_pg.lightrag.tasks import WRITER_LEASE_PREFIX  # noqa: E402
 from aperag_pg.settings import PostgresSettings  # noqa: E402
 from devtools.corpus import documents  # noqa: E402
 from devtools.services import celery_worker  # noqa: E402
@@ -92,19 +93,14 @@ def ingest_docs_per_second(worker, workspaces: int, docs: int, first_doc: int) -
 
 
 def _writer_pid(cur) -> int | None:
-    """The worker process holding a workspace writer lock right now, from pg_locks."""
-    cur.execute(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s",
-        (locks.WORKSPACE_WRITER,),
-    )
-    row = cur.fetchone()
-    return int(row[0].split(":", 1)[1]) if row else None
+    """The worker process holding a workspace's writer lease right now."""
+    holders = live_holders(cur, WRITER_LEASE_PREFIX)
+    return holders[0][1] if holders else None
 
 
 def redelivery_seconds(worker, settings: PostgresSettings, docs: int, killed: bool) -> float:
     """Seconds for one ingest task of ``docs`` documents; with ``killed``, the process
-    holding its workspace's lock is SIGKILLed once it holds it, and the task delivered again."""
+    holding its workspace's lease is SIGKILLed once it holds it, and the task delivered again."""
     name = f"kill_{uuid.uuid4().hex[:6]}"
     worker.call("aperag_pg.lightrag_status", name, timeout=120)
     corpus = documents(docs, start=50_000 + (docs if killed else 0))

@@ -143,15 +143,11 @@ def postgres_env(settings: PostgresSettings):
 
 def workspace_writers(admin_conn) -> list[int]:
     """The worker processes holding a LightRAG workspace's writer lease now."""
+    from aperag_pg.leases import live_holders
+    from aperag_pg.lightrag.tasks import WRITER_LEASE_PREFIX
+
     with admin_conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('aperag_pg_leases') IS NOT NULL")
-        if not cur.fetchone()[0]:  # no lease taken yet
-            return []
-        cur.execute(
-            "SELECT holder FROM aperag_pg_leases WHERE starts_with(name, 'lightrag-writer:') "
-            "AND expires_at > clock_timestamp()"
-        )
-        return [int(holder.rsplit(":", 2)[1]) for (holder,) in cur.fetchall()]
+        return [pid for _, pid in live_holders(cur, WRITER_LEASE_PREFIX)]
 
 
 def first_writer(admin_conn) -> int | None:

@@ -121,3 +121,13 @@ def test_a_lease_taken_over_after_expiry_is_reported_lost(manager, admin_conn):
             )
         wait_until(lambda: lease.lost, "the renewer finds the lease taken", 10)
     assert current_holder(name) == "elsewhere:1:x"  # not deleted by the one who lost it
+
+
+def test_a_lease_of_this_process_it_could_not_give_back_is_taken_at_once(manager, admin_conn):
+    """The database was away when the holder tried to give it back: the next hold in the
+    same process (the task's retry) does not wait for the lease to expire."""
+    ensure_lease_table()
+    name = _name()
+    _plant(admin_conn, name, f"{socket.gethostname()}:{os.getpid()}:earlier", seconds_left=3600)
+    with hold_lease(name, timeout=5) as lease:
+        assert current_holder(name) == lease.holder

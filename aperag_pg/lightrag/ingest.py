@@ -13,6 +13,14 @@ first:
   their partial chunks and graph first, so nothing is written twice;
 - failed: set back to pending, so this delivery tries it again.
 
+LightRAG's pipeline catches a document's errors and keeps only their text, so a
+database that went away for a moment (a restart, a cut connection) leaves documents
+failed while the task would return normally. When documents fail and that text, or this
+process's pool, shows such trouble during the ingest, the task fails with
+``DocumentsFailedTransiently``, which DatabaseTask retries; the retry finds them failed
+and runs them again. Other failures, or the same after the last retry, fail the task
+naming the documents: a task never reports success with failed documents in it.
+
 Texts without a file name are inserted as LightRAG does it (it deduplicates them by
 content). The caller holds the workspace's writer lock (LightRAG assumes one writer).
 """
@@ -24,11 +32,38 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import AperagPGError
+from ..errors import AperagPGError, TransientFailure
+from ..manager import PostgreSQLSyncConnectionManager
+from ..pool import CONNECTIONS_ERRORS, CONNECTIONS_LOST, REQUESTS_TIMEOUTS
+
+# What psycopg2, libpq and the package say when the database went away for a moment.
+TRANSIENT_SIGNS = (
+    "server closed the connection unexpectedly",
+    "terminating connection due to administrator command",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "connection already closed",
+    "could not receive data from server",
+    "could not send data to server",
+    "ssl syscall error",
+    "connection refused",
+    "cannot connect to postgresql",
+    "no free postgresql connection",
+    "deadlock detected",
+    "could not serialize access",
+)
+
+
+_TROUBLE_COUNTERS = (CONNECTIONS_LOST, CONNECTIONS_ERRORS, REQUESTS_TIMEOUTS)
 
 
 class DocumentsFailed(AperagPGError):
     """LightRAG's pipeline marked some of an ingest's documents failed."""
+
+
+class DocumentsFailedTransiently(DocumentsFailed, TransientFailure):
+    """Documents failed while the database was briefly away: the task is retried."""
 
 
 @dataclass
@@ -65,6 +100,7 @@ async def ingest_once(rag: Any, texts: Sequence[str], file_paths: Sequence[str])
         raise ValueError(f"{len(texts)} texts but {len(file_paths)} file paths")
     ids = [document_id(path) for path in file_paths]
     known = [doc_id for doc_id in ids if doc_id is not None]
+    trouble_before = database_trouble()
     existing = await _statuses(rag, known)
     report = IngestReport()
     new_texts, new_paths = [], []
@@ -86,13 +122,24 @@ async def ingest_once(rag: Any, texts: Sequence[str], file_paths: Sequence[str])
             report.resumed.append(doc_id)
     if new_texts:
         await rag.ainsert(new_texts, file_paths=new_paths)  # also runs the pipeline
-    report.statuses = await finish(rag, known, run_pipeline=not new_texts)
+    report.statuses = await finish(
+        rag, known, run_pipeline=not new_texts, trouble_since=trouble_before
+    )
     return report
 
 
-async def finish(rag: Any, doc_ids: list[str], run_pipeline: bool = True) -> dict[str, str]:
+def database_trouble() -> int:
+    """Connections this process lost or could not open, and pool timeouts, so far."""
+    stats = PostgreSQLSyncConnectionManager.stats()
+    return sum(stats.get(key, 0) for key in _TROUBLE_COUNTERS)
+
+
+async def finish(
+    rag: Any, doc_ids: list[str], run_pipeline: bool = True, trouble_since: int | None = None
+) -> dict[str, str]:
     """Run LightRAG's pipeline (pending and half-done documents), then the status of each of
-    ``doc_ids``; ``DocumentsFailed`` naming those that ended failed."""
+    ``doc_ids``; ``DocumentsFailed`` naming those that ended failed (the transient kind when
+    the database was away meanwhile: see the module's docstring)."""
     from lightrag.base import DocStatus
 
     if run_pipeline:
@@ -105,12 +152,20 @@ async def finish(rag: Any, doc_ids: list[str], run_pipeline: bool = True) -> dic
     }
     if failed:
         named = "; ".join(f"{path} ({doc_id}): {error}" for doc_id, (path, error) in failed.items())
-        raise DocumentsFailed(
+        transient = any(_looks_transient(error) for _, error in failed.values()) or (
+            trouble_since is not None and database_trouble() > trouble_since
+        )
+        raise (DocumentsFailedTransiently if transient else DocumentsFailed)(
             f"{len(failed)} of {len(doc_ids)} documents failed in LightRAG's pipeline: {named}. "
             "Fix the cause and send the task again: processed documents are skipped and "
             "failed ones are tried again."
         )
     return {doc_id: final[doc_id]["status"] if doc_id in final else "missing" for doc_id in doc_ids}
+
+
+def _looks_transient(error: str | None) -> bool:
+    text = (error or "").lower()
+    return any(sign in text for sign in TRANSIENT_SIGNS)
 
 
 async def _records(rag: Any, ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -112,9 +112,12 @@ def one_writer(workspace: str) -> Iterator[None]:
         yield
 
 
+WRITER_LEASE_PREFIX = "lightrag-writer:"
+
+
 def writer_lease(workspace: str) -> str:
     """The name of a workspace's writer lease."""
-    return f"lightrag-writer:{workspace}"
+    return WRITER_LEASE_PREFIX + workspace
 
 
 def _documents_of(_task: Any, args: tuple, kwargs: dict) -> str:
