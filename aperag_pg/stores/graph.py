@@ -259,18 +259,19 @@ class GraphStore(SyncStore):
 
     def search_labels(self, query: str, limit: int = 50) -> list[str]:
         """Ids containing ``query`` (case-insensitive), best first: NetworkXStorage's scores.
-        Case folding is the server's ``lower()``, as in LightRAG's PostgreSQL storages."""
+        Case folding is the server's ``lower()`` on both sides, as in LightRAG's PostgreSQL
+        storages (Python's would fold "À" where a C-locale server does not: no match)."""
         if not isinstance(query, str):
             raise InvalidInput(f"search query must be a string, got {type(query).__name__}")
         check_storable(query, "search query")
         limit = _non_negative(limit, "limit")
-        folded = query.lower().strip()
-        if not folded:
+        stripped = query.strip()
+        if not stripped:
             return []
-        like = _escape_like(folded)
+        like = _escape_like(stripped)
         rows = self._read(
             q.SEARCH_LABELS,
-            query=folded,
+            query=stripped,
             prefix=f"{like}%",
             after_space=f"% {like}%",
             after_underscore=f"%!_{like}%",

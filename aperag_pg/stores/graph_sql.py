@@ -209,14 +209,14 @@ RANKED_NODES = _RANKED.format(columns="n.properties,")
 SEARCH_LABELS = f"""
 SELECT id FROM (
     SELECT id, CASE
-        WHEN lower(id) = %(query)s THEN 1000
-        WHEN lower(id) LIKE %(prefix)s ESCAPE '!' THEN 500
+        WHEN lower(id) = lower(%(query)s) THEN 1000
+        WHEN lower(id) LIKE lower(%(prefix)s) ESCAPE '!' THEN 500
         ELSE 100 - length(id) + CASE
-            WHEN lower(id) LIKE %(after_space)s ESCAPE '!'
-              OR lower(id) LIKE %(after_underscore)s ESCAPE '!' THEN 50 ELSE 0 END
+            WHEN lower(id) LIKE lower(%(after_space)s) ESCAPE '!'
+              OR lower(id) LIKE lower(%(after_underscore)s) ESCAPE '!' THEN 50 ELSE 0 END
     END AS score
     FROM {{nodes}}
-    WHERE {SCOPE} AND lower(id) LIKE %(contains)s ESCAPE '!'
+    WHERE {SCOPE} AND lower(id) LIKE lower(%(contains)s) ESCAPE '!'
 ) scored
 ORDER BY score DESC, id COLLATE "C"
 LIMIT %(limit)s
