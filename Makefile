@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/graph.py
 	$(PY) bench/worker_throughput.py
 	$(PY) bench/chaos.py
+	$(PY) bench/soak.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check aperag_pg config tests bench devtools

@@ -27,93 +27,12 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 from common import machine_line, run_benchmark  # noqa: E402
+from load import IN_FLIGHT, REPO, SteadyLoad, worker_env  # noqa: E402
 
 from devtools.chaos import FAULTS, ChaosTarget, closed_pool_stats  # noqa: E402
-from devtools.corpus import documents  # noqa: E402
 from devtools.services import EmbeddedRedis, celery_worker  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-IN_FLIGHT = 6  # tasks kept outstanding
 FAULT_GAP = (3.0, 6.0)  # seconds between faults, drawn at random
-
-
-class Load:
-    """Keeps IN_FLIGHT tasks outstanding and records when each one completes."""
-
-    def __init__(self, worker, workspaces: list[str]) -> None:
-        self.worker = worker
-        self.workspaces = workspaces
-        self.pending: list[tuple[str, object, object]] = []  # (kind, result, detail)
-        self.done: list[tuple[float, str, dict]] = []  # (time, kind, result)
-        self.next_doc = 0
-        self.threads_waiting: list[str] = []  # workflows started, to resume
-        self.threads_done: list[str] = []
-        self.ingested_docs: dict[str, int] = dict.fromkeys(workspaces, 0)
-        self.turn = 0
-
-    def fill(self) -> None:
-        while len(self.pending) < IN_FLIGHT:
-            self.turn += 1
-            kind = ("ingest", "ingest", "query", "workflow")[self.turn % 4]
-            if kind == "workflow" and self.threads_waiting:
-                thread = self.threads_waiting.pop(0)
-                self.pending.append(("resume", self._send_resume(thread), thread))
-            elif kind == "workflow":
-                thread = f"chaos-bench-{uuid.uuid4().hex}"
-                result = self.worker.send("aperag_pg.checkpoint_demo_start", thread, "chaos")
-                self.pending.append(("start", result, thread))
-            elif kind == "query":
-                workspace = self.workspaces[self.turn % 2]
-                result = self.worker.send("aperag_pg.lightrag_query", workspace, "Who leads?")
-                self.pending.append(("query", result, workspace))
-            else:
-                workspace = self.workspaces[self.turn % 2]
-                batch = documents(2, start=self.next_doc)
-                self.next_doc += 2
-                self.ingested_docs[workspace] += 2
-                result = self.worker.send(
-                    "aperag_pg.lightrag_ingest",
-                    workspace,
-                    [t for t, _ in batch],
-                    [p for _, p in batch],
-                )
-                self.pending.append(("ingest", result, workspace))
-
-    def _send_resume(self, thread: str):
-        return self.worker.send("aperag_pg.checkpoint_demo_resume", thread, "yes")
-
-    def collect(self) -> None:
-        still = []
-        for kind, result, detail in self.pending:
-            if not result.ready():
-                still.append((kind, result, detail))
-                continue
-            value = result.get(timeout=1)  # raises if the task failed
-            self.done.append((time.monotonic(), kind, value))
-            if kind == "start":
-                self.threads_waiting.append(detail)
-            elif kind == "resume":
-                assert value["next"] == [], value
-                self.threads_done.append(detail)
-        self.pending = still
-
-    def run_for(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.fill()
-            self.collect()
-            time.sleep(0.02)  # paces the polling of task results
-
-    def drain(self, timeout: float = 600) -> None:
-        deadline = time.monotonic() + timeout
-        while self.pending or self.threads_waiting:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.pending)} tasks still outstanding")
-            while self.threads_waiting and len(self.pending) < IN_FLIGHT:
-                thread = self.threads_waiting.pop(0)
-                self.pending.append(("resume", self._send_resume(thread), thread))
-            self.collect()
-            time.sleep(0.02)
 
 
 def rate(done: list[tuple[float, str, dict]], start: float, end: float) -> float:
@@ -145,19 +64,15 @@ def run(quick: bool) -> str:
 
 
 def _run(target, base, redis, rng, quiet, schedule) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "LLM_", "OPENAI"))}
-    env.update(target.worker_settings().to_env())
-    env.update(
-        POSTGRES_MAX_CONNECTIONS="3",
-        REDIS_URL=os.environ.get("REDIS_URL") or redis.url,
-        LLM_BINDING="standin",
-        LIGHTRAG_WORKING_DIR=str(base / "rag"),
-        PYTHONPATH=str(REPO),
-    )
+    services = {
+        **target.worker_settings().to_env(),
+        "REDIS_URL": os.environ.get("REDIS_URL") or redis.url,
+    }
+    env = worker_env(services, base)
     workspaces = [f"chaos_{uuid.uuid4().hex[:6]}_{side}" for side in "ab"]
     with celery_worker(env, base, concurrency=2, cwd=REPO) as worker:
         worker.call("aperag_pg.lightrag_status", workspaces[0], timeout=120)
-        load = Load(worker, workspaces)
+        load = SteadyLoad(worker, workspaces)
         load.run_for(5.0)  # warm-up: both processes have built their LightRAG
         t0 = time.monotonic()
         load.run_for(quiet)

@@ -134,11 +134,25 @@ def test_a_batch_with_one_bad_record_writes_nothing(manager, admin_conn, good, b
 
 
 @PROPERTY
-@given(node_id=ANY_TEXT.filter(bool), key=ANY_TEXT.filter(bool), value=ANY_TEXT, query=ANY_TEXT)
-@example(node_id=INJECTIONS[0], key=INJECTIONS[5], value=INJECTIONS[2], query="%")
-@example(node_id="100%_sure", key="k", value="v", query="_")
-def test_graph_labels_properties_and_searches(manager, node_id, key, value, query):
-    graph = GraphStore(workspace=f"g_{uuid.uuid4().hex[:8]}")
+@given(
+    namespace=ANY_TEXT.filter(bool),
+    node_id=ANY_TEXT.filter(bool),
+    key=ANY_TEXT.filter(bool),
+    value=ANY_TEXT,
+    query=ANY_TEXT,
+)
+@example(namespace=INJECTIONS[9], node_id=INJECTIONS[0], key=INJECTIONS[5], value="v", query="%")
+@example(namespace="ns", node_id="100%_sure", key="k", value="v", query="_")
+def test_graph_namespaces_labels_properties_and_searches(
+    manager, namespace, node_id, key, value, query
+):
+    graphs: list[GraphStore] = []
+    if _refused_or_raise(
+        lambda: graphs.append(GraphStore(namespace, workspace=f"g_{uuid.uuid4().hex[:8]}"))
+    ):
+        assert not storable(namespace)
+        return
+    graph = graphs[0]
     graph.ensure_tables()
     properties = {"entity_id": node_id, key: value}
     if _refused_or_raise(lambda: graph.upsert_node(node_id, properties)):
