@@ -88,13 +88,9 @@ def _run(target, base, redis, rng, quiet, schedule) -> str:
         assert worker.warm_shutdown(timeout=180) == 0
         log = worker.log_text()
     left = target.app_connections()
-    rows = target.query(
-        "SELECT workspace, count(*), count(*) FILTER (WHERE status <> 'processed'), "
-        "count(*) FILTER (WHERE id LIKE 'dup-%%') FROM lightrag_doc_status GROUP BY 1"
-    )
+    stored = target.document_tally()
     stats = closed_pool_stats(log)
     done = load.done
-    stored = {ws: (n, bad, dup) for ws, n, bad, dup in rows}
     for workspace, docs in load.ingested_docs.items():
         assert stored[workspace] == (docs, 0, 0), (workspace, stored[workspace], docs)
     assert left == 0, f"{left} connections left after the warm shutdown"

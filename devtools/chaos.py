@@ -96,6 +96,14 @@ class ChaosTarget:
         assert self.proxy is not None
         self.proxy.cut()
 
+    def document_tally(self) -> dict[str, tuple[int, int, int]]:
+        """workspace -> (documents, not processed, ``dup-`` records) in LightRAG's doc status."""
+        rows = self.query(
+            "SELECT workspace, count(*), count(*) FILTER (WHERE status <> 'processed'), "
+            "count(*) FILTER (WHERE id LIKE 'dup-%%') FROM lightrag_doc_status GROUP BY 1"
+        )
+        return {workspace: (total, bad, dup) for workspace, total, bad, dup in rows}
+
     def app_connections(self) -> int:
         pattern = self.worker_settings().pool_application_pattern()
         rows = self.query(
