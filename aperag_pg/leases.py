@@ -92,8 +92,12 @@ def hold_lease(
     """
     statements = _statements(manager)
     lease = Lease(name, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
-    _take(lease, ttl, timeout, statements, manager)
-    _held.add(lease.holder)
+    _held.add(lease.holder)  # before taking: no thread of ours may think it orphaned
+    try:
+        _take(lease, ttl, timeout, statements, manager)
+    except BaseException:
+        _held.discard(lease.holder)
+        raise
     stop = threading.Event()
     renewer = threading.Thread(
         target=_renew_until,
