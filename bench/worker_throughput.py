@@ -209,7 +209,7 @@ def run(quick: bool) -> str:
         "models and LightRAG's own work compete for CPU, so throughput stops growing.",
         "",
         f"Ingest alone: {ingest_docs} documents, 5 per task, into fresh workspaces; documents "
-        "per second. One workspace's writers take turns (its writer lock); several "
+        "per second. One workspace's writers take turns (its writer lease); several "
         "workspaces ingest in parallel on different processes.",
         "",
         "| worker processes | " + " | ".join(f"{w} workspace(s)" for w in INGEST_WORKSPACES) + " |",
@@ -223,7 +223,7 @@ def run(quick: bool) -> str:
         "",
         f"Redelivery: one ingest task of {ingest_docs} documents with 2 processes, median of "
         f"{len(redelivery['killed once'])}: {plain:.1f} s uninterrupted; {killed:.1f} s when the "
-        "process holding the workspace's lock is killed (SIGKILL) as soon as it holds it, "
+        "process holding the workspace's lease is killed (SIGKILL) as soon as it holds it, "
         f"so the task is delivered again a second later and resumed: {killed - plain:+.1f} s.",
         "",
         f"Start-up check: the embedding-dimension check a worker runs once at start, before "
