@@ -133,9 +133,9 @@ def _report(samples: list[dict], minutes: float, total: int, left: int) -> str:
         rss = growth_per_hour([(s["minute"], s["rss"]) for s in mine])
         sessions = growth_per_hour([(s["minute"], s["sessions"]) for s in mine])
         lines.append(
-            f"- process {pid}: resident memory {rss:+.1f} MiB/h, server sessions "
-            f"{sessions:+.2f}/h (last: {mine[-1]['rss']:.1f} MiB, {mine[-1]['sessions']} "
-            "sessions)"
+            f"- process {pid}: resident memory {rss:+.1f} MiB/h (from "
+            f"{min(s['rss'] for s in mine):.1f} to {max(s['rss'] for s in mine):.1f} MiB), "
+            f"server sessions {sessions:+.2f}/h (last: {mine[-1]['sessions']})"
             if mine
             else f"- process {pid}: no samples after warm-up"
         )
