@@ -127,8 +127,7 @@ def current_holder(name: str, manager: Manager = PostgreSQLSyncConnectionManager
 def live_holders(cur: Any, prefix: str, schema: str = "public") -> list[tuple[str, int]]:
     """(name, holder pid) of the unexpired leases whose name starts with ``prefix``, read
     on any cursor (an observer's own connection); empty before the table exists."""
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}"."{TABLE}"',))
-    if not cur.fetchone()[0]:
+    if not table_exists(cur, schema, TABLE):
         return []
     cur.execute(
         sql.SQL(_LIVE).format(table=sql.Identifier(schema, TABLE)),
