@@ -118,28 +118,20 @@ def cache_dir() -> Path:
     return Path(base) / "aperag_pg"
 
 
-def pgbouncer_tree() -> Path:
-    """A folder with ``bin/pgbouncer`` and ``lib/`` (the libraries it may need), fetched
-    into the cache on first use; or the folder of ``PGBOUNCER_BIN``'s copy."""
+def pgbouncer_files() -> tuple[Path, Path | None]:
+    """The pgbouncer binary, and the folder of the libraries it may need (None for
+    ``PGBOUNCER_BIN``, which uses the system's); fetched into the cache on first use."""
     given = os.environ.get(PGBOUNCER_BIN)
     if given:
         if not os.access(given, os.X_OK):
             raise RuntimeError(
                 f"{PGBOUNCER_BIN}={given!r} is not an executable file. " + _HOW_TO_PROVIDE
             )
-        return _tree_of_binary(Path(given))
+        return Path(given), None
     tree = cache_dir() / "pgbouncer"
     if not (tree / "bin" / "pgbouncer").exists():
         _fetch_debian_packages(tree)
-    return tree
-
-
-def _tree_of_binary(binary: Path) -> Path:
-    tree = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
-    (tree / "bin").mkdir()
-    (tree / "lib").mkdir()
-    shutil.copy2(binary, tree / "bin" / "pgbouncer")
-    return tree
+    return tree / "bin" / "pgbouncer", tree / "lib"
 
 
 def _fetch_debian_packages(tree: Path) -> None:
@@ -208,9 +200,13 @@ class EmbeddedPgBouncer:
 
     def start(self) -> EmbeddedPgBouncer:
         self.base.mkdir(parents=True, exist_ok=True)
-        tree = pgbouncer_tree()
-        for part in ("bin", "lib"):
-            shutil.copytree(tree / part, self.base / part, dirs_exist_ok=True)
+        binary, libraries = pgbouncer_files()
+        (self.base / "bin").mkdir(exist_ok=True)
+        shutil.copy2(binary, self.base / "bin" / "pgbouncer")
+        if libraries is not None:
+            shutil.copytree(libraries, self.base / "lib", dirs_exist_ok=True)
+        else:
+            (self.base / "lib").mkdir(exist_ok=True)
         self._write_config()
         self._hand_over_files()
         env = {**os.environ, "LD_LIBRARY_PATH": str(self.base / "lib")}
