@@ -15,7 +15,7 @@ from typing import Any
 import psycopg2.errors
 from psycopg2 import sql
 
-from ..cursors import Manager, Mode, cursor
+from ..cursors import Manager
 from ..errors import (
     ExtensionMissing,
     InvalidInput,
@@ -71,9 +71,18 @@ DROP_INDEX = "DROP INDEX IF EXISTS {schema}.{index}"
 def ensure_pgvector(manager: Manager) -> tuple[int, ...]:
     """Enable pgvector in the database unless it is (no privilege is needed to use an
     installed extension) and return its version, e.g. (0, 8, 1)."""
-    apply_ddl("the pgvector extension", None, _pgvector_version, _create_pgvector(manager), manager)
-    with cursor(manager, Mode.AUTOCOMMIT) as cur:
-        return _pgvector_version(cur)
+    versions: list[tuple[int, ...]] = []  # each version read; the last one is current
+
+    def installed(cur: Any) -> bool:
+        versions.append(_pgvector_version(cur))
+        return bool(versions[-1])
+
+    def create(cur: Any) -> None:
+        _create_pgvector(manager)(cur)
+        installed(cur)
+
+    apply_ddl("the pgvector extension", None, installed, create, manager)
+    return versions[-1]
 
 
 def _pgvector_version(cur: Any) -> tuple[int, ...]:
