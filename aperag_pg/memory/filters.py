@@ -1,0 +1,101 @@
+"""A search ``filter`` as SQL over the item's jsonb ``value``.
+
+What a filter means here (PostgresStore 3.2.0 differs where marked):
+- ``{"k": v}`` and ``{"k": {"$eq": v}}``: the value at ``k`` equals ``v`` as JSON
+  (``1`` equals ``1.0``). A dict without operators matches key by key, as InMemoryStore
+  does (upstream raises "Unsupported operator").
+- ``$ne``: not equal, and a missing key counts as not equal (InMemoryStore's reading;
+  upstream drops items that lack the key).
+- ``$gt $gte $lt $lte``: a number compares with numbers, a boolean with booleans, a
+  string with strings (the database's collation); values of another JSON type never
+  match. Upstream compares the text of both sides, so ``10 < 9`` and ``"10" > 9``.
+- A key with dots is a path into nested objects: ``{"a.b": 1}`` matches
+  ``{"a": {"b": 1}}`` (upstream looks for a top-level key named ``a.b``).
+Every value is a parameter; keys are parameters too (a ``text[]`` path).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import InvalidInput
+from ..values import jsonb_text
+
+_ORDER = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+OPERATORS = ("$eq", "$ne", *_ORDER)
+
+
+def filter_sql(filter: Mapping[str, Any] | None) -> tuple[list[str], list[Any]]:
+    """The conditions (on ``s.value``) and their parameters, in order."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if not filter:
+        return conditions, params
+    if not isinstance(filter, Mapping):
+        raise InvalidInput(f"search filter must be a dict, got {type(filter).__name__}.")
+    for key, wanted in filter.items():
+        _conditions_for(_path(key), wanted, conditions, params)
+    return conditions, params
+
+
+def _path(key: Any) -> list[str]:
+    if not isinstance(key, str) or not key or "\x00" in key:
+        raise InvalidInput(
+            f"search filter key {key!r} is not usable: use a non-empty string without NUL "
+            "characters (dots separate nested keys)."
+        )
+    return key.split(".")
+
+
+def _conditions_for(path: list[str], wanted: Any, conditions: list, params: list) -> None:
+    if isinstance(wanted, Mapping) and any(str(k).startswith("$") for k in wanted):
+        for operator, operand in wanted.items():
+            _operator(path, operator, operand, conditions, params)
+    elif isinstance(wanted, Mapping) and wanted:
+        for key, inner in wanted.items():  # nested match, key by key
+            _conditions_for(path + _path(key), inner, conditions, params)
+    else:
+        conditions.append("s.value #> %s::text[] = %s::jsonb")
+        params.extend([path, _json(path, wanted)])
+
+
+def _operator(path: list[str], operator: Any, operand: Any, conditions: list, params: list) -> None:
+    if operator == "$eq":
+        conditions.append("s.value #> %s::text[] = %s::jsonb")
+        params.extend([path, _json(path, operand)])
+    elif operator == "$ne":
+        conditions.append("s.value #> %s::text[] IS DISTINCT FROM %s::jsonb")
+        params.extend([path, _json(path, operand)])
+    elif operator in _ORDER:
+        jsonb_type, cast = _comparable(path, operator, operand)
+        # CASE, not AND: the cast must only see values of its own type.
+        conditions.append(
+            f"CASE WHEN jsonb_typeof(s.value #> %s::text[]) = '{jsonb_type}' "
+            f"THEN (s.value #> %s::text[]){cast} {_ORDER[operator]} %s END"
+        )
+        params.extend([path, path, operand])
+    else:
+        raise InvalidInput(
+            f"search filter on {'.'.join(path)!r} uses the operator {operator!r}; "
+            f"use one of {', '.join(OPERATORS)}."
+        )
+
+
+def _comparable(path: list[str], operator: str, operand: Any) -> tuple[str, str]:
+    """The JSON type an ordering operand matches, and the cast that reads it."""
+    if isinstance(operand, bool):
+        return "boolean", "::boolean"
+    if isinstance(operand, (int, float)) and math.isfinite(operand):
+        return "number", "::numeric"
+    if isinstance(operand, str) and "\x00" not in operand:
+        return "string", " #>> '{}'"
+    raise InvalidInput(
+        f"search filter {operator} on {'.'.join(path)!r} compares with {operand!r}; use a "
+        "finite number, a string or a boolean."
+    )
+
+
+def _json(path: list[str], value: Any) -> str:
+    return jsonb_text(value, f"search filter value for {'.'.join(path)!r}")

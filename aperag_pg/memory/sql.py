@@ -1,0 +1,171 @@
+"""SQL of the long-term memory store: langgraph-checkpoint-postgres 3.2.0's store tables,
+schema-qualified.
+
+The migrations have upstream's effect and version numbers (``store_migrations`` 0-3,
+``vector_migrations`` 0-2), so ``PostgresStore.setup()`` and ours each find the other's
+tables up to date. They differ in form only: names carry ``{schema}`` (nothing depends on
+``search_path``), and indexes are built with a plain ``CREATE INDEX`` inside the setup
+transaction, so no caller needs an autocommit connection. One step is ours and has no
+version: ``ttl_minutes`` becomes double precision, so a TTL of 0.5 minutes stays 0.5
+(upstream's integer column rounds it); PostgresStore reads and writes that column as
+before.
+
+``{schema}`` is filled in by ``MemoryTables``; values are always ``%s`` parameters.
+"""
+
+from __future__ import annotations
+
+STORE_MIGRATIONS = (
+    """
+CREATE TABLE IF NOT EXISTS {schema}.store (
+    prefix text NOT NULL,
+    key text NOT NULL,
+    value jsonb NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP,
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (prefix, key)
+)""",
+    "CREATE INDEX IF NOT EXISTS store_prefix_idx ON {schema}.store "
+    "USING btree (prefix text_pattern_ops)",
+    """
+ALTER TABLE {schema}.store
+ADD COLUMN IF NOT EXISTS expires_at TIMESTAMP WITH TIME ZONE,
+ADD COLUMN IF NOT EXISTS ttl_minutes INT""",
+    "CREATE INDEX IF NOT EXISTS idx_store_expires_at ON {schema}.store (expires_at) "
+    "WHERE expires_at IS NOT NULL",
+)
+# Version 0 of the vector migrations is the pgvector extension (vector_tables.ensure_pgvector).
+CREATE_STORE_VECTORS = """
+CREATE TABLE IF NOT EXISTS {schema}.store_vectors (
+    prefix text NOT NULL,
+    key text NOT NULL,
+    field_name text NOT NULL,
+    embedding {vector_type}({dims}),
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP,
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (prefix, key, field_name),
+    FOREIGN KEY (prefix, key) REFERENCES {schema}.store(prefix, key) ON DELETE CASCADE
+)"""
+CREATE_VECTOR_INDEX = (
+    "CREATE INDEX IF NOT EXISTS store_vectors_embedding_idx ON {schema}.store_vectors "
+    "USING {kind} (embedding {ops}){options}"
+)
+STORE_VECTOR_INDEX_VERSION = 2  # skipped (not recorded) for a "flat" index, as upstream
+
+CREATE_VERSIONS = "CREATE TABLE IF NOT EXISTS {schema}.{table} (v INTEGER PRIMARY KEY)"
+LATEST_VERSION = "SELECT max(v) FROM {schema}.{table}"
+RECORD_VERSION = "INSERT INTO {schema}.{table} (v) VALUES (%s)"
+FRACTIONAL_TTL = "ALTER TABLE {schema}.store ALTER COLUMN ttl_minutes TYPE double precision"
+
+# Where setup stands, from the catalog alone (a missing table cannot be read from):
+# which tables exist, the type of ttl_minutes and of the embedding column.
+STATE = """
+SELECT to_regclass(%(store_migrations)s) IS NOT NULL,
+       to_regclass(%(vector_migrations)s) IS NOT NULL,
+       (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+        WHERE attrelid = to_regclass(%(store)s) AND attname = 'ttl_minutes'
+          AND NOT attisdropped),
+       (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+        WHERE attrelid = to_regclass(%(store_vectors)s) AND attname = 'embedding'
+          AND NOT attisdropped)
+"""
+
+# -- writes ---------------------------------------------------------------------------
+
+# Rows in key order (lock order); the TTL is kept exactly (seconds, not whole minutes).
+UPSERT_ITEMS = """
+INSERT INTO {schema}.store AS s
+    (prefix, key, value, created_at, updated_at, expires_at, ttl_minutes)
+SELECT p, k, v::jsonb, now(), now(),
+       now() + make_interval(secs => t * 60), t
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[]) AS r(p, k, v, t)
+ORDER BY p, k
+ON CONFLICT (prefix, key) DO UPDATE
+SET value = EXCLUDED.value,
+    updated_at = now(),
+    expires_at = EXCLUDED.expires_at,
+    ttl_minutes = EXCLUDED.ttl_minutes
+"""
+DELETE_ITEMS = """
+DELETE FROM {schema}.store AS s
+USING unnest(%s::text[], %s::text[]) AS r(p, k)
+WHERE s.prefix = r.p AND s.key = r.k
+"""
+# A put replaces the item's vectors: fields no longer in the value, or a put with
+# index=False, leave none behind (upstream keeps them, so the item would still be found
+# by what it used to say).
+DELETE_VECTORS = """
+DELETE FROM {schema}.store_vectors AS sv
+USING unnest(%s::text[], %s::text[]) AS r(p, k)
+WHERE sv.prefix = r.p AND sv.key = r.k
+"""
+INSERT_VECTORS = """
+INSERT INTO {schema}.store_vectors (prefix, key, field_name, embedding, created_at, updated_at)
+SELECT p, k, f, e::{vector_type}, now(), now()
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS r(p, k, f, e)
+ORDER BY p, k, f
+"""
+
+# -- reads ----------------------------------------------------------------------------
+
+GET_ITEMS = """
+SELECT s.prefix, s.key, s.value, s.created_at, s.updated_at, s.ttl_minutes IS NOT NULL AS has_ttl
+FROM {schema}.store AS s
+JOIN unnest(%s::text[], %s::text[]) AS r(p, k) ON s.prefix = r.p AND s.key = r.k
+{live}
+"""
+# Reads with refresh_ttl push the expiry of the items read (and only those with a TTL).
+REFRESH_TTL = """
+UPDATE {schema}.store AS s
+SET expires_at = now() + make_interval(secs => s.ttl_minutes * 60)
+FROM unnest(%s::text[], %s::text[]) AS r(p, k)
+WHERE s.prefix = r.p AND s.key = r.k AND s.ttl_minutes IS NOT NULL {live}
+"""
+LIVE = "(s.expires_at IS NULL OR s.expires_at > now())"
+
+SEARCH_ITEMS = """
+SELECT s.prefix, s.key, s.value, s.created_at, s.updated_at, NULL::float8 AS score,
+       s.ttl_minutes IS NOT NULL AS has_ttl
+FROM {schema}.store AS s
+WHERE {where}
+ORDER BY s.updated_at DESC
+LIMIT %s OFFSET %s
+"""
+# Nearest vectors first, straight off the ANN index (ORDER BY the bare distance, ascending,
+# LIMIT: the only form pgvector's index serves), then their items, filters and paging.
+# ``candidates`` tells whether the index had more to give: if a filter dropped too many,
+# the caller asks again for more. Upstream joins the items first, so the index is unused.
+SEARCH_NEAREST = """
+WITH nearest AS MATERIALIZED (
+    SELECT sv.prefix, sv.key, {distance} AS distance
+    FROM {schema}.store_vectors AS sv
+    WHERE {namespace}
+    ORDER BY {order}
+    LIMIT %(candidates)s
+),
+best AS (
+    SELECT prefix, key, min(distance) AS distance FROM nearest GROUP BY prefix, key
+)
+SELECT c.candidates, page.*
+FROM (SELECT count(*) AS candidates FROM nearest) AS c
+LEFT JOIN LATERAL (
+    SELECT s.prefix, s.key, s.value, s.created_at, s.updated_at, {score} AS score,
+           s.ttl_minutes IS NOT NULL AS has_ttl
+    FROM best AS b
+    JOIN {schema}.store AS s ON s.prefix = b.prefix AND s.key = b.key
+    WHERE {where}
+    ORDER BY b.distance, s.prefix, s.key
+    LIMIT %(limit)s OFFSET %(offset)s
+) AS page ON true
+"""
+
+SWEEP_EXPIRED = """
+DELETE FROM {schema}.store AS s
+USING (
+    SELECT prefix, key FROM {schema}.store
+    WHERE expires_at IS NOT NULL AND expires_at < now()
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+) AS expired
+WHERE s.prefix = expired.prefix AND s.key = expired.key
+"""

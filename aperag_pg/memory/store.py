@@ -1,0 +1,546 @@
+"""PGSyncStore: LangGraph's long-term memory (``BaseStore``) on the worker process's pool.
+
+``batch`` takes a connection for one call; ``abatch`` embeds (awaiting an async
+``embed``) on the caller's loop and runs the SQL on ``aperag_pg.threads.to_thread``.
+Nothing is bound to an event loop or held between calls, and there is no instance lock,
+so one store serves sync and async callers from any thread or loop, including a new
+``asyncio.run`` per Celery task.
+
+Tables, migration versions and row formats are langgraph-checkpoint-postgres 3.2.0's
+``PostgresStore``: each side reads what the other wrote. Where the behaviour differs
+on purpose, the module that does it says so (``filters``, ``namespaces``, ``sql``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg2.errors
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    Item,
+    ListNamespacesOp,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    TTLConfig,
+    get_text_at_path,
+    tokenize_path,
+    validate_op_namespace,
+)
+
+from ..cursors import Manager, Mode, cursor
+from ..errors import ConfigError, InvalidInput, SchemaError, VectorDimensionMismatch, first_line
+from ..manager import PostgreSQLSyncConnectionManager
+from ..settings import is_plain_schema_name
+from ..stores.base import DictRowCursor
+from ..stores.vector_text import vector_literal
+from ..threads import to_thread
+from ..values import check_storable, jsonb_text
+from . import namespaces, sql
+from .config import VectorIndex, vector_index
+from .filters import filter_sql
+from .migrate import setup_store_tables
+
+logger = logging.getLogger(__name__)
+
+SWEEP_BATCH = 1000  # expired items deleted per statement
+_ITERATIVE_SCAN = {
+    # pgvector 0.8+: the index scan goes on past rows the namespace condition drops.
+    "hnsw": "SET LOCAL hnsw.iterative_scan = strict_order",
+    "ivfflat": "SET LOCAL ivfflat.iterative_scan = relaxed_order",
+}
+Fill = Callable[..., str]  # a statement template and its parts -> the statement
+_ANN_ROUNDS = 3  # index reads, each 4x wider, before an exact scan takes over
+
+
+@dataclass
+class _Plan:
+    """A batch checked and grouped, with the texts it needs embedded."""
+
+    size: int
+    gets: list[tuple[int, GetOp]] = field(default_factory=list)
+    searches: list[tuple[int, SearchOp]] = field(default_factory=list)
+    lists: list[tuple[int, ListNamespacesOp]] = field(default_factory=list)
+    puts: dict[tuple[str, str], PutOp] = field(default_factory=dict)  # last op per item wins
+    fields: list[tuple[str, str, str]] = field(default_factory=list)  # (prefix, key, field)
+    texts: list[str] = field(default_factory=list)  # the field's text, embedded on put
+    queries: dict[int, str] = field(default_factory=dict)  # search index -> query text
+
+
+class PGSyncStore(BaseStore):
+    """LangGraph ``BaseStore`` on aperag_pg's per-process psycopg2 pool.
+
+    Args:
+        schema: schema of the store tables; default ``POSTGRES_SCHEMA`` of the pool.
+        index: upstream's ``PostgresIndexConfig`` (dims, embed, fields,
+            ann_index_config, distance_type) to enable semantic search.
+        ttl: upstream's ``TTLConfig`` (default_ttl in minutes, fractions kept;
+            refresh_on_read; omit_expired). Expired items are deleted by
+            ``sweep_ttl()``, which the Celery beat task ``aperag_pg.sweep_store`` runs.
+        deserializer: turns a stored value that is not a JSON object into a dict.
+        manager: the connection manager (the process-wide one by default).
+    """
+
+    supports_ttl = True
+
+    def __init__(
+        self,
+        *,
+        schema: str | None = None,
+        index: Mapping[str, Any] | None = None,
+        ttl: TTLConfig | None = None,
+        deserializer: Callable[[Any], dict[str, Any]] | None = None,
+        manager: Manager = PostgreSQLSyncConnectionManager,
+    ) -> None:
+        if schema is not None and not is_plain_schema_name(schema):
+            raise ConfigError(
+                f"schema {schema!r} is not a plain schema name: use 1 to 63 letters, digits "
+                "or underscores, not starting with a digit (as POSTGRES_SCHEMA)."
+            )
+        self._schema = schema
+        self.index: VectorIndex | None = vector_index(index) if index else None
+        # upstream's attributes, which LangGraph and callers read
+        self.index_config = dict(index) if index else None
+        self.embeddings = self.index.embeddings if self.index else None
+        self.ttl_config = ttl
+        self._omit_expired = bool(ttl and ttl.get("omit_expired"))
+        self._deserializer = deserializer
+        self.manager = manager
+        self._iterative_scans = False  # pgvector 0.8+, known after setup()
+
+    @property
+    def schema(self) -> str:
+        return self._schema or self.manager.settings().schema
+
+    # -- setup and maintenance ----------------------------------------------------
+
+    def setup(self) -> None:
+        """Create or upgrade the tables (upstream's versions), under the DDL lock; safe to
+        call from every process at start. No autocommit connection is needed."""
+        pgvector = setup_store_tables(self.schema, self.index, self.manager)
+        self._iterative_scans = pgvector >= (0, 8)
+
+    async def asetup(self) -> None:
+        await to_thread(self.setup)
+
+    def sweep_ttl(self) -> int:
+        """Delete the items whose TTL has run out (their vectors go with them); return how
+        many. Bounded statements, and rows another sweeper holds are skipped, so several
+        sweepers at once never wait on each other."""
+        deleted = 0
+        with self._cursor(Mode.AUTOCOMMIT) as (cur, fill):
+            statement = fill(sql.SWEEP_EXPIRED)
+            while True:
+                cur.execute(statement, (SWEEP_BATCH,))
+                deleted += cur.rowcount
+                if cur.rowcount < SWEEP_BATCH:
+                    return deleted
+
+    async def asweep_ttl(self) -> int:
+        return await to_thread(self.sweep_ttl)
+
+    def start_ttl_sweeper(self, sweep_interval_minutes: int | None = None) -> Future[None]:
+        """Upstream's sweeper thread is not started: in a worker, expired items are deleted
+        by the beat task ``aperag_pg.sweep_store`` (one sweep, not one thread per process)."""
+        logger.info(
+            "PGSyncStore does not start a TTL sweeper thread; schedule the Celery beat task "
+            "aperag_pg.sweep_store (config/celery.py does) or call sweep_ttl()."
+        )
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
+        return True
+
+    # -- batches ----------------------------------------------------------------------
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        plan = self._plan(ops)
+        vectors = self._embed(plan.texts)
+        queries = self._embed(list(plan.queries.values()))
+        return self._execute(plan, vectors, dict(zip(plan.queries, queries, strict=True)))
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        plan = self._plan(ops)
+        vectors = await self._aembed(plan.texts)
+        queries = await self._aembed(list(plan.queries.values()))
+        return await to_thread(
+            self._execute, plan, vectors, dict(zip(plan.queries, queries, strict=True))
+        )
+
+    # -- planning: validation, grouping, what to embed ------------------------------------
+
+    def _plan(self, ops: Iterable[Op]) -> _Plan:
+        ops = list(ops)
+        plan = _Plan(size=len(ops))
+        for i, op in enumerate(ops):
+            validate_op_namespace(op)
+            if isinstance(op, GetOp):
+                _check_key(op.key)
+                plan.gets.append((i, op))
+            elif isinstance(op, SearchOp):
+                _check_page(op.limit, op.offset, "search")
+                if op.query is not None and self.index is not None:
+                    _check_text(op.query, "search query")
+                    plan.queries[len(plan.searches)] = op.query
+                plan.searches.append((i, op))
+            elif isinstance(op, ListNamespacesOp):
+                _check_page(op.limit, op.offset, "list_namespaces")
+                if op.max_depth is not None and (
+                    isinstance(op.max_depth, bool)
+                    or not isinstance(op.max_depth, int)
+                    or op.max_depth < 1
+                ):
+                    raise InvalidInput(
+                        f"list_namespaces max_depth is {op.max_depth!r}; use a positive "
+                        "integer, or None for whole namespaces."
+                    )
+                plan.lists.append((i, op))
+            elif isinstance(op, PutOp):
+                _check_key(op.key)
+                _check_put(op)
+                plan.puts[(namespaces.to_text(op.namespace), op.key)] = op
+            else:
+                raise InvalidInput(f"unknown store operation {type(op).__name__}")
+        if self.index is not None:
+            self._fields_to_embed(plan)
+        return plan
+
+    def _fields_to_embed(self, plan: _Plan) -> None:
+        for (prefix, key), op in plan.puts.items():
+            if op.value is None or op.index is False:
+                continue
+            if op.index is None:
+                paths = self.index.fields
+            else:
+                paths = tuple((path, tokenize_path(path)) for path in op.index)
+            for path, tokens in paths:
+                texts = get_text_at_path(op.value, tokens)
+                for n, text in enumerate(texts):
+                    plan.fields.append((prefix, key, f"{path}.{n}" if len(texts) > 1 else path))
+                    plan.texts.append(_check_text(text, f"the text at {path!r} of item {key!r}"))
+
+    def _embed(self, texts: list[str]) -> list[Any]:
+        return self._checked_vectors(self.embeddings.embed_documents(texts)) if texts else []
+
+    async def _aembed(self, texts: list[str]) -> list[Any]:
+        if not texts:
+            return []
+        return self._checked_vectors(await self.embeddings.aembed_documents(texts))
+
+    def _checked_vectors(self, vectors: Sequence[Sequence[float]]) -> list[np.ndarray]:
+        """The embeddings as float32 arrays of the index's dimension, all finite."""
+        checked = []
+        for vector in vectors:
+            array = np.asarray(vector, dtype=np.float64)
+            if array.shape != (self.index.dims,):
+                raise VectorDimensionMismatch(
+                    f"the embedding function returned a vector of shape {array.shape}, but "
+                    f"the store's index dims is {self.index.dims}. Fix: set index dims to the "
+                    "model's dimension (a new schema if its tables hold another)."
+                )
+            if not np.isfinite(array).all():
+                raise InvalidInput(
+                    "the embedding function returned NaN or infinity; nothing was written."
+                )
+            checked.append(array)
+        return checked
+
+    # -- execution: one connection, one transaction when anything is written ------------
+
+    def _execute(
+        self, plan: _Plan, vectors: list[np.ndarray], queries: dict[int, np.ndarray]
+    ) -> list[Result]:
+        results: list[Result] = [None] * plan.size
+        writes = bool(plan.puts) or bool(queries)  # SET LOCAL needs a transaction too
+        try:
+            with self._cursor(Mode.TRANSACTION if writes else Mode.AUTOCOMMIT) as (cur, fill):
+                if plan.gets:
+                    self._get(cur, fill, plan.gets, results)
+                for n, (i, op) in enumerate(plan.searches):
+                    if n in queries:
+                        results[i] = self._vector_search(cur, fill, op, queries[n])
+                    else:
+                        results[i] = self._search(cur, fill, op)
+                for i, op in plan.lists:
+                    results[i] = self._list_namespaces(cur, fill, op)
+                if plan.puts:
+                    self._put(cur, fill, plan, vectors)
+        except psycopg2.errors.ProgramLimitExceeded as exc:
+            raise InvalidInput(
+                f"a value is too large for PostgreSQL ({first_line(exc)}); store large "
+                "content elsewhere and keep a reference in the item. Nothing was written."
+            ) from exc
+        return results
+
+    def _cursor(self, mode: Mode):
+        return _store_cursor(self.manager, self.schema, mode)
+
+    def _live(self) -> str:
+        return sql.LIVE if self._omit_expired else ""
+
+    def _get(self, cur: Any, fill: Any, gets: list[tuple[int, GetOp]], results: list) -> None:
+        wanted = [(namespaces.to_text(op.namespace), op.key) for _, op in gets]
+        live = self._live()
+        cur.execute(
+            fill(sql.GET_ITEMS, live=f"WHERE {live}" if live else ""),
+            ([p for p, _ in wanted], [k for _, k in wanted]),
+        )
+        rows = {(row["prefix"], row["key"]): row for row in cur.fetchall()}
+        refresh = set()
+        for (i, op), item in zip(gets, wanted, strict=True):
+            row = rows.get(item)
+            results[i] = None if row is None else self._item(op.namespace, row)
+            if row is not None and op.refresh_ttl and row["has_ttl"]:
+                refresh.add(item)
+        self._refresh(cur, fill, refresh)
+
+    def _search(self, cur: Any, fill: Any, op: SearchOp) -> list[SearchItem]:
+        where, params = self._where(op, "s.prefix")
+        cur.execute(fill(sql.SEARCH_ITEMS, where=where), [*params, op.limit, op.offset])
+        return self._found(cur, fill, op, cur.fetchall())
+
+    def _vector_search(
+        self, cur: Any, fill: Any, op: SearchOp, query: np.ndarray
+    ) -> list[SearchItem]:
+        """The index's nearest vectors, widened while filters leave the page short; an
+        exact scan when the index has given all it will (a small namespace, a short
+        table, hnsw.max_scan_tuples), so results never go missing."""
+        if self._iterative_scans and self.index.kind in _ITERATIVE_SCAN:
+            cur.execute(_ITERATIVE_SCAN[self.index.kind])
+        candidates = max((op.offset + op.limit) * self.index.vectors_per_item * 2 + 1, 40)
+        for _ in range(_ANN_ROUNDS):
+            found, rows = self._nearest(cur, fill, op, query, candidates)
+            if len(rows) >= op.limit:
+                return self._found(cur, fill, op, rows)
+            if found < candidates:
+                break
+            candidates *= 4
+        _, rows = self._nearest(cur, fill, op, query, None)
+        return self._found(cur, fill, op, rows)
+
+    def _nearest(
+        self, cur: Any, fill: Any, op: SearchOp, query: np.ndarray, candidates: int | None
+    ) -> tuple[int, list]:
+        """(how many vectors were read, the page of items); ``candidates`` None: every
+        vector in the namespace, in exact distance order (the index cannot serve it)."""
+        index = self.index
+        namespace, namespace_params = namespaces.prefix_condition(op.namespace_prefix, "sv.prefix")
+        where, params = self._where(op, None)
+        distance = f"sv.embedding {index.operator} %(query)s::{index.column_type}"
+        statement = fill(
+            sql.SEARCH_NEAREST,
+            distance=distance,
+            # the bare distance is what the ANN index serves; an expression is exact
+            order=distance if candidates else f"({distance}) + 0",
+            namespace=_numbered(namespace, "ns", len(namespace_params)),
+            where=_numbered(where, "f", len(params)),
+            score=index.score("b.distance"),
+        )
+        values = {
+            "query": _query_text(index, query),
+            "candidates": candidates,
+            "limit": op.limit,
+            "offset": op.offset,
+            **{f"ns{n}": value for n, value in enumerate(namespace_params)},
+            **{f"f{n}": value for n, value in enumerate(params)},
+        }
+        cur.execute(statement, values)
+        rows = cur.fetchall()
+        found = rows[0]["candidates"] if rows else 0
+        return found, [row for row in rows if row["key"] is not None]
+
+    def _where(self, op: SearchOp, prefix_column: str | None) -> tuple[str, list[Any]]:
+        conditions, params = filter_sql(op.filter)
+        if prefix_column is not None:
+            namespace, namespace_params = namespaces.prefix_condition(
+                op.namespace_prefix, prefix_column
+            )
+            conditions.insert(0, namespace)
+            params[:0] = namespace_params
+        if self._omit_expired:
+            conditions.append(sql.LIVE)
+        return " AND ".join(conditions) or "true", params
+
+    def _found(self, cur: Any, fill: Any, op: SearchOp, rows: list) -> list[SearchItem]:
+        items = [self._search_item(row) for row in rows]
+        if op.refresh_ttl:
+            self._refresh(cur, fill, {(r["prefix"], r["key"]) for r in rows if r["has_ttl"]})
+        return items
+
+    def _refresh(self, cur: Any, fill: Any, items: set[tuple[str, str]]) -> None:
+        if not items:
+            return
+        ordered = sorted(items)
+        live = self._live()
+        cur.execute(
+            fill(sql.REFRESH_TTL, live=f"AND {live}" if live else ""),
+            ([p for p, _ in ordered], [k for _, k in ordered]),
+        )
+
+    def _list_namespaces(self, cur: Any, fill: Any, op: ListNamespacesOp) -> list[tuple]:
+        statement, params = namespaces.list_namespaces_sql(op, self._live())
+        cur.execute(fill(statement), params)
+        return [namespaces.from_text(row["prefix"]) for row in cur.fetchall()]
+
+    def _put(self, cur: Any, fill: Any, plan: _Plan, vectors: list[np.ndarray]) -> None:
+        ordered = sorted(plan.puts.items())  # lock order: rivals wait instead of deadlocking
+        deletes = [item for item, op in ordered if op.value is None]
+        upserts = [(item, op) for item, op in ordered if op.value is not None]
+        if deletes:
+            cur.execute(fill(sql.DELETE_ITEMS), ([p for p, _ in deletes], [k for _, k in deletes]))
+        if not upserts:
+            return
+        cur.execute(
+            fill(sql.UPSERT_ITEMS),
+            (
+                [p for (p, _), _ in upserts],
+                [k for (_, k), _ in upserts],
+                [jsonb_text(dict(op.value), f"the value of item {op.key!r}") for _, op in upserts],
+                [None if op.ttl is None else float(op.ttl) for _, op in upserts],
+            ),
+        )
+        if self.index is None:
+            return
+        cur.execute(
+            fill(sql.DELETE_VECTORS),
+            ([p for (p, _), _ in upserts], [k for (_, k), _ in upserts]),
+        )
+        if plan.fields:
+            cur.execute(
+                fill(sql.INSERT_VECTORS, vector_type=self.index.column_type),
+                (
+                    [p for p, _, _ in plan.fields],
+                    [k for _, k, _ in plan.fields],
+                    [f for _, _, f in plan.fields],
+                    [vector_literal(v.astype(np.float32)) for v in vectors],
+                ),
+            )
+
+    # -- rows -> items --------------------------------------------------------------
+
+    def _value(self, value: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        if self._deserializer is None:
+            raise InvalidInput(
+                f"a stored value is a JSON {type(value).__name__}, not an object; pass "
+                "PGSyncStore(deserializer=...) to read such values."
+            )
+        return self._deserializer(value)
+
+    def _item(self, namespace: tuple[str, ...], row: Mapping[str, Any]) -> Item:
+        return Item(
+            value=self._value(row["value"]),
+            key=row["key"],
+            namespace=tuple(namespace),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def _search_item(self, row: Mapping[str, Any]) -> SearchItem:
+        score = row["score"]
+        return SearchItem(
+            namespace=namespaces.from_text(row["prefix"]),
+            key=row["key"],
+            value=self._value(row["value"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            score=None if score is None else float(score),
+        )
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+@contextmanager
+def _store_cursor(manager: Manager, schema: str, mode: Mode) -> Iterator[tuple[Any, Fill]]:
+    """A dict-row cursor run as ``mode`` says, and the filler of ``{schema}`` and the other
+    named parts of a statement; a missing table raises SchemaError naming the fix."""
+    quoted = f'"{schema}"'  # a plain name, checked: quoting is exact
+
+    def fill(template: str, **parts: str) -> str:
+        text = template.replace("{schema}", quoted)
+        for name, value in parts.items():
+            text = text.replace("{" + name + "}", value)
+        return text
+
+    try:
+        with cursor(manager, mode, DictRowCursor) as cur:
+            yield cur, fill
+    except psycopg2.errors.UndefinedTable as exc:
+        raise SchemaError(
+            f"the LangGraph store tables are missing in schema {schema!r} "
+            f"({first_line(exc)}). Fix: call PGSyncStore.setup() once (or PostgresStore.setup())."
+        ) from exc
+
+
+def _numbered(condition: str, name: str, count: int) -> str:
+    """``condition`` with its ``%s`` placeholders as ``%(name0)s``, ``%(name1)s``, ..."""
+    for n in range(count):
+        condition = condition.replace("%s", f"%({name}{n})s", 1)
+    return condition
+
+
+def _query_text(index: VectorIndex, query: np.ndarray) -> str:
+    """The query vector as the server reads it: exact float32 text for ``vector`` (what
+    upstream's float8[] cast gives), decimal float64 for ``halfvec`` (cast once, as
+    upstream's is)."""
+    if index.vector_type == "vector":
+        return vector_literal(query.astype(np.float32))
+    return "[" + ",".join(repr(float(x)) for x in query) + "]"
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str):
+        raise InvalidInput(f"item key {key!r} is a {type(key).__name__}; use a string.")
+    check_storable(key, "item key")
+
+
+def _check_text(text: Any, where: str) -> str:
+    if not isinstance(text, str):
+        raise InvalidInput(f"{where} is a {type(text).__name__}; use a string.")
+    return check_storable(text, where)
+
+
+def _check_page(limit: Any, offset: Any, what: str) -> None:
+    for name, value in (("limit", limit), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput(f"{what} {name} is {value!r}; use an integer of 0 or more.")
+
+
+def _check_put(op: PutOp) -> None:
+    if op.value is not None and not isinstance(op.value, Mapping):
+        raise InvalidInput(
+            f"the value of item {op.key!r} is a {type(op.value).__name__}; a store item's "
+            "value is a dict (None deletes the item)."
+        )
+    if op.ttl is not None and (
+        isinstance(op.ttl, bool)
+        or not isinstance(op.ttl, (int, float))
+        or not math.isfinite(op.ttl)
+        or op.ttl <= 0
+    ):
+        raise InvalidInput(
+            f"the ttl of item {op.key!r} is {op.ttl!r}; use a positive number of minutes, "
+            "or None for no expiry."
+        )
+    if op.index not in (None, False) and (
+        isinstance(op.index, str) or not all(isinstance(p, str) for p in op.index)
+    ):
+        raise InvalidInput(
+            f"the index of item {op.key!r} is {op.index!r}; use a list of field paths, "
+            "False, or None for the store's fields."
+        )
