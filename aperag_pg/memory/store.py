@@ -47,9 +47,8 @@ from ..stores.base import DictRowCursor
 from ..stores.vector_text import vector_literal
 from ..threads import to_thread
 from ..values import check_storable, jsonb_text
-from . import namespaces, sql
+from . import namespaces, search, sql
 from .config import VectorIndex, vector_index
-from .filters import filter_sql
 from .migrate import setup_store_tables
 
 logger = logging.getLogger(__name__)
@@ -308,7 +307,7 @@ class PGSyncStore(BaseStore):
         self._refresh(cur, fill, refresh)
 
     def _search(self, cur: Any, fill: Any, op: SearchOp) -> list[SearchItem]:
-        where, params = self._where(op, "s.prefix")
+        where, params = search.where_clause(op, "s.prefix", self._omit_expired)
         cur.execute(fill(sql.SEARCH_ITEMS, where=where), [*params, op.limit, op.offset])
         return self._found(cur, fill, op, cur.fetchall())
 
@@ -334,45 +333,14 @@ class PGSyncStore(BaseStore):
     def _nearest(
         self, cur: Any, fill: Any, op: SearchOp, query: np.ndarray, candidates: int | None
     ) -> tuple[int, list]:
-        """(how many vectors were read, the page of items); ``candidates`` None: every
-        vector in the namespace, in exact distance order (the index cannot serve it)."""
-        index = self.index
-        namespace, namespace_params = namespaces.prefix_condition(op.namespace_prefix, "sv.prefix")
-        where, params = self._where(op, None)
-        distance = f"sv.embedding {index.operator} %(query)s::{index.column_type}"
-        statement = fill(
-            sql.SEARCH_NEAREST,
-            distance=distance,
-            # the bare distance is what the ANN index serves; an expression is exact
-            order=distance if candidates else f"({distance}) + 0",
-            namespace=_numbered(namespace, "ns", len(namespace_params)),
-            where=_numbered(where, "f", len(params)),
-            score=index.score("b.distance"),
+        """(how many vectors were read, the page of items)."""
+        statement, params = search.nearest_statement(
+            self.index, op, query, candidates, self._omit_expired
         )
-        values = {
-            "query": _query_text(index, query),
-            "candidates": candidates,
-            "limit": op.limit,
-            "offset": op.offset,
-            **{f"ns{n}": value for n, value in enumerate(namespace_params)},
-            **{f"f{n}": value for n, value in enumerate(params)},
-        }
-        cur.execute(statement, values)
+        cur.execute(fill(statement), params)
         rows = cur.fetchall()
         found = rows[0]["candidates"] if rows else 0
         return found, [row for row in rows if row["key"] is not None]
-
-    def _where(self, op: SearchOp, prefix_column: str | None) -> tuple[str, list[Any]]:
-        conditions, params = filter_sql(op.filter)
-        if prefix_column is not None:
-            namespace, namespace_params = namespaces.prefix_condition(
-                op.namespace_prefix, prefix_column
-            )
-            conditions.insert(0, namespace)
-            params[:0] = namespace_params
-        if self._omit_expired:
-            conditions.append(sql.LIVE)
-        return " AND ".join(conditions) or "true", params
 
     def _found(self, cur: Any, fill: Any, op: SearchOp, rows: list) -> list[SearchItem]:
         items = [self._search_item(row) for row in rows]
@@ -485,22 +453,6 @@ def _store_cursor(manager: Manager, schema: str, mode: Mode) -> Iterator[tuple[A
             f"the LangGraph store tables are missing in schema {schema!r} "
             f"({first_line(exc)}). Fix: call PGSyncStore.setup() once (or PostgresStore.setup())."
         ) from exc
-
-
-def _numbered(condition: str, name: str, count: int) -> str:
-    """``condition`` with its ``%s`` placeholders as ``%(name0)s``, ``%(name1)s``, ..."""
-    for n in range(count):
-        condition = condition.replace("%s", f"%({name}{n})s", 1)
-    return condition
-
-
-def _query_text(index: VectorIndex, query: np.ndarray) -> str:
-    """The query vector as the server reads it: exact float32 text for ``vector`` (what
-    upstream's float8[] cast gives), decimal float64 for ``halfvec`` (cast once, as
-    upstream's is)."""
-    if index.vector_type == "vector":
-        return vector_literal(query.astype(np.float32))
-    return "[" + ",".join(repr(float(x)) for x in query) + "]"
 
 
 def _check_key(key: Any) -> None:
