@@ -28,7 +28,8 @@ _TABLE_ROWS = """
 SELECT c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relkind = 'r'
-  AND (c.relname LIKE 'lightrag%%' OR c.relname LIKE 'checkpoint%%' OR c.relname LIKE 'aperag%%')
+  AND (c.relname LIKE 'lightrag%%' OR c.relname LIKE 'checkpoint%%' OR c.relname LIKE 'aperag%%'
+       OR c.relname LIKE 'store%%' OR c.relname = 'vector_migrations')
 ORDER BY c.relname
 """
 
@@ -72,9 +73,14 @@ def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
                 print(f"vector table {table}: ready")
         if find_spec("langgraph") is not None:
             from .checkpoint import PGSyncCheckpointSaver
+            from .memory import PGSyncStore
 
             PGSyncCheckpointSaver().setup()
             print("LangGraph checkpoint tables: ready")
+            index = {"dims": args.memory_dims} if args.memory_dims else None
+            PGSyncStore(index=index).setup()
+            vectors = f", with {args.memory_dims}-dimensional vectors" if index else ""
+            print(f"LangGraph memory store tables: ready{vectors}")
     finally:
         PostgreSQLSyncConnectionManager.close()
     return 0
@@ -186,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         "--embedding-dim", type=_positive_int, help="also create the vector tables (1 to 16000)"
     )
     init.add_argument("--embedding-model", help="embedding model name (LightRAG table suffix)")
+    init.add_argument(
+        "--memory-dims",
+        type=_positive_int,
+        help="also create the LangGraph memory store's vector table (PGSyncStore index dims)",
+    )
     sub.add_parser("stats", help="connections per worker process and table sizes")
     graph = sub.add_parser("graph", help="move a LightRAG graph between GraphML and the tables")
     graph_sub = graph.add_subparsers(dest="graph_command", required=True)

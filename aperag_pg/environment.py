@@ -8,6 +8,7 @@ docker-compose file, .env examples) can be checked against it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -77,6 +78,9 @@ MODEL_VARIABLES = (
 # LangGraph checkpoint retention (aperag_pg.checkpoint.retention); unset: keep everything.
 CHECKPOINT_THREAD_TTL_DAYS = "CHECKPOINT_THREAD_TTL_DAYS"
 CHECKPOINT_HISTORY_TTL_DAYS = "CHECKPOINT_HISTORY_TTL_DAYS"
+# How often Celery beat sends aperag_pg.sweep_store (expired LangGraph memory items).
+STORE_SWEEP_INTERVAL_MINUTES = "STORE_SWEEP_INTERVAL_MINUTES"
+DEFAULT_STORE_SWEEP_INTERVAL_MINUTES = 5.0
 # Alternatives to the individual POSTGRES_* fields (see PostgresSettings.from_env).
 POSTGRES_ALIASES = ("POSTGRES_DB", "POSTGRES_DSN", "DATABASE_URL")
 
@@ -103,6 +107,25 @@ def visibility_timeout(env: Mapping[str, str]) -> int:
     return int(text)
 
 
+def store_sweep_interval(env: Mapping[str, str]) -> float:
+    """STORE_SWEEP_INTERVAL_MINUTES (default 5), or ConfigError naming the value."""
+    from .errors import ConfigError
+
+    text = (env.get(STORE_SWEEP_INTERVAL_MINUTES) or "").strip()
+    if not text:
+        return DEFAULT_STORE_SWEEP_INTERVAL_MINUTES
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = math.nan
+    if not math.isfinite(minutes) or minutes <= 0:
+        raise ConfigError(
+            f"{STORE_SWEEP_INTERVAL_MINUTES}={text!r} is not valid: give a positive number of "
+            f"minutes (default {DEFAULT_STORE_SWEEP_INTERVAL_MINUTES:g})."
+        )
+    return minutes
+
+
 def known_variables() -> set[str]:
     """The names of all variables the package reads."""
     from .settings import GROUPS
@@ -119,4 +142,5 @@ def known_variables() -> set[str]:
     names.add(CELERY_VISIBILITY_TIMEOUT)
     names.update(MODEL_VARIABLES)
     names.update((CHECKPOINT_THREAD_TTL_DAYS, CHECKPOINT_HISTORY_TTL_DAYS))
+    names.add(STORE_SWEEP_INTERVAL_MINUTES)
     return names

@@ -3,6 +3,7 @@ aperag_pg's signal handlers."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from importlib.util import find_spec
 
 from celery import Celery
@@ -14,7 +15,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from aperag_pg.environment import celery_urls, visibility_timeout
+from aperag_pg.environment import celery_urls, store_sweep_interval, visibility_timeout
 from aperag_pg.settings import load_environment
 from aperag_pg.worker import (
     DatabaseTask,
@@ -35,7 +36,7 @@ app = Celery(
     task_cls=DatabaseTask,
     # LightRAG's tasks need the `lightrag` extra; a worker without it still serves the rest.
     include=["aperag_pg.probes"]
-    + (["aperag_pg.checkpoint.tasks"] if find_spec("langgraph") else [])
+    + (["aperag_pg.checkpoint.tasks", "aperag_pg.memory.tasks"] if find_spec("langgraph") else [])
     + (["aperag_pg.lightrag.tasks"] if find_spec("lightrag") else [])
     # The demo's tasks, from a checkout (devtools/ is not part of the installed package).
     + (["devtools.tasks"] if find_spec("devtools") else []),
@@ -59,11 +60,16 @@ app.conf.update(
     result_expires=3600,
     broker_connection_retry_on_startup=True,
     # `celery -A config.celery beat`: hourly checkpoint retention, by
-    # CHECKPOINT_THREAD_TTL_DAYS / CHECKPOINT_HISTORY_TTL_DAYS (unset: nothing is deleted).
+    # CHECKPOINT_THREAD_TTL_DAYS / CHECKPOINT_HISTORY_TTL_DAYS (unset: nothing is deleted),
+    # and the LangGraph memory TTL sweep every STORE_SWEEP_INTERVAL_MINUTES (default 5).
     beat_schedule={
         "prune-langgraph-checkpoints": {
             "task": "aperag_pg.prune_checkpoints",
             "schedule": crontab(minute=17),
+        },
+        "sweep-langgraph-store": {
+            "task": "aperag_pg.sweep_store",
+            "schedule": timedelta(minutes=store_sweep_interval(_environment)),
         },
     },
 )

@@ -14,6 +14,7 @@ import pytest
 
 from aperag_pg.checkpoint import PGSyncCheckpointSaver
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.memory import PGSyncStore
 from aperag_pg.schema import ensure_schema
 from aperag_pg.settings import PostgresSettings
 from aperag_pg.stores.doc_status import DocStatusStore
@@ -41,6 +42,7 @@ FIRST_USERS: dict[str, Callable[[], object]] = {
     ).ensure_tables(),
     "doc_status": lambda: DocStatusStore(workspace="ws").ensure_tables(),
     "graph": lambda: GraphStore(workspace="ws").ensure_tables(),
+    "memory": lambda: PGSyncStore(index={"dims": 4}).setup(),
     "init-schema": _init_schema,
 }
 

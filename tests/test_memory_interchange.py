@@ -7,16 +7,14 @@ its connection's search_path."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import psycopg
 import pytest
-from langgraph.store.postgres import AsyncPostgresStore, PostgresStore
-from psycopg.rows import dict_row
+from langgraph.store.postgres import AsyncPostgresStore
 
 from aperag_pg.memory import PGSyncStore
 
-from .checkpoint_support import drop_schema, new_schema, psycopg3_conninfo
+from .checkpoint_support import psycopg3_conninfo
+from .memory_support import upstream_store_in
 
 WORDS = ["apple pie", "banana bread", "cherry tart", "apple crumble", "bread and butter"]
 
@@ -44,29 +42,8 @@ def index_config(distance: str = "cosine", vector_type: str = "vector", kind: st
     }
 
 
-@pytest.fixture
-def memory_schema(manager, admin_conn) -> Iterator[str]:
-    name = new_schema("mem")
-    with admin_conn.cursor() as cur:
-        cur.execute(f'CREATE SCHEMA "{name}"')
-    yield name
-    drop_schema(admin_conn, name)
-
-
 def upstream_conninfo(base_settings, schema: str) -> str:
     return psycopg3_conninfo(base_settings, options=f"-c search_path={schema},public")
-
-
-def upstream(base_settings, schema: str, **kwargs) -> Iterator[PostgresStore]:
-    with psycopg.Connection.connect(
-        upstream_conninfo(base_settings, schema),
-        autocommit=True,
-        prepare_threshold=0,
-        row_factory=dict_row,
-    ) as conn:
-        store = PostgresStore(conn, **kwargs)
-        store.setup()
-        yield store
 
 
 def versions(admin_conn, schema: str, table: str) -> list[int]:
@@ -85,29 +62,27 @@ def column_type(admin_conn, schema: str, table: str, column: str) -> str:
         return cur.fetchone()[0]
 
 
-def test_upstream_finds_our_tables_up_to_date(memory_schema, admin_conn, base_settings):
+def test_upstream_finds_our_tables_up_to_date(schema, admin_conn, base_settings):
     """Our setup records upstream's versions: PostgresStore.setup() then has nothing to do."""
-    PGSyncStore(schema=memory_schema, index=index_config()).setup()
-    assert versions(admin_conn, memory_schema, "store_migrations") == [0, 1, 2, 3]
-    assert versions(admin_conn, memory_schema, "vector_migrations") == [0, 1, 2]
-    for _ in upstream(base_settings, memory_schema, index=index_config()):
+    PGSyncStore(schema=schema, index=index_config()).setup()
+    assert versions(admin_conn, schema, "store_migrations") == [0, 1, 2, 3]
+    assert versions(admin_conn, schema, "vector_migrations") == [0, 1, 2]
+    with upstream_store_in(base_settings, schema, index=index_config()):
         pass
-    assert versions(admin_conn, memory_schema, "store_migrations") == [0, 1, 2, 3]
-    assert versions(admin_conn, memory_schema, "vector_migrations") == [0, 1, 2]
+    assert versions(admin_conn, schema, "store_migrations") == [0, 1, 2, 3]
+    assert versions(admin_conn, schema, "vector_migrations") == [0, 1, 2]
 
 
-def test_tables_made_by_upstream_take_fractional_ttls(memory_schema, admin_conn, base_settings):
+def test_tables_made_by_upstream_take_fractional_ttls(schema, admin_conn, base_settings):
     """On tables PostgresStore made, our setup widens ttl_minutes, adds no version, and
     PostgresStore keeps working on them (TTL refresh included)."""
-    for theirs in upstream(base_settings, memory_schema, ttl={"default_ttl": 2}):
+    with upstream_store_in(base_settings, schema, ttl={"default_ttl": 2}) as theirs:
         theirs.put(("n",), "before", {"v": 1})
-        assert column_type(admin_conn, memory_schema, "store", "ttl_minutes") == "integer"
-        ours = PGSyncStore(schema=memory_schema, ttl={"default_ttl": 0.5})
+        assert column_type(admin_conn, schema, "store", "ttl_minutes") == "integer"
+        ours = PGSyncStore(schema=schema, ttl={"default_ttl": 0.5})
         ours.setup()
-        assert column_type(admin_conn, memory_schema, "store", "ttl_minutes") == (
-            "double precision"
-        )
-        assert versions(admin_conn, memory_schema, "store_migrations") == [0, 1, 2, 3]
+        assert column_type(admin_conn, schema, "store", "ttl_minutes") == ("double precision")
+        assert versions(admin_conn, schema, "store_migrations") == [0, 1, 2, 3]
         ours.put(("n",), "ours", {"v": 2})
         theirs.put(("n",), "theirs", {"v": 3}, ttl=1.5)
         assert theirs.get(("n",), "ours").value == {"v": 2}  # refreshes: ttl read back
@@ -115,7 +90,7 @@ def test_tables_made_by_upstream_take_fractional_ttls(memory_schema, admin_conn,
         with admin_conn.cursor() as cur:
             cur.execute(
                 f"SELECT key, ttl_minutes, round(extract(epoch FROM expires_at - updated_at)) "
-                f'FROM "{memory_schema}".store ORDER BY key'
+                f'FROM "{schema}".store ORDER BY key'
             )
             rows = {key: (ttl, seconds) for key, ttl, seconds in cur.fetchall()}
         assert rows["ours"] == (0.5, 30)
@@ -132,11 +107,11 @@ def test_tables_made_by_upstream_take_fractional_ttls(memory_schema, admin_conn,
     ],
 )
 def test_each_side_reads_the_others_items_and_scores_agree(
-    memory_schema, base_settings, distance, vector_type, kind
+    schema, base_settings, distance, vector_type, kind
 ):
     config = index_config(distance, vector_type, kind)
-    ours = PGSyncStore(schema=memory_schema, index=config)
-    for theirs in upstream(base_settings, memory_schema, index=config):
+    ours = PGSyncStore(schema=schema, index=config)
+    with upstream_store_in(base_settings, schema, index=config) as theirs:
         ours.setup()
         for n, text in enumerate(WORDS):
             writer = ours if n % 2 else theirs
@@ -154,15 +129,15 @@ def test_each_side_reads_the_others_items_and_scores_agree(
         assert ours.list_namespaces() == theirs.list_namespaces()
 
 
-def test_async_upstream_reads_what_we_wrote(memory_schema, base_settings):
-    ours = PGSyncStore(schema=memory_schema, index=index_config())
+def test_async_upstream_reads_what_we_wrote(schema, base_settings):
+    ours = PGSyncStore(schema=schema, index=index_config())
     ours.setup()
     ours.put(("users", "u1"), "fav", {"text": "apple pie", "rank": 2})
     ours.put(("users", "u1"), "other", {"text": "cherry tart", "rank": 10})
 
     async def read() -> tuple:
         async with AsyncPostgresStore.from_conn_string(
-            upstream_conninfo(base_settings, memory_schema), index=index_config()
+            upstream_conninfo(base_settings, schema), index=index_config()
         ) as theirs:
             item = await theirs.aget(("users", "u1"), "fav")
             found = await theirs.asearch(("users",), query="apple", limit=1)

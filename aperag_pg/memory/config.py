@@ -31,7 +31,7 @@ class VectorIndex:
     """A checked index configuration."""
 
     dims: int
-    embeddings: Embeddings
+    embeddings: Embeddings | None  # None: tables only (init-schema); put and search raise
     fields: tuple[tuple[str, Any], ...]  # (field path, its tokens, or "$" for the whole value)
     vectors_per_item: int  # upstream's estimate: how many vectors an item usually has
     vector_type: str
@@ -77,7 +77,7 @@ def vector_index(config: Mapping[str, Any]) -> VectorIndex:
     fields = _fields(config.get("fields"))
     return VectorIndex(
         dims=dims,
-        embeddings=ensure_embeddings(config.get("embed")),
+        embeddings=None if config.get("embed") is None else ensure_embeddings(config["embed"]),
         fields=fields,
         vectors_per_item=sum(1 if tokens == "$" else len(tokens) for _, tokens in fields),
         vector_type=vector_type,

@@ -191,7 +191,7 @@ class PGSyncStore(BaseStore):
                 plan.gets.append((i, op))
             elif isinstance(op, SearchOp):
                 _check_page(op.limit, op.offset, "search")
-                if op.query is not None and self.index is not None:
+                if op.query and self.index is not None:  # "" is a plain search, as upstream
                     _check_text(op.query, "search query")
                     plan.queries[len(plan.searches)] = op.query
                 plan.searches.append((i, op))
@@ -232,12 +232,23 @@ class PGSyncStore(BaseStore):
                     plan.texts.append(_check_text(text, f"the text at {path!r} of item {key!r}"))
 
     def _embed(self, texts: list[str]) -> list[Any]:
-        return self._checked_vectors(self.embeddings.embed_documents(texts)) if texts else []
+        if not texts:
+            return []
+        return self._checked_vectors(self._embeddings().embed_documents(texts))
 
     async def _aembed(self, texts: list[str]) -> list[Any]:
         if not texts:
             return []
-        return self._checked_vectors(await self.embeddings.aembed_documents(texts))
+        return self._checked_vectors(await self._embeddings().aembed_documents(texts))
+
+    def _embeddings(self) -> Any:
+        if self.embeddings is None:
+            raise ConfigError(
+                "the store's index has no embed: give index={'dims': ..., 'embed': ...} "
+                "(an Embeddings, a function, or a 'provider:model' string) to put or search "
+                "by vector."
+            )
+        return self.embeddings
 
     def _checked_vectors(self, vectors: Sequence[Sequence[float]]) -> list[np.ndarray]:
         """The embeddings as float32 arrays of the index's dimension, all finite."""
