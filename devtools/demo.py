@@ -43,6 +43,7 @@ from .services import (
 )
 
 MODES = ("local", "global", "hybrid", "naive", "mix")
+AUTHORS = 4  # the demo's workflows share this many authors (long-term memory per author)
 
 
 @dataclass
@@ -88,13 +89,18 @@ def run_batch(
             )
         )
     threads = [f"review-{uuid.uuid4().hex[:8]}" for _ in range(workflows)]
+    # A few authors share the workflows: each publication recalls the author's earlier ones
+    # from the LangGraph memory store, whichever worker process wrote them.
+    authors = [f"author-{workspace[-6:]}-{i % AUTHORS}" for i in range(workflows)]
     started = []
-    for thread in threads:
+    for thread, author in zip(threads, authors, strict=True):
         progress.sent["workflow start"] += 1
         started.append(
             (
                 "workflow start",
-                worker.send("aperag_pg.checkpoint_demo_start", thread, f"topic {thread[-4:]}"),
+                worker.send(
+                    "aperag_pg.checkpoint_demo_start", thread, f"topic {thread[-4:]}", author
+                ),
             )
         )
     progress.sent["query"] += queries
@@ -177,6 +183,20 @@ def summarize(
         f"p99 {_percentile(db_ms, 99):.1f} ms (connections held: checkout to return)"
     )
     print(f"  workflows resumed:     {resumes}, {len(moved)} of them in another worker process")
+    recalled = [
+        r["state"]["follows_up"]
+        for r in results
+        if r["kind"] == "workflow resume" and r["state"].get("follows_up")
+    ]
+    from_elsewhere = sum(
+        any(fact["pid"] != r["pid"] for fact in r["state"].get("follows_up", []))
+        for r in results
+        if r["kind"] == "workflow resume"
+    )
+    print(
+        f"  long-term memory:      {len(recalled)} of {resumes} publications recalled the "
+        f"author's earlier ones, {from_elsewhere} of them written by another worker process"
+    )
     for pid, stats in sorted(last_stats.items()):
         print(
             f"  worker process {pid}: {connections.get(pid, 0)} connection(s) open; pool "

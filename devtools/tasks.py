@@ -16,26 +16,34 @@ from aperag_pg.worker import database_time
 # Imported inside the tasks: langgraph is an optional extra, and workers without it must
 # still start.
 
-_saver_lock = threading.Lock()
-_saver: Any = None
-_saver_pid = 0
+_lock = threading.Lock()
+_made: dict[str, tuple[int, Any]] = {}  # name -> (pid, object): one per worker process
+
+
+def _per_process(name: str, make: Any) -> Any:
+    """This process's ``make()``, made (and set up) on first use; a forked child makes its
+    own. Savers and stores hold no connection (each call borrows one from this process's
+    pool), so one instance serves every task and thread of the process."""
+    with _lock:
+        pid, made = _made.get(name, (0, None))
+        if pid != os.getpid():
+            made = make()
+            made.setup()
+            _made[name] = (os.getpid(), made)
+        return made
 
 
 def checkpoint_saver() -> Any:
-    """This process's PGSyncCheckpointSaver, its tables set up on first use.
+    from aperag_pg.checkpoint import PGSyncCheckpointSaver
 
-    The saver holds no connection (each call borrows one from this process's pool),
-    so one instance serves every task and thread of the process.
-    """
-    global _saver, _saver_pid
-    with _saver_lock:
-        if _saver is None or _saver_pid != os.getpid():
-            from aperag_pg.checkpoint import PGSyncCheckpointSaver
+    return _per_process("saver", PGSyncCheckpointSaver)
 
-            saver = PGSyncCheckpointSaver()
-            saver.setup()
-            _saver, _saver_pid = saver, os.getpid()
-        return _saver
+
+def memory_store() -> Any:
+    """The workflows' long-term memory (no index: the demo recalls by namespace)."""
+    from aperag_pg.memory import PGSyncStore
+
+    return _per_process("store", PGSyncStore)
 
 
 def _thread_config(thread_id: str) -> dict:
@@ -43,13 +51,15 @@ def _thread_config(thread_id: str) -> dict:
 
 
 @shared_task(name="aperag_pg.checkpoint_demo_start")
-def checkpoint_demo_start(thread_id: str, topic: str) -> dict:
-    """Run the review graph until its human-review interrupt; the state stays in PostgreSQL."""
+def checkpoint_demo_start(thread_id: str, topic: str, author: str | None = None) -> dict:
+    """Run the review graph until its human-review interrupt; the state stays in PostgreSQL.
+    With an ``author``, publishing uses (and adds to) the author's long-term memory."""
     from .example_graph import build_review_graph
 
-    graph = build_review_graph(checkpoint_saver())
+    graph = build_review_graph(checkpoint_saver(), memory_store())
+    start = {"topic": topic, **({"author": author} if author else {})}
     with database_time() as usage:
-        result = graph.invoke({"topic": topic}, _thread_config(thread_id))
+        result = graph.invoke(start, _thread_config(thread_id))
     return {
         "pid": os.getpid(),
         "thread": thread_id,
@@ -70,7 +80,7 @@ def checkpoint_demo_resume(thread_id: str, answer: str, use_async: bool = True) 
 
     from .example_graph import build_review_graph
 
-    graph = build_review_graph(checkpoint_saver())
+    graph = build_review_graph(checkpoint_saver(), memory_store())
     config = _thread_config(thread_id)
     with database_time() as usage:
         if use_async:

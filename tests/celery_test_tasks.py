@@ -45,3 +45,22 @@ def dies(self, deaths: int, label: str) -> dict:
     if self.request.retries < deaths:
         os.kill(os.getpid(), signal.SIGKILL)
     return {"pid": os.getpid(), "retries": self.request.retries, "label": label}
+
+
+@shared_task(bind=True, name="tests.memory_round_trip")
+def memory_round_trip(self, namespace: list[str], key: str, value: dict) -> dict:
+    """Write, read and search LangGraph memory in a new event loop (``asyncio.run``), as a
+    task using an async library would, on the process's one store."""
+    import asyncio
+
+    from devtools.tasks import memory_store
+
+    store = memory_store()
+
+    async def work() -> dict:
+        await store.aput(tuple(namespace), key, value)
+        item = await store.aget(tuple(namespace), key)
+        found = await store.asearch(tuple(namespace[:1]), filter={"n": value["n"]})
+        return {"read": item.value, "found": [(list(i.namespace), i.key) for i in found]}
+
+    return {"pid": os.getpid(), "store": id(store), **asyncio.run(work())}
