@@ -290,8 +290,9 @@ class PGSyncStore(BaseStore):
                     self._put(cur, fill, plan, vectors)
         except psycopg2.errors.ProgramLimitExceeded as exc:
             raise InvalidInput(
-                f"a value is too large for PostgreSQL ({first_line(exc)}); store large "
-                "content elsewhere and keep a reference in the item. Nothing was written."
+                f"an item is too large for PostgreSQL ({first_line(exc)}); keep keys and "
+                "labels short and large content elsewhere, with a reference in the item. "
+                "Nothing was written."
             ) from exc
         return results
 

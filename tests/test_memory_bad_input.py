@@ -1,0 +1,181 @@
+"""Bad input to PGSyncStore: a clear error naming the problem, and nothing written; hostile
+names and odd filter operands are data, never SQL."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from langgraph.store.base import InvalidNamespaceError, PutOp
+
+from aperag_pg.errors import InvalidInput, VectorDimensionMismatch
+from aperag_pg.memory import PGSyncStore
+
+from .memory_support import count_rows
+
+HOSTILE = [
+    "'; DROP TABLE store; --",
+    'double "quotes" and \\ backslashes',
+    "100% _under_scores_",
+    "tab\tnew\nline",
+    "ünïcødé ✓ 🦜",
+    "$1 %s %(x)s {schema}",
+    "x" * 5000,
+]
+
+
+@pytest.fixture
+def store(schema) -> PGSyncStore:
+    store = PGSyncStore(schema=schema)
+    store.setup()
+    return store
+
+
+def test_nul_characters_are_refused_and_the_batch_writes_nothing(store, schema, admin_conn):
+    good = PutOp(("docs",), "good", {"text": "fine"})
+    for bad, message in (
+        (PutOp(("docs",), "bad", {"text": "a\x00b"}), "NUL"),
+        (PutOp(("docs",), "b\x00ad", {"text": "x"}), "NUL"),
+        (PutOp(("docs",), "bad", {"k\x00": "x"}), "NUL"),
+        (PutOp(("docs",), "bad", {"n": math.nan}), "NaN"),
+        (PutOp(("docs",), "bad", {"x": object()}), "JSON"),
+    ):
+        with pytest.raises(InvalidInput, match=message):
+            store.batch([good, bad])
+    with pytest.raises(InvalidNamespaceError, match="NUL"):
+        store.batch([good, PutOp(("do\x00cs",), "bad", {"text": "x"})])
+    assert count_rows(admin_conn, schema, "store") == 0
+
+
+@pytest.mark.parametrize(
+    "put,message",
+    [
+        (PutOp(("docs",), "k", ["not", "a", "dict"]), "is a list"),
+        (PutOp(("docs",), 7, {"v": 1}), "use a string"),
+        (PutOp(("docs",), "k", {"v": 1}, ttl=-1), "positive number of minutes"),
+        (PutOp(("docs",), "k", {"v": 1}, ttl=math.inf), "positive number of minutes"),
+        (PutOp(("docs",), "k", {"v": 1}, ttl="5"), "positive number of minutes"),
+        (PutOp(("docs",), "k", {"v": 1}, index="text"), "list of field paths"),
+    ],
+)
+def test_malformed_puts_name_the_fix(store, put, message):
+    with pytest.raises(InvalidInput, match=message):
+        store.batch([put])
+
+
+@pytest.mark.parametrize(
+    "filter,message",
+    [
+        ({"n": {"$gt": None}}, "finite number, a string or a boolean"),
+        ({"n": {"$gt": [1]}}, "finite number, a string or a boolean"),
+        ({"n": {"$lt": math.nan}}, "finite number, a string or a boolean"),
+        ({"n": {"$regex": "x"}}, "use one of"),
+        ({"": 1}, "non-empty string"),
+        ({"n": math.inf}, "NaN or infinity|JSON"),
+        (["n", 1], "must be a dict"),
+    ],
+)
+def test_filters_with_odd_operands_name_the_fix(store, filter, message):
+    with pytest.raises(InvalidInput, match=message):
+        store.search(("docs",), filter=filter)
+
+
+def test_comparisons_only_match_values_of_their_json_type(store):
+    values = {"num": 5, "text": "5", "flag": True, "none": None, "list": [5]}
+    for key, value in values.items():
+        store.put(("docs",), key, {"v": value})
+    assert {i.key for i in store.search(("docs",), filter={"v": {"$gte": 1}})} == {"num"}
+    assert {i.key for i in store.search(("docs",), filter={"v": {"$gte": "1"}})} == {"text"}
+    assert {i.key for i in store.search(("docs",), filter={"v": {"$gt": False}})} == {"flag"}
+    assert {i.key for i in store.search(("docs",), filter={"v": {"$ne": 5}})} == {
+        "text",
+        "flag",
+        "none",
+        "list",
+    }
+
+
+@pytest.mark.parametrize("page", [{"limit": -1}, {"offset": -5}, {"limit": 2.5}])
+def test_bad_pages_are_refused(store, page):
+    with pytest.raises(InvalidInput, match="integer of 0 or more"):
+        store.search(("docs",), **page)
+    with pytest.raises(InvalidInput, match="integer of 0 or more"):
+        store.list_namespaces(**page)
+
+
+def test_hostile_names_and_keys_are_stored_as_given(store):
+    for n, text in enumerate(HOSTILE):
+        store.put(("hostile", text[:200]), text, {"text": text, "n": n})
+    for text in HOSTILE:
+        assert store.get(("hostile", text[:200]), text).value["text"] == text
+        found = store.search(("hostile", text[:200]))
+        assert [item.key for item in found] == [text]
+    listed = store.list_namespaces(prefix=("hostile",))
+    assert sorted(listed) == sorted(("hostile", text[:200]) for text in HOSTILE)
+    assert store.search(("hostile", "100_ _under_scores_")) == []  # "_" is no wildcard
+
+
+LABEL = st.text(
+    st.characters(blacklist_characters=".\x00", blacklist_categories=("Cs",)), min_size=1
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(namespace=st.lists(LABEL, min_size=1, max_size=4), key=LABEL.filter(lambda k: True))
+def test_any_valid_namespace_and_key_round_trip(store, namespace, key):
+    namespace = ("prop", *namespace)
+    store.put(namespace, key, {"key": key})
+    assert store.get(namespace, key).value == {"key": key}
+    assert namespace in store.list_namespaces(prefix=namespace)
+    assert [item.key for item in store.search(namespace)] == [key]
+    store.delete(namespace, key)
+
+
+def test_an_embedding_of_the_wrong_size_writes_nothing(schema, admin_conn):
+    def short(texts):
+        return [[0.5] * 3 for _ in texts]
+
+    store = PGSyncStore(schema=schema, index={"dims": 4, "embed": short})
+    store.setup()
+    with pytest.raises(VectorDimensionMismatch, match="index dims is 4"):
+        store.put(("docs",), "k", {"text": "x"})
+    assert count_rows(admin_conn, schema, "store") == 0
+
+
+def test_an_embedding_with_nan_writes_nothing(schema, admin_conn):
+    store = PGSyncStore(
+        schema=schema, index={"dims": 2, "embed": lambda t: [[math.nan, 1]] * len(t)}
+    )
+    store.setup()
+    with pytest.raises(InvalidInput, match="NaN or infinity"):
+        store.put(("docs",), "k", {"text": "x"})
+    assert count_rows(admin_conn, schema, "store") == 0
+
+
+def test_a_huge_batch_is_written_whole(schema, admin_conn):
+    def embed(texts):
+        return [[float(len(t)), 1.0, 0.5, 0.25] for t in texts]
+
+    index = {"dims": 4, "embed": embed, "ann_index_config": {"kind": "flat"}}
+    store = PGSyncStore(schema=schema, index=index)
+    store.setup()
+    store.batch(
+        PutOp(("bulk", f"g{i % 50}"), f"k{i}", {"text": f"item {i}", "n": i}) for i in range(20_000)
+    )
+    assert count_rows(admin_conn, schema, "store") == 20_000
+    assert count_rows(admin_conn, schema, "store_vectors") == 20_000
+    assert store.get(("bulk", "g7"), "k19957").value == {"text": "item 19957", "n": 19957}
+
+
+def test_a_key_too_large_for_the_index_names_the_limit(store, schema, admin_conn):
+    """A key past what a btree entry holds (about 2.7 kB, incompressible) is refused by the
+    server, named as too large, and nothing of the batch is written."""
+    huge_key = os.urandom(8_000).hex()
+    with pytest.raises(InvalidInput, match="too large for PostgreSQL.*index row"):
+        store.batch([PutOp(("docs",), "small", {"v": 1}), PutOp(("docs",), huge_key, {"v": 2})])
+    assert count_rows(admin_conn, schema, "store") == 0
