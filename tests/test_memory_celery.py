@@ -1,16 +1,23 @@
 """LangGraph long-term memory in real prefork workers: a fact remembered by one workflow is
 recalled by the next in another worker process, and tasks that start a new event loop
-each time share their process's one store and pool."""
+each time share their process's one store and pool; and the beat task that sweeps
+expired items."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
-from aperag_pg.memory import PGSyncStore
+import pytest
+
+from aperag_pg.environment import store_sweep_interval
+from aperag_pg.errors import ConfigError
+from aperag_pg.memory import PGSyncStore, tasks
 from devtools.services import celery_worker
 
-from .checkpoint_support import new_thread
+from .checkpoint_support import new_schema, new_thread
 from .conftest import REPO_ROOT
+from .memory_support import count_rows, wait_until_expired
 
 
 def test_a_workflow_recalls_what_an_earlier_one_remembered_in_another_process(
@@ -64,3 +71,36 @@ def test_tasks_with_a_new_event_loop_each_share_the_process_store(
     with admin_conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM public.store WHERE prefix LIKE %s", (f"run{run}.%",))
         assert cur.fetchone()[0] == 24
+
+
+def test_the_sweep_task_deletes_expired_items_and_their_vectors(schema, admin_conn):
+    index = {"dims": 4, "embed": lambda texts: [[1.0, 0.5, 0.25, float(len(t))] for t in texts]}
+    store = PGSyncStore(schema=schema, index=index)
+    store.setup()
+    store.put(("notes",), "brief", {"text": "gone soon"}, ttl=0.002)  # 0.12 s
+    store.put(("notes",), "kept", {"text": "stays"}, ttl=600)
+    store.put(("notes",), "forever", {"text": "no ttl"})
+    wait_until_expired(admin_conn, schema, ("notes",), "brief")
+    swept = tasks.sweep_store.run(schema)
+    assert swept["deleted"] == 1 and swept["swept"] and swept["schema"] == schema
+    assert sorted(i.key for i in store.search(("notes",))) == ["forever", "kept"]
+    assert count_rows(admin_conn, schema, "store_vectors") == 2
+    assert tasks.sweep_store.run(schema)["deleted"] == 0
+
+
+def test_the_sweep_task_passes_over_a_schema_without_the_store(manager, admin_conn):
+    missing = new_schema("nostore")
+    assert tasks.sweep_store.run(missing) == {
+        "pid": os.getpid(),
+        "schema": missing,
+        "deleted": 0,
+        "swept": False,
+    }
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "soon", "nan", "inf"])
+def test_a_bad_sweep_interval_names_the_variable(bad):
+    with pytest.raises(ConfigError, match="STORE_SWEEP_INTERVAL_MINUTES"):
+        store_sweep_interval({"STORE_SWEEP_INTERVAL_MINUTES": bad})
+    assert store_sweep_interval({"STORE_SWEEP_INTERVAL_MINUTES": "0.5"}) == 0.5
+    assert store_sweep_interval({}) == 5.0
