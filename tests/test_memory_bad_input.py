@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 
+import psycopg2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -179,3 +180,25 @@ def test_a_key_too_large_for_the_index_names_the_limit(store, schema, admin_conn
     with pytest.raises(InvalidInput, match="too large for PostgreSQL.*index row"):
         store.batch([PutOp(("docs",), "small", {"v": 1}), PutOp(("docs",), huge_key, {"v": 2})])
     assert count_rows(admin_conn, schema, "store") == 0
+
+
+def test_sessions_killed_between_calls_cost_at_most_one_retriable_error(store, schema, admin_conn):
+    """The server ends every pooled session (a restart, a failover): the next call fails
+    with an OperationalError, which DatabaseTask retries, or succeeds; the one after
+    succeeds, and a failed batch wrote nothing."""
+    store.put(("docs",), "before", {"v": 0})
+    with admin_conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (store.manager.settings().pool_application_name(os.getpid()),),
+        )
+        assert cur.fetchall(), "the pool had no session to end"
+    try:
+        store.batch([PutOp(("docs",), "a", {"v": 1}), PutOp(("docs",), "b", {"v": 2})])
+        first_failed = False
+    except psycopg2.OperationalError:
+        first_failed = True
+    written = count_rows(admin_conn, schema, "store")
+    assert written == (1 if first_failed else 3)
+    store.batch([PutOp(("docs",), "a", {"v": 1}), PutOp(("docs",), "b", {"v": 2})])
+    assert store.get(("docs",), "b").value == {"v": 2}

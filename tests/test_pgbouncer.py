@@ -3,7 +3,8 @@
 Behind it a server connection serves a client for one transaction only, and here two
 server connections serve every client, so what relies on session state breaks:
 prepared statements, SET without LOCAL, session advisory locks, LISTEN, temporary
-tables across statements. Every store, the checkpointer with its conformance suite,
+tables across statements. Every store, the LangGraph memory store, the checkpointer
+with its conformance suite,
 ``init-schema``, and LightRAG and LangGraph tasks in a prefork worker of two processes
 all run through it.
 """
@@ -18,6 +19,7 @@ import pytest
 from psycopg2 import sql
 
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.memory import PGSyncStore
 from aperag_pg.stores.doc_status import DocStatusStore
 from aperag_pg.stores.graph import GraphStore
 from aperag_pg.stores.kv import KVStore
@@ -30,6 +32,7 @@ from .conftest import REPO_ROOT
 from .lightrag_support import DOCS, new_workspace
 
 DIMENSION = 8
+MEMORY_SCHEMA = "pgbouncer_memory"
 
 
 @pytest.fixture
@@ -106,8 +109,22 @@ def exercise_every_store(workspace: str) -> None:
     graph.remove_nodes(["E"])
     assert graph.get_node_edges("D") == [("D", "C")]
 
+    memory = PGSyncStore(
+        schema=MEMORY_SCHEMA,
+        index={"dims": DIMENSION, "embed": lambda texts: [_vector(len(t)) for t in texts]},
+    )
+    memory.setup()  # four first users at once, through PgBouncer
+    memory.put((workspace, "notes"), "n1", {"text": "abc", "n": 1})
+    memory.put((workspace, "notes"), "n2", {"text": "abcdef", "n": 2}, ttl=5)
+    found = memory.search((workspace,), query="abc", filter={"n": {"$gte": 1}})
+    assert [item.key for item in found] == ["n1", "n2"]  # a transaction with SET LOCAL
+    assert memory.get((workspace, "notes"), "n2").value["n"] == 2  # and a TTL refresh
+    assert memory.list_namespaces(prefix=(workspace,)) == [(workspace, "notes")]
 
-def test_every_store_from_four_threads_through_two_server_connections(through_pgbouncer):
+
+def test_every_store_from_four_threads_through_two_server_connections(
+    through_pgbouncer, admin_conn
+):
     errors: list[BaseException] = []
 
     def run(workspace: str) -> None:
@@ -126,6 +143,7 @@ def test_every_store_from_four_threads_through_two_server_connections(through_pg
     assert stats["connections_num"] == 4 and stats["connections_lost"] == 0
     servers = through_pgbouncer.show("SERVERS")
     assert 1 <= len(servers) <= 2  # four clients' transactions shared two server sessions
+    drop_schema(admin_conn, MEMORY_SCHEMA)
 
 
 def test_checkpoint_conformance_through_pgbouncer(through_pgbouncer, admin_conn, capsys):
