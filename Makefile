@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/vectors.py
 	$(PY) bench/ingest.py
 	$(PY) bench/checkpoint.py
+	$(PY) bench/store.py
 	$(PY) bench/graph.py
 	$(PY) bench/worker_throughput.py
 	$(PY) bench/chaos.py

@@ -7,15 +7,19 @@ What a filter means here (PostgresStore 3.2.0 differs where marked):
 - ``$ne``: not equal, and a missing key counts as not equal (InMemoryStore's reading;
   upstream drops items that lack the key).
 - ``$gt $gte $lt $lte``: a number compares with numbers, a boolean with booleans, a
-  string with strings (the database's collation); values of another JSON type never
-  match. Upstream compares the text of both sides, so ``10 < 9`` and ``"10" > 9``.
+  string with strings (by code point, as Python compares them); values of another JSON
+  type never match. Upstream compares the text of both sides, so ``10 < 9`` and
+  ``"10" > 9``.
 - A key with dots is a path into nested objects: ``{"a.b": 1}`` matches
   ``{"a": {"b": 1}}`` (upstream looks for a top-level key named ``a.b``).
-Every value is a parameter; keys are parameters too (a ``text[]`` path).
+Equality to a scalar is jsonb containment (``@>``), and comparisons are a strict jsonpath
+(no unwrapping of arrays): the cheapest forms PostgreSQL has for these meanings. Values are
+always parameters; a key reaches the jsonpath as a JSON string literal, also a parameter.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -57,25 +61,19 @@ def _conditions_for(path: list[str], wanted: Any, conditions: list, params: list
         for key, inner in wanted.items():  # nested match, key by key
             _conditions_for(path + _path(key), inner, conditions, params)
     else:
-        conditions.append("s.value #> %s::text[] = %s::jsonb")
-        params.extend([path, _json(path, wanted)])
+        _equality(path, wanted, conditions, params, negate=False)
 
 
 def _operator(path: list[str], operator: Any, operand: Any, conditions: list, params: list) -> None:
-    if operator == "$eq":
-        conditions.append("s.value #> %s::text[] = %s::jsonb")
-        params.extend([path, _json(path, operand)])
-    elif operator == "$ne":
-        conditions.append("s.value #> %s::text[] IS DISTINCT FROM %s::jsonb")
-        params.extend([path, _json(path, operand)])
+    if operator in ("$eq", "$ne"):
+        _equality(path, operand, conditions, params, negate=operator == "$ne")
     elif operator in _ORDER:
-        jsonb_type, cast = _comparable(path, operator, operand)
-        # CASE, not AND: the cast must only see values of its own type.
-        conditions.append(
-            f"CASE WHEN jsonb_typeof(s.value #> %s::text[]) = '{jsonb_type}' "
-            f"THEN (s.value #> %s::text[]){cast} {_ORDER[operator]} %s END"
+        _check_comparable(path, operator, operand)
+        keys = "".join(f".{json.dumps(key, ensure_ascii=False)}" for key in path)
+        conditions.append("jsonb_path_match(s.value, %s::jsonpath, %s::jsonb, true)")
+        params.extend(
+            [f"strict ${keys} {_ORDER[operator]} $operand", _json(path, {"operand": operand})]
         )
-        params.extend([path, path, operand])
     else:
         raise InvalidInput(
             f"search filter on {'.'.join(path)!r} uses the operator {operator!r}; "
@@ -83,14 +81,28 @@ def _operator(path: list[str], operator: Any, operand: Any, conditions: list, pa
         )
 
 
-def _comparable(path: list[str], operator: str, operand: Any) -> tuple[str, str]:
-    """The JSON type an ordering operand matches, and the cast that reads it."""
+def _equality(path: list[str], wanted: Any, conditions: list, params: list, negate: bool) -> None:
+    if wanted is None or isinstance(wanted, (str, int, float, bool)):
+        nested: Any = wanted
+        for key in reversed(path):
+            nested = {key: nested}
+        condition = "s.value @> %s::jsonb"
+        params.append(_json(path, nested))
+    else:  # a list (or an empty dict): the whole value at the path
+        condition = "s.value #> %s::text[] = %s::jsonb"
+        params.extend([path, _json(path, wanted)])
+    # "not equal" holds for a missing key too: NOT (...) IS TRUE is never null
+    conditions.append(f"(({condition}) IS NOT TRUE)" if negate else condition)
+
+
+def _check_comparable(path: list[str], operator: str, operand: Any) -> None:
+    """An ordering operand must be a number, a string or a boolean."""
     if isinstance(operand, bool):
-        return "boolean", "::boolean"
+        return
     if isinstance(operand, (int, float)) and math.isfinite(operand):
-        return "number", "::numeric"
+        return
     if isinstance(operand, str) and "\x00" not in operand:
-        return "string", " #>> '{}'"
+        return
     raise InvalidInput(
         f"search filter {operator} on {'.'.join(path)!r} compares with {operand!r}; use a "
         "finite number, a string or a boolean."

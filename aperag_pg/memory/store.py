@@ -274,9 +274,10 @@ class PGSyncStore(BaseStore):
         self, plan: _Plan, vectors: list[np.ndarray], queries: dict[int, np.ndarray]
     ) -> list[Result]:
         results: list[Result] = [None] * plan.size
-        writes = bool(plan.puts) or bool(queries)  # SET LOCAL needs a transaction too
         try:
-            with self._cursor(Mode.TRANSACTION if writes else Mode.AUTOCOMMIT) as (cur, fill):
+            # Every statement stands alone: the puts are one statement, and a read is
+            # one snapshot either way under READ COMMITTED (upstream runs in autocommit too).
+            with self._cursor(Mode.AUTOCOMMIT) as (cur, fill):
                 if plan.gets:
                     self._get(cur, fill, plan.gets, results)
                 for n, (i, op) in enumerate(plan.searches):
@@ -329,8 +330,6 @@ class PGSyncStore(BaseStore):
         """The index's nearest vectors, widened while filters leave the page short; an
         exact scan when the index has given all it will (a small namespace, a short
         table, hnsw.max_scan_tuples), so results never go missing."""
-        if self._iterative_scans and self.index.kind in _ITERATIVE_SCAN:
-            cur.execute(_ITERATIVE_SCAN[self.index.kind])
         candidates = max((op.offset + op.limit) * self.index.vectors_per_item * 2 + 1, 40)
         for _ in range(_ANN_ROUNDS):
             found, rows = self._nearest(cur, fill, op, query, candidates)
@@ -349,6 +348,10 @@ class PGSyncStore(BaseStore):
         statement, params = search.nearest_statement(
             self.index, op, query, candidates, self._omit_expired
         )
+        if candidates and self._iterative_scans and self.index.kind in _ITERATIVE_SCAN:
+            # One round trip: a multi-statement query is one implicit transaction, so
+            # SET LOCAL holds for the search.
+            statement = _ITERATIVE_SCAN[self.index.kind] + "; " + statement
         cur.execute(fill(statement), params)
         rows = cur.fetchall()
         found = rows[0]["candidates"] if rows else 0
@@ -379,35 +382,26 @@ class PGSyncStore(BaseStore):
         ordered = sorted(plan.puts.items())  # lock order: rivals wait instead of deadlocking
         deletes = [item for item, op in ordered if op.value is None]
         upserts = [(item, op) for item, op in ordered if op.value is not None]
-        if deletes:
-            cur.execute(fill(sql.DELETE_ITEMS), ([p for p, _ in deletes], [k for _, k in deletes]))
-        if not upserts:
-            return
-        cur.execute(
-            fill(sql.UPSERT_ITEMS),
-            (
-                [p for (p, _), _ in upserts],
-                [k for (_, k), _ in upserts],
-                [jsonb_text(dict(op.value), f"the value of item {op.key!r}") for _, op in upserts],
-                [None if op.ttl is None else float(op.ttl) for _, op in upserts],
-            ),
-        )
-        if self.index is None:
-            return
-        cur.execute(
-            fill(sql.DELETE_VECTORS),
-            ([p for (p, _), _ in upserts], [k for (_, k), _ in upserts]),
-        )
-        if plan.fields:
-            cur.execute(
-                fill(sql.INSERT_VECTORS, vector_type=self.index.column_type),
-                (
-                    [p for p, _, _ in plan.fields],
-                    [k for _, k, _ in plan.fields],
-                    [f for _, _, f in plan.fields],
-                    [vector_literal(v.astype(np.float32)) for v in vectors],
-                ),
+        params: dict[str, Any] = {
+            "delete_prefixes": [p for p, _ in deletes],
+            "delete_keys": [k for _, k in deletes],
+            "prefixes": [p for (p, _), _ in upserts],
+            "keys": [k for (_, k), _ in upserts],
+            "values": [
+                jsonb_text(dict(op.value), f"the value of item {op.key!r}") for _, op in upserts
+            ],
+            "ttls": [None if op.ttl is None else float(op.ttl) for _, op in upserts],
+        }
+        vector_part = ""
+        if self.index is not None:
+            vector_part = fill(sql.PUT_VECTORS, vector_type=self.index.column_type)
+            params.update(
+                vector_prefixes=[p for p, _, _ in plan.fields],
+                vector_keys=[k for _, k, _ in plan.fields],
+                fields=[f for _, _, f in plan.fields],
+                embeddings=[vector_literal(v.astype(np.float32)) for v in vectors],
             )
+        cur.execute(fill(sql.PUT_ITEMS, vectors=vector_part), params)
 
     # -- rows -> items --------------------------------------------------------------
 
