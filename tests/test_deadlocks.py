@@ -104,3 +104,22 @@ def test_put_writes_of_one_task_from_four_threads_in_different_orders(saver):
     assert race(put, orders, rounds=60) == 0
     pending = saver.get_tuple(saved).pending_writes
     assert sorted(channel for _, channel, _ in pending) == sorted(c for c, _ in writes)
+
+
+def test_memory_store_puts_and_deletes(manager, schema):
+    """Two batches of the same items, one reversed, with vectors: items, stale vectors and
+    new vectors are all written in key order."""
+    from langgraph.store.base import PutOp
+
+    from aperag_pg.memory import PGSyncStore
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [[float(len(t)), 1.0, 0.5] for t in texts]
+
+    store = PGSyncStore(schema=schema, index={"dims": 3, "embed": embed, "fields": ["a", "b"]})
+    store.setup()
+    puts = [PutOp(("dl", key[-1]), key, {"a": key, "b": f"{key}!"}) for key in IDS[:120]]
+    assert race(store.batch, [puts, puts[::-1]]) == 0
+    deletes = [PutOp(op.namespace, op.key, None) for op in puts]
+    mixed = [op if i % 2 else deletes[i] for i, op in enumerate(puts)]
+    assert race(store.batch, [mixed, deletes[::-1]], rounds=5) == 0

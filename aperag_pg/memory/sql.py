@@ -72,57 +72,43 @@ SELECT to_regclass(%(store_migrations)s) IS NOT NULL,
 
 # -- writes ---------------------------------------------------------------------------
 
-# One statement for all the puts of a batch: one round trip, atomic, no BEGIN/COMMIT.
-# Rows in key order (lock order), so rival batches wait instead of deadlocking; the TTL
-# is kept exactly (seconds, not whole minutes); deletes cascade to the vectors.
-PUT_ITEMS = """
-WITH removed AS (
-    DELETE FROM {schema}.store AS s
-    USING unnest(%(delete_prefixes)s::text[], %(delete_keys)s::text[]) AS r(p, k)
-    WHERE s.prefix = r.p AND s.key = r.k
-),
-items AS (
+# One statement for all the puts of a batch: one round trip, atomic, no BEGIN/COMMIT. Its
+# rows are VALUES lists quoted by the driver (planned in half the time of unnest arrays),
+# in key order (lock order), so rival batches wait instead of deadlocking. The TTL is kept
+# exactly (seconds, not whole minutes); deleting an item deletes its vectors (cascade).
+PUT = "WITH {parts} SELECT 1"
+DELETE_ITEMS = """removed AS (
+    DELETE FROM {schema}.store AS s WHERE (s.prefix, s.key) IN (VALUES {pairs})
+)"""
+UPSERT_ITEMS = """items AS (
     INSERT INTO {schema}.store AS s
         (prefix, key, value, created_at, updated_at, expires_at, ttl_minutes)
-    SELECT p, k, v::jsonb, now(), now(), now() + make_interval(secs => t * 60), t
-    FROM unnest(%(prefixes)s::text[], %(keys)s::text[], %(values)s::text[], %(ttls)s::float8[])
-        AS r(p, k, v, t)
-    ORDER BY p, k
+    VALUES {rows}
     ON CONFLICT (prefix, key) DO UPDATE
     SET value = EXCLUDED.value,
         updated_at = now(),
         expires_at = EXCLUDED.expires_at,
         ttl_minutes = EXCLUDED.ttl_minutes
-    RETURNING 1
-){vectors}
-SELECT count(*) FROM items
-"""
+)"""
+ITEM_ROW = (
+    "(%s, %s, %s::jsonb, now(), now(), now() + make_interval(secs => %s::float8 * 60), %s::float8)"
+)
 # With an index, the same statement replaces the items' vectors: fields the new value no
 # longer has, or a put with index=False, leave none behind (upstream keeps them, so the
 # item would still be found by what it used to say).
-PUT_VECTORS = """,
-new_vectors AS (
-    SELECT * FROM unnest(
-        %(vector_prefixes)s::text[], %(vector_keys)s::text[], %(fields)s::text[],
-        %(embeddings)s::text[]
-    ) AS n(p, k, f, e)
-),
-stale AS (
+DELETE_STALE_VECTORS = """stale AS (
     DELETE FROM {schema}.store_vectors AS sv
-    USING unnest(%(prefixes)s::text[], %(keys)s::text[]) AS r(p, k)
-    WHERE sv.prefix = r.p AND sv.key = r.k
-      AND NOT EXISTS (
-          SELECT 1 FROM new_vectors AS n
-          WHERE n.p = sv.prefix AND n.k = sv.key AND n.f = sv.field_name
-      )
-),
-vectors AS (
+    WHERE (sv.prefix, sv.key) IN (VALUES {pairs}) {keeping}
+)"""
+KEEPING_FIELDS = "AND (sv.prefix, sv.key, sv.field_name) NOT IN (VALUES {triples})"
+UPSERT_VECTORS = """vectors AS (
     INSERT INTO {schema}.store_vectors AS sv
         (prefix, key, field_name, embedding, created_at, updated_at)
-    SELECT p, k, f, e::{vector_type}, now(), now() FROM new_vectors ORDER BY p, k, f
+    VALUES {rows}
     ON CONFLICT (prefix, key, field_name) DO UPDATE
     SET embedding = EXCLUDED.embedding, updated_at = now()
 )"""
+VECTOR_ROW = "(%s, %s, %s, %s::{vector_type}, now(), now())"
 
 # -- reads ----------------------------------------------------------------------------
 

@@ -379,29 +379,41 @@ class PGSyncStore(BaseStore):
         return [namespaces.from_text(row["prefix"]) for row in cur.fetchall()]
 
     def _put(self, cur: Any, fill: Any, plan: _Plan, vectors: list[np.ndarray]) -> None:
+        """All the batch's puts as one statement (see ``sql.PUT``)."""
         ordered = sorted(plan.puts.items())  # lock order: rivals wait instead of deadlocking
         deletes = [item for item, op in ordered if op.value is None]
         upserts = [(item, op) for item, op in ordered if op.value is not None]
-        params: dict[str, Any] = {
-            "delete_prefixes": [p for p, _ in deletes],
-            "delete_keys": [k for _, k in deletes],
-            "prefixes": [p for (p, _), _ in upserts],
-            "keys": [k for (_, k), _ in upserts],
-            "values": [
-                jsonb_text(dict(op.value), f"the value of item {op.key!r}") for _, op in upserts
-            ],
-            "ttls": [None if op.ttl is None else float(op.ttl) for _, op in upserts],
-        }
-        vector_part = ""
-        if self.index is not None:
-            vector_part = fill(sql.PUT_VECTORS, vector_type=self.index.column_type)
-            params.update(
-                vector_prefixes=[p for p, _, _ in plan.fields],
-                vector_keys=[k for _, k, _ in plan.fields],
-                fields=[f for _, _, f in plan.fields],
-                embeddings=[vector_literal(v.astype(np.float32)) for v in vectors],
-            )
-        cur.execute(fill(sql.PUT_ITEMS, vectors=vector_part), params)
+
+        def listed(row: str, rows: Iterable[Sequence[Any]]) -> str:
+            return ", ".join(cur.mogrify(row, values).decode() for values in rows)
+
+        parts = []
+        if deletes:
+            parts.append(fill(sql.DELETE_ITEMS, pairs=listed("(%s, %s)", deletes)))
+        if upserts:
+            rows = [
+                (
+                    prefix,
+                    key,
+                    jsonb_text(dict(op.value), f"the value of item {key!r}"),
+                    op.ttl,
+                    op.ttl,
+                )
+                for (prefix, key), op in upserts
+            ]
+            parts.append(fill(sql.UPSERT_ITEMS, rows=listed(sql.ITEM_ROW, rows)))
+        if upserts and self.index is not None:
+            triples = listed("(%s, %s, %s)", plan.fields)
+            keeping = fill(sql.KEEPING_FIELDS, triples=triples) if plan.fields else ""
+            pairs = listed("(%s, %s)", [item for item, _ in upserts])
+            parts.append(fill(sql.DELETE_STALE_VECTORS, pairs=pairs, keeping=keeping))
+        if plan.fields:
+            row = fill(sql.VECTOR_ROW, vector_type=self.index.column_type)
+            texts = [vector_literal(v.astype(np.float32)) for v in vectors]
+            rows = [(*field, text) for field, text in zip(plan.fields, texts, strict=True)]
+            parts.append(fill(sql.UPSERT_VECTORS, rows=listed(row, sorted(rows))))
+        # Quoted already: no parameters, so a "%" in a value is only a character.
+        cur.execute(fill(sql.PUT, parts=",\n".join(parts)))
 
     # -- rows -> items --------------------------------------------------------------
 
