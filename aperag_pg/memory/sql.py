@@ -138,7 +138,8 @@ LIMIT %s OFFSET %s
 # Nearest vectors first, straight off the ANN index (ORDER BY the bare distance, ascending,
 # LIMIT: the only form pgvector's index serves), then their items, filters and paging.
 # ``candidates`` tells whether the index had more to give: if a filter dropped too many,
-# the caller asks again for more. Upstream joins the items first, so the index is unused.
+# the caller asks again for more. Upstream's query reads the index too, but keeps only
+# 2 x limit + 1 vectors before its namespace and filter: short pages, empty deep offsets.
 SEARCH_NEAREST = """
 WITH nearest AS MATERIALIZED (
     SELECT sv.prefix, sv.key, {distance} AS distance

@@ -55,8 +55,9 @@ logger = logging.getLogger(__name__)
 
 SWEEP_BATCH = 1000  # expired items deleted per statement
 _ITERATIVE_SCAN = {
-    # pgvector 0.8+: the index scan goes on past rows the namespace condition drops.
-    "hnsw": "SET LOCAL hnsw.iterative_scan = strict_order",
+    # pgvector 0.8+: the index scan goes on past rows the namespace condition drops. Relaxed
+    # order is cheaper, and the page is sorted by exact distance afterwards anyway.
+    "hnsw": "SET LOCAL hnsw.iterative_scan = relaxed_order",
     "ivfflat": "SET LOCAL ivfflat.iterative_scan = relaxed_order",
 }
 Fill = Callable[..., str]  # a statement template and its parts -> the statement
@@ -330,7 +331,7 @@ class PGSyncStore(BaseStore):
         """The index's nearest vectors, widened while filters leave the page short; an
         exact scan when the index has given all it will (a small namespace, a short
         table, hnsw.max_scan_tuples), so results never go missing."""
-        candidates = max((op.offset + op.limit) * self.index.vectors_per_item * 2 + 1, 40)
+        candidates = (op.offset + op.limit) * self.index.vectors_per_item * 2 + 1
         for _ in range(_ANN_ROUNDS):
             found, rows = self._nearest(cur, fill, op, query, candidates)
             if len(rows) >= op.limit:
