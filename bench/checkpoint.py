@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from psycopg_pool import ConnectionPool
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
-from common import benchmark_postgres, machine_line, percentile, run_benchmark  # noqa: E402
+from common import benchmark_postgres, concurrent, machine_line, percentile, run_benchmark  # noqa: E402
 
 from aperag_pg.checkpoint import PGSyncCheckpointSaver  # noqa: E402
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
@@ -102,33 +101,6 @@ def config(thread_id: str) -> dict:
 
 
 # -- timing -------------------------------------------------------------------------
-
-
-def concurrent(calls: list[Callable[[], object]], per_thread: int) -> tuple[list[float], float]:
-    """Run ``per_thread`` calls of each callable, one thread per callable, all at once.
-
-    Returns every call's latency and the operations per second of the whole run.
-    """
-    latencies: list[list[float]] = [[] for _ in calls]
-    start_gate = threading.Barrier(len(calls) + 1)
-
-    def work(i: int) -> None:
-        start_gate.wait()
-        for _ in range(per_thread):
-            t0 = time.perf_counter()
-            calls[i]()
-            latencies[i].append(time.perf_counter() - t0)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    start_gate.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    samples = [x for per in latencies for x in per]
-    return samples, len(samples) / wall
 
 
 def repeat(fn: Callable[[], object], n: int) -> list[float]:

@@ -8,6 +8,7 @@ import platform
 import re
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,33 @@ def time_calls(fn: Callable[[], object], n: int, warmup: int = 10) -> list[float
         fn()
         samples.append(time.perf_counter() - start)
     return samples
+
+
+def concurrent(calls: list[Callable[[], object]], per_thread: int) -> tuple[list[float], float]:
+    """Run ``per_thread`` calls of each callable, one thread per callable, all at once.
+
+    Returns every call's latency and the operations per second of the whole run.
+    """
+    latencies: list[list[float]] = [[] for _ in calls]
+    start_gate = threading.Barrier(len(calls) + 1)
+
+    def work(i: int) -> None:
+        start_gate.wait()
+        for _ in range(per_thread):
+            t0 = time.perf_counter()
+            calls[i]()
+            latencies[i].append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    start_gate.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    samples = [x for per in latencies for x in per]
+    return samples, len(samples) / wall
 
 
 def percentile(samples: list[float], q: float) -> float:

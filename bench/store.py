@@ -46,7 +46,6 @@ import hashlib
 import math
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -67,6 +66,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 from common import (  # noqa: E402
     benchmark_postgres,
+    concurrent,
     machine_line,
     percentile,
     run_benchmark,
@@ -224,33 +224,6 @@ def copy_rows(admin: psycopg.Connection, source: str, target: str) -> tuple[floa
 
 
 # -- timing -------------------------------------------------------------------------
-
-
-def concurrent(calls: list[Callable[[], object]], per_thread: int) -> tuple[list[float], float]:
-    """Run ``per_thread`` calls of each callable, one thread per callable, all at once.
-
-    Returns every call's latency and the operations per second of the whole run.
-    """
-    latencies: list[list[float]] = [[] for _ in calls]
-    start_gate = threading.Barrier(len(calls) + 1)
-
-    def work(i: int) -> None:
-        start_gate.wait()
-        for _ in range(per_thread):
-            t0 = time.perf_counter()
-            calls[i]()
-            latencies[i].append(time.perf_counter() - t0)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    start_gate.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    samples = [x for per in latencies for x in per]
-    return samples, len(samples) / wall
 
 
 def cycling(fn: Callable[[int], object]) -> Callable[[], object]:
