@@ -203,6 +203,28 @@ def _use_one_instance(rag, run, manager) -> dict:
     return {"opened": stats["connections_num"] - opened_before}
 
 
+def run_in_a_new_loop(coro):
+    """``asyncio.run``, except that tasks still pending at the end get a bounded wait.
+
+    LightRAG's queue workers (``priority_limit_async_func_call``) catch the CancelledError
+    of a call they are running and go back to waiting on their queue, so ``asyncio.run``
+    cancelling them at exit can wait forever when one is mid-call (seen under load). What
+    this test checks, storages used from a new loop each time, is the same either way.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=10))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+
 def test_one_instance_across_successive_event_loops(manager, tmp_path, caplog):
     """The common Celery pattern: every task calls asyncio.run() on the same instance.
 
@@ -211,7 +233,8 @@ def test_one_instance_across_successive_event_loops(manager, tmp_path, caplog):
     here and restart; aperag_pg.worker.run_async avoids that, see the next test.)
     """
     caplog.set_level(logging.WARNING)
-    growth = _use_one_instance(make_rag(tmp_path, new_workspace(), OURS), asyncio.run, manager)
+    rag = make_rag(tmp_path, new_workspace(), OURS)
+    growth = _use_one_instance(rag, run_in_a_new_loop, manager)
     assert growth["opened"] <= manager.settings().max_connections
     storage_records = [
         r.getMessage()
