@@ -148,6 +148,14 @@ def test_an_embedding_of_the_wrong_size_writes_nothing(schema, admin_conn):
     assert count_rows(admin_conn, schema, "store") == 0
 
 
+def test_an_embedding_function_that_drops_texts_writes_nothing(schema, admin_conn):
+    store = PGSyncStore(schema=schema, index={"dims": 2, "embed": lambda texts: [[1.0, 0.5]]})
+    store.setup()
+    with pytest.raises(InvalidInput, match="returned 1 vectors for 2 texts"):
+        store.batch([PutOp(("docs",), "a", {"text": "x"}), PutOp(("docs",), "b", {"text": "y"})])
+    assert count_rows(admin_conn, schema, "store") == 0
+
+
 def test_an_embedding_with_nan_writes_nothing(schema, admin_conn):
     store = PGSyncStore(
         schema=schema, index={"dims": 2, "embed": lambda t: [[math.nan, 1]] * len(t)}

@@ -235,12 +235,12 @@ class PGSyncStore(BaseStore):
     def _embed(self, texts: list[str]) -> list[Any]:
         if not texts:
             return []
-        return self._checked_vectors(self._embeddings().embed_documents(texts))
+        return self._checked_vectors(self._embeddings().embed_documents(texts), len(texts))
 
     async def _aembed(self, texts: list[str]) -> list[Any]:
         if not texts:
             return []
-        return self._checked_vectors(await self._embeddings().aembed_documents(texts))
+        return self._checked_vectors(await self._embeddings().aembed_documents(texts), len(texts))
 
     def _embeddings(self) -> Any:
         if self.embeddings is None:
@@ -251,8 +251,13 @@ class PGSyncStore(BaseStore):
             )
         return self.embeddings
 
-    def _checked_vectors(self, vectors: Sequence[Sequence[float]]) -> list[np.ndarray]:
-        """The embeddings as float32 arrays of the index's dimension, all finite."""
+    def _checked_vectors(self, vectors: Sequence[Sequence[float]], texts: int) -> list[np.ndarray]:
+        """The embeddings, one per text, as arrays of the index's dimension, all finite."""
+        if len(vectors) != texts:
+            raise InvalidInput(
+                f"the embedding function returned {len(vectors)} vectors for {texts} texts; "
+                "nothing was written."
+            )
         checked = []
         for vector in vectors:
             array = np.asarray(vector, dtype=np.float64)
