@@ -17,7 +17,6 @@ scalars, and one pending write per checkpoint.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 import uuid
@@ -33,7 +32,14 @@ from psycopg_pool import ConnectionPool
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
-from common import benchmark_postgres, concurrent, machine_line, percentile, run_benchmark  # noqa: E402
+from common import (  # noqa: E402
+    benchmark_postgres,
+    comparison_header,
+    comparison_row,
+    concurrent,
+    machine_line,
+    run_benchmark,
+)
 
 from aperag_pg.checkpoint import PGSyncCheckpointSaver  # noqa: E402
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
@@ -192,25 +198,14 @@ def report(results: dict, per_thread: int, list_reps: tuple[int, int]) -> str:
         f"{per_thread * 2} reads; list: whole thread, {list_reps[0]} and {list_reps[1]} runs. "
         "Times in ms.",
         "",
-        "| operation | ours p50 | PostgresSaver p50 | p50 ratio | ours p99 | PostgresSaver p99 "
-        "| ours ops/s | PostgresSaver ops/s | throughput ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *comparison_header("PostgresSaver"),
     ]
     verdicts = []
     for key, label in LABELS.items():
         ours, ours_rate = results["ours"][key]
         theirs, theirs_rate = results["theirs"][key]
-        o50, t50 = statistics.median(ours) * 1000, statistics.median(theirs) * 1000
-        o99, t99 = percentile(ours, 99) * 1000, percentile(theirs, 99) * 1000
-        ratio = t50 / o50
-        rates = (
-            f"{ours_rate:,.0f} | {theirs_rate:,.0f} | {ours_rate / theirs_rate:.1f}x"
-            if ours_rate
-            else "- | - | -"
-        )
-        lines.append(
-            f"| {label} | {o50:.3f} | {t50:.3f} | {ratio:.1f}x | {o99:.3f} | {t99:.3f} | {rates} |"
-        )
+        row, ratio = comparison_row(label, ours, ours_rate, theirs, theirs_rate)
+        lines.append(row)
         met = "met" if ratio >= TARGETS[key] else "NOT met"
         extra = f"; throughput {ours_rate / theirs_rate:.1f}x" if ours_rate else ""
         verdicts.append(

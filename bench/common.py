@@ -90,6 +90,32 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
+def comparison_header(theirs: str) -> list[str]:
+    """The header of a side-by-side table: ours against ``theirs``."""
+    return [
+        f"| operation | ours p50 | {theirs} p50 | p50 ratio | ours p99 | {theirs} p99 "
+        f"| ours ops/s | {theirs} ops/s | throughput ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+
+def comparison_row(
+    label: str, ours: list[float], ours_rate: float, theirs: list[float], theirs_rate: float
+) -> tuple[str, float]:
+    """One table row from both sides' latencies (seconds) and rates (0: none), and the p50
+    ratio (theirs / ours)."""
+    o50, t50 = statistics.median(ours) * 1000, statistics.median(theirs) * 1000
+    o99, t99 = percentile(ours, 99) * 1000, percentile(theirs, 99) * 1000
+    ratio = t50 / o50
+    rates = (
+        f"{ours_rate:,.0f} | {theirs_rate:,.0f} | {ours_rate / theirs_rate:.1f}x"
+        if ours_rate
+        else "- | - | -"
+    )
+    row = f"| {label} | {o50:.3f} | {t50:.3f} | {ratio:.1f}x | {o99:.3f} | {t99:.3f} | {rates} |"
+    return row, ratio
+
+
 def machine_line() -> str:
     return (
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "

@@ -66,9 +66,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 from common import (  # noqa: E402
     benchmark_postgres,
+    comparison_header,
+    comparison_row,
     concurrent,
     machine_line,
-    percentile,
     run_benchmark,
 )
 
@@ -537,25 +538,14 @@ def report(results: dict, answers: dict, info: dict, truth: dict, sizes: Sizes) 
         f"list_namespaces: {sizes.reps} calls each; "
         f"{sizes.tasks} tasks. Times in ms.",
         "",
-        "| operation | ours p50 | PostgresStore p50 | p50 ratio | ours p99 | PostgresStore p99 "
-        "| ours ops/s | PostgresStore ops/s | throughput ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *comparison_header("PostgresStore"),
     ]
     verdicts = []
     for key, label in LABELS.items():
         ours, ours_rate = results["ours"][key]
         theirs, theirs_rate = results["theirs"][key]
-        o50, t50 = statistics.median(ours) * 1000, statistics.median(theirs) * 1000
-        o99, t99 = percentile(ours, 99) * 1000, percentile(theirs, 99) * 1000
-        ratio = t50 / o50
-        rates = (
-            f"{ours_rate:,.0f} | {theirs_rate:,.0f} | {ours_rate / theirs_rate:.1f}x"
-            if ours_rate
-            else "- | - | -"
-        )
-        lines.append(
-            f"| {label} | {o50:.3f} | {t50:.3f} | {ratio:.1f}x | {o99:.3f} | {t99:.3f} | {rates} |"
-        )
+        row, ratio = comparison_row(label, ours, ours_rate, theirs, theirs_rate)
+        lines.append(row)
         target = TARGETS.get(key)
         met = (
             f"{'met' if ratio >= target else 'NOT met'} for >= {target:g}x"
