@@ -210,3 +210,50 @@ def test_sessions_killed_between_calls_cost_at_most_one_retriable_error(store, s
     assert written == (1 if first_failed else 3)
     store.batch([PutOp(("docs",), "a", {"v": 1}), PutOp(("docs",), "b", {"v": 2})])
     assert store.get(("docs",), "b").value == {"v": 2}
+
+
+NAMESPACE_LABEL = st.sampled_from(["a", "a-b", "a b", "ab", "a!", "b", "users", "u1", "u1-x"])
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    namespaces=st.lists(
+        st.lists(NAMESPACE_LABEL, min_size=1, max_size=4).map(tuple), min_size=1, max_size=12
+    ),
+    max_depth=st.one_of(st.none(), st.integers(1, 4)),
+    prefix=st.lists(st.sampled_from(["a", "u1", "*"]), max_size=2).map(tuple),
+    suffix=st.lists(st.sampled_from(["a", "b", "*"]), max_size=2).map(tuple),
+    limit=st.integers(1, 6),
+    offset=st.integers(0, 4),
+)
+def test_list_namespaces_equals_the_definition(
+    store, namespaces, max_depth, prefix, suffix, limit, offset
+):
+    """Against InMemoryStore's definition, on labels that are prefixes of each other
+    followed by characters sorting before the separator ("a", "a-b", "a b"): the index
+    walk's subtree skips never drop or repeat a namespace."""
+    store.batch([PutOp(ns, "k", None) for ns in store.list_namespaces(limit=1000)])
+    store.batch([PutOp(ns, "k", {"v": 1}) for ns in namespaces])
+
+    def matches(ns: tuple, pattern: tuple, from_end: bool) -> bool:
+        if len(ns) < len(pattern):
+            return False
+        part = ns[len(ns) - len(pattern) :] if from_end else ns[: len(pattern)]
+        return all(p in ("*", n) for n, p in zip(part, pattern, strict=True))
+
+    kept = {
+        ns[:max_depth] if max_depth else ns
+        for ns in set(namespaces)
+        if matches(ns, prefix, False) and matches(ns, suffix, True)
+    }
+    expected = sorted(kept, key=".".join)[offset : offset + limit]
+    listed = store.list_namespaces(
+        prefix=prefix or None,
+        suffix=suffix or None,
+        max_depth=max_depth,
+        limit=limit,
+        offset=offset,
+    )
+    assert listed == expected
