@@ -156,7 +156,7 @@ def test_list_namespaces_walks_the_prefix_index(big_schema, admin_conn, store):
         ListNamespacesOp(match_conditions=(), max_depth=None, limit=100, offset=0),
         ListNamespacesOp(match_conditions=(), max_depth=1, limit=100, offset=0),
     ):
-        statement, params = list_namespaces_sql(op, "")
+        statement, params = list_namespaces_sql(op, "", op.offset + op.limit)
         plan = plan_of(admin_conn, big_schema, statement, params)
         assert "store_prefix_idx" in plan, plan
         assert "Seq Scan" not in plan, plan

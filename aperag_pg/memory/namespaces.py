@@ -1,11 +1,10 @@
 """Namespaces as stored (labels joined by dots) and the SQL that finds them.
 
 ``list_namespaces`` walks the distinct namespaces on ``store_prefix_idx`` (upstream's
-``text_pattern_ops`` index, byte order): one index probe per namespace, never per item,
-and a namespace deeper than ``max_depth`` skips its whole subtree in one probe. Without
-``max_depth`` the walk stops as soon as ``offset + limit`` namespaces matched (PostgreSQL
-evaluates a recursive query only as far as its reader fetches). Upstream reads and splits
-every row of the table. Namespaces come back in byte order (upstream: the database's
+``text_pattern_ops`` index, byte order): one index probe per namespace, never per item;
+a namespace deeper than ``max_depth`` skips its whole subtree in one probe, and the walk
+stops as soon as ``offset + limit`` namespaces matched. Upstream reads and splits every
+row of the table. Namespaces come back in byte order (upstream: the database's
 collation, the same order under the C collation).
 """
 
@@ -49,20 +48,32 @@ def match_pattern(condition: MatchCondition) -> str:
     return rf"^{body}(\.|$)"
 
 
-# ~>=~ and ~<~ are the byte-order operators of text_pattern_ops: they use the index.
+# ~>=~ and ~<~ are the byte-order operators of text_pattern_ops: they use the index. Each
+# step finds the next namespace, its truncation to max_depth, whether it matches the
+# conditions, and counts the truncations that matched and changed: the walk stops once
+# ``enough`` did (None: never), as it emits them in byte order (see may_be_out_of_order).
 _WALK = """
-WITH RECURSIVE walk(prefix) AS (
-    (SELECT s.prefix FROM {schema}.store AS s
-     WHERE s.prefix ~>=~ %(start)s {before} {live}
-     ORDER BY s.prefix USING ~<~ LIMIT 1)
+WITH RECURSIVE walk(prefix, truncated, matched, last, found) AS (
+    (SELECT f.prefix, f.truncated, f.matched, CASE WHEN f.matched THEN f.truncated END,
+            f.matched::int
+     FROM (SELECT s.prefix, {truncated} AS truncated, {matched} AS matched
+           FROM {schema}.store AS s
+           WHERE s.prefix ~>=~ %(start)s {before} {live}
+           ORDER BY s.prefix USING ~<~ LIMIT 1) AS f)
     UNION ALL
-    SELECT next.prefix FROM walk AS w
+    SELECT f.prefix, f.truncated, f.matched,
+           CASE WHEN f.matched THEN f.truncated ELSE w.last END,
+           w.found + (f.matched AND f.truncated IS DISTINCT FROM w.last)::int
+    FROM walk AS w
     CROSS JOIN LATERAL (
-        SELECT s.prefix FROM {schema}.store AS s
+        SELECT s.prefix, {truncated} AS truncated, {matched} AS matched
+        FROM {schema}.store AS s
         WHERE s.prefix ~>=~ ({after}) {before} {live}
         ORDER BY s.prefix USING ~<~ LIMIT 1
-    ) AS next
+    ) AS f
+    WHERE %(enough)s::bigint IS NULL OR w.found < %(enough)s
 )
+SELECT DISTINCT truncated COLLATE "C" AS prefix FROM walk WHERE matched ORDER BY 1
 """
 # The smallest text after ``w.prefix`` (NUL cannot be in text, so chr(1) is next), or for a
 # namespace deeper than max_depth, the first after its truncation's whole subtree
@@ -73,12 +84,16 @@ _NEXT_SUBTREE = (
     "THEN array_to_string((string_to_array(w.prefix, '.'))[1:%(depth)s], '.') || '/' "
     "ELSE w.prefix || chr(1) END"
 )
-_TRUNCATED = "array_to_string((string_to_array(prefix, '.'))[1:%(depth)s], '.')"
+_TRUNCATED = "array_to_string((string_to_array(s.prefix, '.'))[1:%(depth)s], '.')"
 
 
-def list_namespaces_sql(op: ListNamespacesOp, live: str) -> tuple[str, dict[str, Any]]:
-    """The statement (``{schema}`` still to fill) and its parameters for ``op``."""
-    params: dict[str, Any] = {"start": "", "limit": op.limit, "offset": op.offset}
+def list_namespaces_sql(
+    op: ListNamespacesOp, live: str, enough: int | None
+) -> tuple[str, dict[str, Any]]:
+    """The statement (``{schema}`` still to fill) and its parameters: the distinct
+    (truncated) namespaces ``op`` matches, in byte order, all of them or at least the first
+    ``enough`` (more when the walk emits out of order: see may_be_out_of_order)."""
+    params: dict[str, Any] = {"start": "", "enough": enough, "depth": op.max_depth}
     conditions = [c for c in op.match_conditions or () if c.path]
     head = _literal_head(conditions)
     before = ""
@@ -88,23 +103,38 @@ def list_namespaces_sql(op: ListNamespacesOp, live: str) -> tuple[str, dict[str,
     filters = []
     for i, condition in enumerate(conditions):
         params[f"match{i}"] = match_pattern(condition)
-        filters.append(f"prefix ~ %(match{i})s")
-    where = f"WHERE {' AND '.join(filters)}" if filters else ""
-    live_sql = f"AND {live}" if live else ""
-    if op.max_depth is None:
-        walk = _fill(_WALK, after=_NEXT, before=before, live=live_sql)
-        # No ORDER BY: the walk is already in byte order, and sorting would read it all.
-        return f"{walk} SELECT prefix FROM walk {where} LIMIT %(limit)s OFFSET %(offset)s", params
-    params["depth"] = op.max_depth
+        filters.append(f"s.prefix ~ %(match{i})s")
     # A subtree may be skipped when whether it matches is fixed by its first max_depth
     # labels, which every namespace in it shares.
-    skips = all(c.match_type == "prefix" and len(c.path) <= op.max_depth for c in conditions)
-    walk = _fill(_WALK, after=_NEXT_SUBTREE if skips else _NEXT, before=before, live=live_sql)
-    select = (
-        f'SELECT DISTINCT {_TRUNCATED} COLLATE "C" AS prefix FROM walk {where} '
-        "ORDER BY 1 LIMIT %(limit)s OFFSET %(offset)s"
+    skips = op.max_depth is not None and all(
+        c.match_type == "prefix" and len(c.path) <= op.max_depth for c in conditions
     )
-    return f"{walk} {select}", params
+    statement = _fill(
+        _WALK,
+        truncated="s.prefix" if op.max_depth is None else _TRUNCATED,
+        matched=" AND ".join(filters) or "true",
+        after=_NEXT_SUBTREE if skips else _NEXT,
+        before=before,
+        live=f"AND {live}" if live else "",
+    )
+    return statement, params
+
+
+def may_be_out_of_order(truncated: list[str], max_depth: int | None) -> bool:
+    """Whether a walk stopped early may have missed a smaller namespace.
+
+    Namespaces come in byte order, so truncations do too, except in one case: a label at
+    max_depth that extends a sibling label with a byte below '.' ("u-1" after "u"): the
+    walk meets "a.u-1.x" (giving "a.u-1") before "a.u.x" (giving "a.u"). Such labels are
+    rare; with one among the truncations found, the whole walk is read instead.
+    """
+    if max_depth is None:
+        return False
+    for text in truncated:
+        labels = text.split(SEPARATOR)
+        if len(labels) == max_depth and any(char < SEPARATOR for char in labels[-1][1:]):
+            return True
+    return False
 
 
 def _literal_head(conditions: list[MatchCondition]) -> str:

@@ -380,9 +380,14 @@ class PGSyncStore(BaseStore):
         )
 
     def _list_namespaces(self, cur: Any, fill: Any, op: ListNamespacesOp) -> list[tuple]:
-        statement, params = namespaces.list_namespaces_sql(op, self._live())
+        enough = op.offset + op.limit
+        statement, params = namespaces.list_namespaces_sql(op, self._live(), enough)
         cur.execute(fill(statement), params)
-        return [namespaces.from_text(row["prefix"]) for row in cur.fetchall()]
+        found = [row["prefix"] for row in cur.fetchall()]
+        if namespaces.may_be_out_of_order(found, op.max_depth):
+            cur.execute(fill(statement), {**params, "enough": None})
+            found = [row["prefix"] for row in cur.fetchall()]
+        return [namespaces.from_text(text) for text in found[op.offset : enough]]
 
     def _put(self, cur: Any, fill: Any, plan: _Plan, vectors: list[np.ndarray]) -> None:
         """All the batch's puts as one statement (see ``sql.PUT``)."""
