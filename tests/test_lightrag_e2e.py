@@ -300,3 +300,33 @@ def test_drop_reports_in_lightrags_status_dict_what_the_stores_raise(manager, tm
         await rag.finalize_storages()
 
     asyncio.run(check())
+
+
+def test_an_ingest_never_reports_documents_still_on_their_way(manager, tmp_path):
+    """LightRAG's pipeline returns at once while an earlier run (left going by a failed
+    delivery) is busy, leaving this delivery's documents mid-way: the ingest raises the
+    retried DocumentsUnfinished instead of reporting success."""
+    from aperag_pg.lightrag.ingest import DocumentsUnfinished, document_id, finish
+
+    rag = make_rag(tmp_path, new_workspace(), OURS)
+    doc_id = document_id(FILE_PATHS[0])
+
+    async def check() -> None:
+        await rag.initialize_storages()
+        try:
+            await rag.doc_status.upsert(
+                {
+                    doc_id: {
+                        "status": DocStatus.PROCESSING,
+                        "content_summary": DOCS[0][:20],
+                        "content_length": len(DOCS[0]),
+                        "file_path": FILE_PATHS[0],
+                    }
+                }
+            )
+            with pytest.raises(DocumentsUnfinished, match="not processed yet"):
+                await finish(rag, [doc_id], run_pipeline=False)
+        finally:
+            await rag.finalize_storages()
+
+    run_async(check())

@@ -19,7 +19,10 @@ failed while the task would return normally. When documents fail and that text, 
 process's pool, shows such trouble during the ingest, the task fails with
 ``DocumentsFailedTransiently``, which DatabaseTask retries; the retry finds them failed
 and runs them again. Other failures, or the same after the last retry, fail the task
-naming the documents: a task never reports success with failed documents in it.
+naming the documents: a task never reports success with failed documents in it. Nor
+with documents still on their way: LightRAG's pipeline returns at once when it is busy
+(with a run an earlier, failed delivery left going), and then ``DocumentsUnfinished``
+has the task retried until they are processed.
 
 Texts without a file name are inserted as LightRAG does it (it deduplicates them by
 content). The caller holds the workspace's writer lock (LightRAG assumes one writer).
@@ -64,6 +67,12 @@ class DocumentsFailed(AperagPGError):
 
 class DocumentsFailedTransiently(DocumentsFailed, TransientFailure):
     """Documents failed while the database was briefly away: the task is retried."""
+
+
+class DocumentsUnfinished(TransientFailure):
+    """LightRAG's pipeline returned with documents still on their way (it was busy with an
+    earlier run, left going by a delivery that failed): the task is retried, and finds
+    them processed or runs them again."""
 
 
 @dataclass
@@ -160,7 +169,19 @@ async def finish(
             "Fix the cause and send the task again: processed documents are skipped and "
             "failed ones are tried again."
         )
-    return {doc_id: final[doc_id]["status"] if doc_id in final else "missing" for doc_id in doc_ids}
+    statuses = {
+        doc_id: final[doc_id]["status"] if doc_id in final else "missing" for doc_id in doc_ids
+    }
+    unfinished = {
+        doc_id: status for doc_id, status in statuses.items() if status != DocStatus.PROCESSED
+    }
+    if unfinished:
+        raise DocumentsUnfinished(
+            f"{len(unfinished)} of {len(doc_ids)} documents are not processed yet after "
+            f"LightRAG's pipeline returned: {unfinished}. The task is retried; a task never "
+            "reports success with unprocessed documents."
+        )
+    return statuses
 
 
 def _looks_transient(error: str | None) -> bool:
