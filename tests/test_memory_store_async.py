@@ -204,9 +204,10 @@ def test_ours_awaits_an_async_embed_function_on_the_callers_loop(schema):
     loops_seen: list = []
 
     async def embed(texts: list[str]) -> list[list[float]]:
-        loops_seen.append(asyncio.get_running_loop())
-        await asyncio.sleep(0)  # yield to the loop, as a network call would
-        return words.embed_documents(texts)
+        loop = asyncio.get_running_loop()
+        loops_seen.append(loop)
+        # awaited through this loop, as a client bound to it would
+        return await loop.run_in_executor(None, words.embed_documents, texts)
 
     store = store_in(schema, index={**index_config(words, fields=["text"]), "embed": embed})
 
