@@ -16,7 +16,7 @@ from aperag_pg.manager import PostgreSQLSyncConnectionManager
 from aperag_pg.memory import PGSyncStore
 from aperag_pg.memory.config import vector_index
 from aperag_pg.memory.namespaces import list_namespaces_sql
-from aperag_pg.memory.search import nearest_statement
+from aperag_pg.memory.search import nearest_statement, query_text
 
 from .checkpoint_support import drop_schema, new_schema
 
@@ -110,7 +110,8 @@ def exact_top(admin_conn, schema: str, query: str, prefix: str, where: str, k: i
 def test_vector_search_reads_the_ann_index(big_schema, admin_conn, prefix):
     op = SearchOp(prefix, query="anything", limit=10)
     index = vector_index(INDEX)
-    statement, params = nearest_statement(index, op, np.array(text_vector("x")), 41, False)
+    query = query_text(index, np.array(text_vector("x")))
+    statement, params = nearest_statement(index, op, query, 41, False)
     plan = plan_of(admin_conn, big_schema, statement, params)
     assert "Index Scan using store_vectors_embedding_idx" in plan, plan
     assert "Seq Scan on store_vectors" not in plan, plan

@@ -43,18 +43,14 @@ class _Tables:
     def __init__(self, schema: str, index: VectorIndex | None) -> None:
         self.schema = schema
         self.index = index
-        self.quoted = f'"{schema}"'  # a plain name (checked by the store): quoting is exact
         self._ttl_type: str | None = None
 
     def fill(self, template: str, **parts: str) -> str:
-        text = template.replace("{schema}", self.quoted)
-        for name, value in parts.items():
-            text = text.replace("{" + name + "}", value)
-        return text
+        return sql.fill(template, self.schema, **parts)
 
     def up_to_date(self, cur: Any) -> bool:
         names = {
-            name: f"{self.quoted}.{name}"
+            name: sql.fill(f"{{schema}}.{name}", self.schema)
             for name in ("store", "store_vectors", STORE_VERSIONS, VECTOR_VERSIONS)
         }
         cur.execute(sql.STATE, names)

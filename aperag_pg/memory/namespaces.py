@@ -16,6 +16,8 @@ from typing import Any
 
 from langgraph.store.base import ListNamespacesOp, MatchCondition
 
+from . import sql
+
 SEPARATOR = "."
 
 
@@ -109,7 +111,7 @@ def list_namespaces_sql(
     skips = op.max_depth is not None and all(
         c.match_type == "prefix" and len(c.path) <= op.max_depth for c in conditions
     )
-    statement = _fill(
+    statement = sql.fill(
         _WALK,
         truncated="s.prefix" if op.max_depth is None else _TRUNCATED,
         matched=" AND ".join(filters) or "true",
@@ -150,9 +152,3 @@ def _literal_head(conditions: list[MatchCondition]) -> str:
         if labels:
             return to_text(labels)
     return ""
-
-
-def _fill(template: str, **parts: str) -> str:
-    for name, text in parts.items():
-        template = template.replace("{" + name + "}", text)
-    return template

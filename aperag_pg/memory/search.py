@@ -34,7 +34,7 @@ def where_clause(
 def nearest_statement(
     index: VectorIndex,
     op: SearchOp,
-    query: np.ndarray,
+    query: str,
     candidates: int | None,
     omit_expired: bool,
 ) -> tuple[str, dict[str, Any]]:
@@ -45,15 +45,17 @@ def nearest_statement(
     namespace, namespace_params = namespaces.prefix_condition(op.namespace_prefix, "sv.prefix")
     where, params = where_clause(op, None, omit_expired)
     distance = f"sv.embedding {index.operator} %(query)s::{index.column_type}"
-    statement = (
-        sql.SEARCH_NEAREST.replace("{distance}", distance)
-        .replace("{order}", distance if candidates else f"({distance}) + 0")
-        .replace("{namespace}", _named(namespace, "ns", len(namespace_params)))
-        .replace("{where}", _named(where, "f", len(params)))
-        .replace("{score}", index.score("b.distance"))
+    statement = sql.fill(
+        sql.SEARCH_NEAREST,
+        distance=distance,
+        # the bare distance is what the ANN index serves; an expression is exact
+        order=distance if candidates else f"({distance}) + 0",
+        namespace=_named(namespace, "ns", len(namespace_params)),
+        where=_named(where, "f", len(params)),
+        score=index.score("b.distance"),
     )
     values = {
-        "query": query_text(index, query),
+        "query": query,
         "candidates": candidates,
         "limit": op.limit,
         "offset": op.offset,

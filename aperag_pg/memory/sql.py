@@ -10,10 +10,22 @@ version: ``ttl_minutes`` becomes double precision, so a TTL of 0.5 minutes stays
 (upstream's integer column rounds it); PostgresStore reads and writes that column as
 before.
 
-``{schema}`` is filled in by ``MemoryTables``; values are always ``%s`` parameters.
+``fill`` puts in ``{schema}`` and the other named parts; values are always parameters.
 """
 
 from __future__ import annotations
+
+
+def fill(template: str, schema: str | None = None, **parts: str) -> str:
+    """``template`` with ``{schema}`` (a plain name, checked by the store, so quoting it is
+    exact) and each named ``{part}`` put in. Plain replacement, not ``str.format``: the
+    SQL has other braces (``'{}'``) that must stay."""
+    if schema is not None:
+        template = template.replace("{schema}", f'"{schema}"')
+    for name, text in parts.items():
+        template = template.replace("{" + name + "}", text)
+    return template
+
 
 STORE_MIGRATIONS = (
     """

@@ -336,19 +336,20 @@ class PGSyncStore(BaseStore):
         """The index's nearest vectors, widened while filters leave the page short; an
         exact scan when the index has given all it will (a small namespace, a short
         table, hnsw.max_scan_tuples), so results never go missing."""
+        query_text = search.query_text(self.index, query)  # once, for every round
         candidates = (op.offset + op.limit) * self.index.vectors_per_item * 2 + 1
         for _ in range(_ANN_ROUNDS):
-            found, rows = self._nearest(cur, fill, op, query, candidates)
+            found, rows = self._nearest(cur, fill, op, query_text, candidates)
             if len(rows) >= op.limit:
                 return self._found(cur, fill, op, rows)
             if found < candidates:
                 break
             candidates *= 4
-        _, rows = self._nearest(cur, fill, op, query, None)
+        _, rows = self._nearest(cur, fill, op, query_text, None)
         return self._found(cur, fill, op, rows)
 
     def _nearest(
-        self, cur: Any, fill: Any, op: SearchOp, query: np.ndarray, candidates: int | None
+        self, cur: Any, fill: Any, op: SearchOp, query: str, candidates: int | None
     ) -> tuple[int, list]:
         """(how many vectors were read, the page of items)."""
         statement, params = search.nearest_statement(
@@ -466,13 +467,9 @@ class PGSyncStore(BaseStore):
 def _store_cursor(manager: Manager, schema: str, mode: Mode) -> Iterator[tuple[Any, Fill]]:
     """A dict-row cursor run as ``mode`` says, and the filler of ``{schema}`` and the other
     named parts of a statement; a missing table raises SchemaError naming the fix."""
-    quoted = f'"{schema}"'  # a plain name, checked: quoting is exact
 
     def fill(template: str, **parts: str) -> str:
-        text = template.replace("{schema}", quoted)
-        for name, value in parts.items():
-            text = text.replace("{" + name + "}", value)
-        return text
+        return sql.fill(template, schema, **parts)
 
     try:
         with cursor(manager, mode, DictRowCursor) as cur:
