@@ -29,6 +29,9 @@ class Mode(enum.Enum):
     # Each statement is its own transaction: one write, or reads that under READ
     # COMMITTED see committed data either way. Saves the BEGIN and COMMIT round trips.
     AUTOCOMMIT = "autocommit"
+    # One write statement as its own transaction: AUTOCOMMIT, except under a writer's
+    # fence (``fencing.py``), where it commits only while the writer's lease is held.
+    WRITE = "write"
     # One read-write transaction: committed when the block ends, rolled back on error.
     TRANSACTION = "transaction"
     # One REPEATABLE READ transaction: every statement sees the same data (a traversal,
@@ -40,7 +43,7 @@ class Mode(enum.Enum):
     @classmethod
     def writes(cls, one_statement: bool) -> Mode:
         """A write's mode: one statement is a transaction of its own, more need one."""
-        return cls.AUTOCOMMIT if one_statement else cls.TRANSACTION
+        return cls.WRITE if one_statement else cls.TRANSACTION
 
 
 # Snapshots send their BEGIN with the first statement and COMMIT themselves: one extra
@@ -71,7 +74,7 @@ def cursor(
                 yield cur
             return
         conn.autocommit = True  # the pool turns it off again at checkin
-        if mode is Mode.AUTOCOMMIT:
+        if mode in (Mode.AUTOCOMMIT, Mode.WRITE):
             with conn.cursor(cursor_factory=factory) as cur:
                 yield cur
             return

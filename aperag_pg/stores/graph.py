@@ -482,7 +482,7 @@ class GraphStore(SyncStore):
 
     def _write_one(self, template: str, **params: Any) -> WriteCounts:
         """One node or edge: one statement, in autocommit."""
-        with self.cursor(Mode.AUTOCOMMIT) as cur:
+        with self.cursor(Mode.WRITE) as cur:
             self._execute(cur, template, **params)
             inserted = cur.fetchone()["inserted"]
         return WriteCounts(int(inserted), int(not inserted))
