@@ -25,3 +25,16 @@ def test_importing_the_package_needs_neither_lightrag_nor_langgraph():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_lightrag_storage_is_exported_from_aperag_pg_lightrag():
+    """The README imports the four facades from ``aperag_pg.lightrag``: each storage that
+    register() names to LightRAG is exported there, so the two cannot drift apart."""
+    import aperag_pg.lightrag as public
+    from aperag_pg.lightrag import storages
+    from aperag_pg.lightrag.registry import FACADES
+
+    assert len(FACADES) == 4
+    for name in FACADES.values():
+        assert name in public.__all__, name
+        assert getattr(public, name) is getattr(storages, name), name

@@ -1,6 +1,17 @@
 """LightRAG storages on aperag_pg's per-process sync pool (needs the ``lightrag`` extra)."""
 
 from .registry import register
-from .storages import PGSyncDocStatusStorage, PGSyncKVStorage, PGSyncVectorStorage
+from .storages import (
+    PGSyncDocStatusStorage,
+    PGSyncGraphStorage,
+    PGSyncKVStorage,
+    PGSyncVectorStorage,
+)
 
-__all__ = ["PGSyncDocStatusStorage", "PGSyncKVStorage", "PGSyncVectorStorage", "register"]
+__all__ = [
+    "PGSyncDocStatusStorage",
+    "PGSyncGraphStorage",
+    "PGSyncKVStorage",
+    "PGSyncVectorStorage",
+    "register",
+]
