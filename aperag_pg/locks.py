@@ -1,4 +1,5 @@
-"""Every PostgreSQL advisory lock aperag_pg takes, named once: the DDL lock.
+"""Every PostgreSQL advisory lock aperag_pg takes, named once: the DDL lock, and the
+vector store's row locks.
 
 It is a two-key, transaction-level lock ``(namespace, hashtext(name))``: it ends with its
 transaction, so it is safe behind PgBouncer in transaction mode, and a crashed process
@@ -11,6 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 DDL = 0x61706731  # b"apg1": every DDL statement of the package, one transaction at a time
+# b"apg2": one vector row (schema, table, workspace, id), held by its upserts so that two
+# writers of one id take turns (stores/vector.py; keys hashed there, taken in key order)
+VECTOR_ROW = 0x61706732
 
 _XACT_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 _DDL_NAME = "ddl"
