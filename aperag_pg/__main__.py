@@ -12,7 +12,7 @@ from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
 from .errors import AperagPGError, GraphMLError
-from .settings import PostgresSettings
+from .settings import PostgresSettings, redact_urls
 
 if TYPE_CHECKING:
     from .stores.graph import GraphStore
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = PostgresSettings.from_env()
         return COMMANDS[name](settings, args)
     except AperagPGError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_urls(str(exc))}", file=sys.stderr)
         return 2
 
 

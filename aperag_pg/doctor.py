@@ -16,7 +16,7 @@ import psycopg2
 from .connect_errors import cannot_connect
 from .errors import first_line
 from .leases import TABLE as LEASES_TABLE
-from .settings import PostgresSettings
+from .settings import PostgresSettings, redact_urls
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_SERVER_VERSION = 130000  # PostgreSQL 13: what pgvector 0.8 and the SQL here need
@@ -39,6 +39,9 @@ CHECKPOINT_TABLES = (
     "checkpoint_blobs",
     "checkpoint_writes",
 )
+# LangGraph's memory store (PGSyncStore); the vector tables exist only with an index.
+MEMORY_TABLES = ("store", "store_migrations")
+MEMORY_VECTOR_TABLES = ("store_vectors", "vector_migrations")
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class Finding:
     detail: str
 
     def line(self) -> str:
-        return f"[{self.verdict:<4}] {self.check:<14} {self.detail}"
+        # Any URL a detail quotes (a model endpoint, an error) loses its credentials here.
+        return f"[{self.verdict:<4}] {self.check:<14} {redact_urls(self.detail)}"
 
 
 def run_checks(settings: PostgresSettings) -> list[Finding]:
@@ -131,11 +135,73 @@ def check_pgvector(cur: Any, _settings: PostgresSettings) -> Iterator[Finding]:
         )
 
 
-def check_privileges(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
-    """What the workers need at run time: USAGE on the schema, SELECT/INSERT/UPDATE/DELETE
-    on the package's tables that exist, and CREATE only while some table is missing (the
-    workers create it on first use)."""
-    schema = settings.schema
+@dataclass(frozen=True)
+class TableGroup:
+    """Tables the workers of one feature use: those that must be there (or be creatable:
+    the workers create them on first use), and those that are the group's when present
+    (tables named after an embedding model, the memory store's vector tables)."""
+
+    label: str
+    required: tuple[str, ...]
+    needed_by: str  # what fails without them: the end of "so ... fail(s)"
+    made_by: str  # who creates a missing one
+    optional: tuple[str, ...] = ()
+    prefix: str | None = None
+
+    def owns(self, table: str) -> bool:
+        return (
+            table in self.required
+            or table in self.optional
+            or (self.prefix is not None and table.startswith(self.prefix))
+        )
+
+
+LIGHTRAG = TableGroup(
+    "LightRAG",
+    LIGHTRAG_TABLES,
+    "the LightRAG tasks fail",
+    "the workers (on first use)",
+    prefix="lightrag_",  # and the vector tables, named after the embedding model
+)
+CHECKPOINT = TableGroup(
+    "checkpoint", CHECKPOINT_TABLES, "every checkpoint put fails", "PGSyncCheckpointSaver.setup()"
+)
+MEMORY = TableGroup(
+    "memory store",
+    MEMORY_TABLES,
+    "every PGSyncStore put and search fails",
+    "PGSyncStore.setup()",
+    optional=MEMORY_VECTOR_TABLES,  # only with an index
+)
+LEASES = TableGroup(
+    "lease",
+    (LEASES_TABLE,),
+    "every LightRAG writer task fails (it holds its workspace's lease)",
+    "the workers (on first use)",
+)
+RUN_TIME_GROUPS = (LIGHTRAG, CHECKPOINT, MEMORY)  # the lease group has its own check
+
+
+@dataclass(frozen=True)
+class Access:
+    """What the connected role may do in the schema, and which DML it lacks on each table
+    there."""
+
+    role: str
+    schema: str
+    exists: bool
+    usage: bool
+    create: bool
+    db_create: bool
+    tables: dict[str, tuple[str, ...]]  # each table in the schema -> the DML the role lacks
+
+    @property
+    def usable(self) -> bool:
+        """Whether the schema is there with USAGE (if not, check_privileges says why)."""
+        return self.exists and self.usage
+
+
+def role_access(cur: Any, schema: str) -> Access:
     role, exists, usage, create, db_create = _one(
         cur,
         "SELECT current_user, n.oid IS NOT NULL, "
@@ -145,17 +211,63 @@ def check_privileges(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
         "FROM (SELECT 1) one LEFT JOIN pg_namespace n ON n.nspname = %s",
         (schema,),
     )
-    if not exists:
-        verdict = OK if db_create else FAIL
+    cur.execute(
+        "SELECT c.relname, ARRAY(SELECT p FROM unnest(%s::text[]) AS p "
+        "WHERE NOT has_table_privilege(c.oid, p)) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
+        (list(DML), schema),
+    )
+    tables = {name: tuple(privileges) for name, privileges in cur.fetchall()}
+    return Access(role, schema, exists, usage, create, db_create, tables)
+
+
+def table_problems(access: Access, group: TableGroup) -> list[str]:
+    """Why the workers cannot use ``group``'s tables, each with its fix: a table present
+    without DML for the role, or one missing that the role may not create. Empty: fine."""
+    role, schema = access.role, access.schema
+    without_dml = {t: lacks for t, lacks in access.tables.items() if lacks and group.owns(t)}
+    problems = []
+    if without_dml:
+        missing = sorted({p for lacks in without_dml.values() for p in lacks})
+        problems.append(
+            f"role {role!r} lacks {'/'.join(missing)} on {len(without_dml)} {group.label} "
+            f"table(s) in schema {schema!r} ({_some(sorted(without_dml))}), so "
+            f"{group.needed_by}: GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN "
+            f'SCHEMA "{schema}" TO "{role}" (as the tables\' owner).'
+        )
+    absent = [t for t in group.required if t not in access.tables]
+    if absent and not access.create:
+        problems.append(
+            f"role {role!r} lacks CREATE on schema {schema!r}, and {len(absent)} {group.label} "
+            f"table(s) that {group.made_by} would create are missing ({_some(absent)}), so "
+            f'{group.needed_by}: GRANT CREATE ON SCHEMA "{schema}" TO "{role}", or have the '
+            "owner run `python -m aperag_pg init-schema` once (then GRANT SELECT, INSERT, "
+            f'UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}").'
+        )
+    return problems
+
+
+def _some(names: list[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")
+
+
+def check_privileges(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
+    """What the workers need at run time: USAGE on the schema, SELECT/INSERT/UPDATE/DELETE
+    on the package's tables that exist, and CREATE only while some table is missing (the
+    workers create it on first use)."""
+    access = role_access(cur, settings.schema)
+    role, schema = access.role, access.schema
+    if not access.exists:
         detail = (
             f"schema {schema!r} does not exist; role {role!r} may create it"
-            if db_create
+            if access.db_create
             else f"schema {schema!r} does not exist and role {role!r} lacks CREATE on the "
             f'database: run CREATE SCHEMA "{schema}" AUTHORIZATION "{role}" as an administrator.'
         )
-        yield Finding("privileges", verdict, detail)
+        yield Finding("privileges", OK if access.db_create else FAIL, detail)
         return
-    if not usage:
+    if not access.usage:
         yield Finding(
             "privileges",
             FAIL,
@@ -163,73 +275,54 @@ def check_privileges(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
             f'"{schema}" TO "{role}", or set POSTGRES_SCHEMA to a schema the role owns.',
         )
         return
-    tables = _package_tables(cur, schema)
-    without_dml = {
-        name: [p for p, has in zip(DML, granted, strict=True) if not has]
-        for name, granted in tables.items()
-        if not all(granted)
-    }
-    if without_dml:
-        missing = sorted({p for lacking in without_dml.values() for p in lacking})
-        names = ", ".join(sorted(without_dml)[:6]) + (" ..." if len(without_dml) > 6 else "")
-        yield Finding(
-            "privileges",
-            FAIL,
-            f"role {role!r} lacks {'/'.join(missing)} on {len(without_dml)} table(s) in "
-            f"schema {schema!r} ({names}), so the workers' reads or writes fail: GRANT "
-            f'SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}".',
-        )
+    problems = [p for group in RUN_TIME_GROUPS for p in table_problems(access, group)]
+    for problem in problems:
+        yield Finding("privileges", FAIL, problem)
+    if not problems:
+        absent = any(t not in access.tables for g in RUN_TIME_GROUPS for t in g.required)
+        needs = "USAGE, and DML on every table" + (", and CREATE" if absent else "")
+        yield Finding("privileges", OK, f"role {role!r} has what the workers need: {needs}")
+
+
+def lease_problems(access: Access) -> list[str]:
+    """Why a LightRAG writer could not hold its workspace's lease: the lease table's
+    problems (and whatever else the lease needs, when it needs more)."""
+    return table_problems(access, LEASES)
+
+
+def check_leases(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
+    access = role_access(cur, settings.schema)
+    if not access.usable:  # check_privileges says what is wrong with the schema
         return
-    absent = [t for t in (*LIGHTRAG_TABLES, *CHECKPOINT_TABLES) if t not in tables]
-    if absent and not create:
+    problems = lease_problems(access)
+    for problem in problems:
+        yield Finding("leases", FAIL, problem)
+    if not problems:
+        state = "present" if LEASES_TABLE in access.tables else "missing; the workers create it"
         yield Finding(
-            "privileges",
-            FAIL,
-            f"role {role!r} lacks CREATE on schema {schema!r}, and {len(absent)} table(s) the "
-            f"workers create on first use are missing ({', '.join(absent[:4])}"
-            f'{" ..." if len(absent) > 4 else ""}): GRANT CREATE ON SCHEMA "{schema}" TO '
-            f'"{role}", or have the owner run `python -m aperag_pg init-schema` once.',
+            "leases", OK, f"lease table {LEASES_TABLE}: {state}, usable by {access.role!r}"
         )
-        return
-    needs = "USAGE, and DML on every table" + ("" if not absent else ", and CREATE")
-    yield Finding("privileges", OK, f"role {role!r} has what the workers need: {needs}")
 
 
 DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # no network to encrypt
 
 
-def _package_tables(cur: Any, schema: str) -> dict[str, tuple[bool, ...]]:
-    """The package's tables in ``schema`` (LightRAG's, the checkpointer's, the leases)
-    -> whether the role has each of DML on it."""
-    cur.execute(
-        "SELECT c.relname, "
-        + ", ".join(f"has_table_privilege(c.oid, '{p}')" for p in DML)
-        + " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND (starts_with(c.relname, "
-        "'lightrag_') OR starts_with(c.relname, 'checkpoint') OR c.relname = %s)",
-        (schema, LEASES_TABLE),
-    )
-    return {name: tuple(granted) for name, *granted in cur.fetchall()}
-
-
 def check_tables(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
-    cur.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
-        (settings.schema,),
-    )
-    present = {row[0] for row in cur.fetchall()}
-    for label, tables in (("LightRAG", LIGHTRAG_TABLES), ("checkpoint", CHECKPOINT_TABLES)):
-        missing = [t for t in tables if t not in present]
+    present = role_access(cur, settings.schema).tables
+    for group in RUN_TIME_GROUPS:
+        missing = [t for t in group.required if t not in present]
         if not missing:
-            yield Finding("tables", OK, f"{label} tables present in schema {settings.schema!r}")
+            yield Finding(
+                "tables", OK, f"{group.label} tables present in schema {settings.schema!r}"
+            )
         else:
             yield Finding(
                 "tables",
                 WARN,
-                f"{label} tables missing in schema {settings.schema!r}: {', '.join(missing)}. "
-                "Workers create them on first use; `python -m aperag_pg init-schema` does it now.",
+                f"{group.label} tables missing in schema {settings.schema!r}: "
+                f"{', '.join(missing)}. Created by {group.made_by}, or now by "
+                "`python -m aperag_pg init-schema`.",
             )
 
 
@@ -294,6 +387,7 @@ CHECKS: tuple[Callable[[Any, PostgresSettings], Iterator[Finding]], ...] = (
     check_server,
     check_pgvector,
     check_privileges,
+    check_leases,
     check_tables,
     check_budget,
     check_models,

@@ -352,6 +352,62 @@ class PostgresSettings:
         return PostgresSettings(**parts, **changes)
 
 
+REDACTED = "***"
+# A URL in free text: a scheme, "://", then up to whitespace or a quote; a trailing
+# ".,;:)" is the sentence's, not the URL's.
+# host, host:port, [v6]:port, with optional user info without "/" (an authority as parsed).
+_HOST_PORT = re.compile(r"^([^@]*@)?(\[[^\]]*\]|[^:@\[\]]*)(:[0-9]*)?$")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,;:)]")
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to print: the password of its user info (``user:***@``, or ``***@``
+    for a user part alone, often a token), every query-string value and the fragment
+    replaced. A value without a scheme (``user:pw@host``) is treated the same way."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    end = _authority_end(rest)
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        userinfo, _, host = authority.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        authority = f"{user}:{REDACTED}@{host}" if colon and user else f"{REDACTED}@{host}"
+    tail, hash_mark, fragment = tail.partition("#")
+    path, question_mark, query = tail.partition("?")
+    if question_mark:
+        query = "&".join(_redact_query_item(item) for item in query.split("&"))
+    return (
+        f"{scheme}{separator}{authority}{path}{question_mark}{query}"
+        f"{hash_mark}{REDACTED if fragment else ''}"
+    )
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it passed through :func:`redact_url`."""
+    return _URL_IN_TEXT.sub(lambda found: redact_url(found.group()), text)
+
+
+def _authority_end(rest: str) -> int:
+    """Where the authority of ``rest`` (a URL after ``scheme://``) ends: at the first "/",
+    "?" or "#" (RFC 3986), as HTTP clients read it; but where that is no host[:port], as in
+    ``user:pa/ss@host`` (a password with an unencoded "/"), after its last "@"."""
+    query = min((i for i in map(rest.find, "?#") if i >= 0), default=len(rest))
+    slash = rest.find("/", 0, query)
+    end = query if slash < 0 else slash
+    if _HOST_PORT.match(rest[:end]):
+        return end
+    slash = rest.find("/", rest.rfind("@", 0, query) + 1, query)
+    return query if slash < 0 else slash
+
+
+def _redact_query_item(item: str) -> str:
+    name, equals, value = item.partition("=")
+    if not equals:  # a bare item (``?TOKEN``) is a value too
+        return REDACTED if item else item
+    return f"{name}={REDACTED if value else ''}"
+
+
 def is_plain_schema_name(name: str) -> bool:
     """1 to 63 letters, digits or underscores, not starting with a digit."""
     return bool(_SCHEMA_NAME.match(name))

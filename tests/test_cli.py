@@ -41,6 +41,7 @@ def test_init_schema_then_doctor_reports_all_ok(base_settings):
         "pgvector": "OK",
         "privileges": "OK",
         "tables": "OK",
+        "leases": "OK",
         "pool budget": "OK",
         "models": "WARN",  # the offline stand-ins: said so, not an error
         "embeddings": "OK",
