@@ -13,8 +13,8 @@ from ..cursors import Manager, Mode, cursor
 from ..errors import SchemaError, first_line
 from . import sql
 
-# A statement template -> its text in one schema (``{schema}`` quoted).
-Render = Callable[[str], str]
+# A statement template (and its named fixed parts) -> its text in one schema.
+Render = Callable[..., str]
 
 
 @contextmanager
@@ -24,7 +24,7 @@ def checkpoint_cursor(
     """A cursor run as ``mode`` says, and the renderer of the statements for ``schema``."""
     with _explained(schema), cursor(manager, mode) as cur:
         conn = cur.connection
-        yield cur, lambda template: sql.rendered(conn, schema, template)
+        yield cur, lambda template, **parts: sql.rendered(conn, schema, template, **parts)
 
 
 @contextmanager

@@ -80,8 +80,9 @@ def list_cursor(
     return ListCursor(where, params, one_namespace, limit, done=impossible or limit == 0)
 
 
-def page_query(cursor: ListCursor, size: int) -> tuple[str, tuple, int]:
-    """(SQL template, parameters, page size) of the cursor's next page."""
+def page_query(cursor: ListCursor, size: int) -> tuple[str, dict[str, str], tuple, int]:
+    """(SQL template, its ``{where}`` part, parameters, page size) of the cursor's next
+    page; the renderer fills template and part in one pass."""
     if cursor.remaining is not None:
         size = min(size, cursor.remaining)
     where, params = list(cursor.where), list(cursor.params)
@@ -92,8 +93,8 @@ def page_query(cursor: ListCursor, size: int) -> tuple[str, tuple, int]:
         else:
             where.append(sql.WHERE_AFTER_ROW)
             params.extend(cursor.after)
-    clause = "WHERE " + " AND ".join(where) if where else ""
-    return sql.LIST_PAGE.replace("{where}", clause), (*params, size), size
+    clause = "WHERE " + " AND ".join(where) if where else ""  # fixed fragments only
+    return sql.LIST_PAGE, {"where": clause}, (*params, size), size
 
 
 def advance(cursor: ListCursor, page: list[CheckpointTuple], size: int) -> None:

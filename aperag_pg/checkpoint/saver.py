@@ -364,9 +364,9 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
         """The next page of a list(), one statement; empty when the listing is done."""
         if cursor.done:
             return []
-        template, params, size = reads.page_query(cursor, size or self.list_page_size)
+        template, parts, params, size = reads.page_query(cursor, size or self.list_page_size)
         with self._cursor(Mode.AUTOCOMMIT) as (cur, q):
-            cur.execute(q(template), params)
+            cur.execute(q(template, **parts), params)
             rows = cur.fetchall()
         page = reads.assemble(self.serde, rows)
         reads.advance(cursor, page, size)

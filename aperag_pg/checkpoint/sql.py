@@ -2,7 +2,8 @@
 
 Every statement names its tables as ``{schema}.<table>``; :func:`rendered` puts the
 schema in, quoted by ``psycopg2.sql.Identifier``, so nothing depends on
-``search_path``. Values are always ``%s`` parameters.
+``search_path``. Values are always ``%s`` parameters. Templates are ``SQL.format``
+strings: a literal brace is doubled.
 
 Reads look each blob up by its primary key ``(thread_id, checkpoint_ns,
 channel, version)`` from the checkpoint's ``channel_versions`` (``LATERAL ...
@@ -31,7 +32,7 @@ MIGRATIONS: tuple[str, ...] = (
     parent_checkpoint_id TEXT,
     type TEXT,
     checkpoint JSONB NOT NULL,
-    metadata JSONB NOT NULL DEFAULT '{}',
+    metadata JSONB NOT NULL DEFAULT '{{}}',
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
 )""",
     """CREATE TABLE IF NOT EXISTS {schema}.checkpoint_blobs (
@@ -273,7 +274,9 @@ DELETE FROM {schema}.checkpoint_writes WHERE thread_id = %s AND checkpoint_ns = 
 # a timestamp counts as not old, so retention never deletes what it cannot date.
 CHECKPOINT_TS = (
     "(CASE WHEN c.checkpoint ->> 'ts' ~ "
-    r"'^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?$' "
+    # the braces of the regex are doubled: every template is filled by SQL.format
+    r"'^\d{{4}}-\d{{2}}-\d{{2}}[T ]\d{{2}}:\d{{2}}"
+    r"(:\d{{2}}(\.\d+)?)?(Z|[+-]\d{{2}}(:?\d{{2}})?)?$' "
     "THEN (c.checkpoint ->> 'ts')::timestamptz END)"
 )
 
@@ -413,21 +416,21 @@ LIMIT %s
 )
 
 
-_rendered: dict[tuple[str, str], str] = {}
+_rendered: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
 
 
-def rendered(conn: object, schema: str, template: str) -> str:
-    """``template`` with ``{schema}`` replaced by the quoted schema identifier, remembered
-    per (schema, template): quoting needs a connection but never changes, and the text
-    is immutable, so threads may share it.
-
-    Plain replacement rather than ``str.format``: the SQL has other braces (``'{}'``,
-    regex counts) that must stay as they are.
-    """
-    key = (schema, template)
+def rendered(conn: object, schema: str, template: str, **parts: str) -> str:
+    """``template`` filled in one pass by ``psycopg2.sql.SQL.format``: ``{schema}`` as the
+    quoted identifier, each named part (a fixed fragment of this module, never a value:
+    values are ``%s`` parameters) as it is. Literal braces in the templates are doubled.
+    Remembered per (schema, template, parts): quoting needs a connection but never
+    changes, and the text is immutable, so threads may share it."""
+    key = (schema, template, tuple(sorted(parts.items())))
     text = _rendered.get(key)
     if text is None:
-        text = _rendered[key] = template.replace("{schema}", quote_schema(conn, schema))
+        fragments = {name: sql.SQL(fragment) for name, fragment in parts.items()}
+        filled = sql.SQL(template).format(schema=sql.Identifier(schema), **fragments)
+        text = _rendered[key] = filled.as_string(conn)
     return text
 
 
