@@ -43,11 +43,13 @@ import psycopg2.errors
 from pgvector.psycopg2 import register_vector
 from psycopg2 import sql
 
+from .. import locks
 from ..batching import chunked, in_lock_order
 from ..cursors import Mode
 from ..errors import (
     ExtensionMissing,
     InvalidInput,
+    TransientFailure,
     VectorDimensionMismatch,
 )
 from ..manager import PostgreSQLSyncConnectionManager
@@ -223,8 +225,9 @@ ORDER BY content_vector <=> (SELECT v FROM query)
 LIMIT %s
 """
 # Sent with the query in one round trip; a multi-statement query string is one implicit
-# transaction, so SET LOCAL holds for the query alone (also in autocommit, PgBouncer-safe).
-_EF_SEARCH = "SET LOCAL hnsw.ef_search = {}; "
+# transaction, so a local setting holds for the query alone (also in autocommit,
+# PgBouncer-safe). set_config(..., true) is SET LOCAL with the value as a parameter.
+_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %s, true); "
 # pgvector 0.8's iterative index scan: the scan goes on past rows the WHERE drops (other
 # workspaces, the threshold) until LIMIT is met or hnsw.max_scan_tuples are read, in exact
 # distance order; without it a workspace that is a small part of the table gets fewer rows
@@ -236,27 +239,35 @@ _SELECT_BY_IDS = """
 SELECT {columns}, EXTRACT(EPOCH FROM create_time)::BIGINT AS created_at
 FROM {table} WHERE workspace = %s AND id = ANY(%s)
 """
-# An upsert replaces the stored rows of its ids: locked in key order (code points, as
-# batching.in_lock_order sorts), deleted, their create_time returned to be kept.
-_DELETE_STORED = """
-WITH stored AS (
-    SELECT ctid FROM {table} WHERE workspace = %s AND id = ANY(%s)
+# Every delete (an upsert's too) locks its rows in one order, the ids' code points (as
+# batching.in_lock_order sorts; "C" whatever the database's collation), so writers of
+# overlapping rows wait for each other instead of deadlocking. {rows}: which rows.
+_DELETE_LOCKED = """
+WITH doomed AS (
+    SELECT ctid FROM {table} WHERE workspace = %s AND {rows}
     ORDER BY id COLLATE "C" FOR UPDATE
 )
-DELETE FROM {table} t USING stored WHERE t.ctid = stored.ctid
-RETURNING t.id, t.create_time
+DELETE FROM {table} t USING doomed WHERE t.ctid = doomed.ctid
 """
+_BY_IDS = "id = ANY(%s)"
+_BY_ENTITY = "(entity_name = %s OR id = %s)"
+_BY_RELATION = "(source_id = %s OR target_id = %s)"
+_WHOLE_WORKSPACE = "TRUE"
+_RETURNING_CREATE_TIME = "RETURNING t.id, t.create_time"  # an upsert keeps create_time
+# Upserts of the same id take turns: before its first delete, an upsert takes a
+# transaction-level advisory lock per id (locks.VECTOR_ROW; keys sorted, so two upserts
+# never wait for each other both ways). The delete is a statement of its own after it,
+# so under READ COMMITTED its snapshot sees the rows a rival committed while this one
+# waited, and replaces them; the COPY then meets no rival's row. unnest keeps the order.
+_ROW_LOCKS = "SELECT pg_advisory_xact_lock(%s, key) FROM unnest(%s::integer[]) AS key; "
 _COPY_ROWS = "COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+# Only a writer that takes no row locks (LightRAG's own PGVectorStorage, an older
+# aperag_pg) can still commit one of the ids between the delete and the COPY: then the
+# upsert starts over from here, its locks kept.
 _SAVEPOINT = "SAVEPOINT aperag_upsert; "
 _ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT aperag_upsert"
-_REPLACE_ATTEMPTS = 5  # each retry means a rival committed one of the ids meanwhile
+_REPLACE_ATTEMPTS = 5
 _SELECT_VECTORS = "SELECT id, content_vector FROM {table} WHERE workspace = %s AND id = ANY(%s)"
-_DELETE_IDS = "DELETE FROM {table} WHERE workspace = %s AND id = ANY(%s)"
-_DELETE_ENTITY = "DELETE FROM {table} WHERE workspace = %s AND (entity_name = %s OR id = %s)"
-_DELETE_RELATIONS = (
-    "DELETE FROM {table} WHERE workspace = %s AND (source_id = %s OR target_id = %s)"
-)
-_DELETE_WORKSPACE = "DELETE FROM {table} WHERE workspace = %s"
 
 
 def _to_list(vector: Any) -> list[float]:
@@ -319,7 +330,12 @@ class VectorStore(SyncStore):
         self.table_name = table_name.lower()  # the physical name LightRAG's DDL creates
         self.embedding_dim = embedding_dim
         self.cosine_better_than_threshold = _check_threshold(cosine_better_than_threshold)
-        self._delete_stored_sql = self.render(_DELETE_STORED, table=self.table_name)
+        self._delete_stored_sql = self._delete_sql(_BY_IDS, _RETURNING_CREATE_TIME)
+        self._first_delete_sql = sql.SQL(_ROW_LOCKS + _SAVEPOINT) + self._delete_stored_sql
+        # every id's lock key starts from this row identity (NUL never occurs in its parts)
+        self._lock_prefix = hashlib.blake2b(
+            "\0".join((self.schema, self.table_name, self.workspace, "")).encode(), digest_size=4
+        )
         self._copy_sql, self._copy_encoders = self._copy_statement()
         self._iterative_scans = False  # pgvector 0.8+, known after ensure_tables()
         types = dict(self.kind.columns)  # (LightRAG's field name, the column's SQL type)
@@ -374,24 +390,29 @@ class VectorStore(SyncStore):
                 try:
                     self._replace(cur, rows, now, first=attempt == 1)
                     break
-                except psycopg2.errors.UniqueViolation:
-                    # A concurrent writer committed one of these ids after our delete
-                    # looked: start over, so the next delete sees (and replaces) its row.
+                except psycopg2.errors.UniqueViolation as exc:
                     if attempt == _REPLACE_ATTEMPTS:
-                        raise
+                        raise self._rival_kept_writing(len(rows)) from exc
                     cur.execute(_ROLLBACK_TO_SAVEPOINT)
-                    logger.debug("rows of %s stored meanwhile: again", self.qualified_name)
+                    logger.debug(
+                        "rows of %s stored by a writer without row locks: again (attempt %d)",
+                        self.qualified_name,
+                        attempt + 1,
+                    )
         logger.debug("upserted %d rows into %s", len(rows), self.qualified_name)
 
     def _replace(self, cur: Any, rows: list[_Row], now: datetime.datetime, first: bool) -> None:
         """Per chunk: delete the stored rows of its ids, locking them in key order, then
         COPY the whole chunk in binary, each row with its old create_time if it had one.
-        The first attempt's first delete also sets the savepoint (one round trip less)."""
+        The first attempt's first delete also takes every id's lock and sets the savepoint,
+        in the same round trip."""
         for index, part in enumerate(chunked(rows, _WRITE_CHUNK)):
+            params: tuple[Any, ...] = (self.workspace, [key for key, _, _ in part])
             delete = self._delete_stored_sql
             if first and index == 0:
-                delete = sql.SQL(_SAVEPOINT) + delete
-            cur.execute(delete, (self.workspace, [key for key, _, _ in part]))
+                delete = self._first_delete_sql
+                params = self._row_lock_params(key for key, _, _ in rows) + params
+            cur.execute(delete, params)
             created = {row["id"]: row["create_time"] for row in cur.fetchall()}
             values = [
                 (self.workspace, key, *fields, created.get(key, now), now)
@@ -399,6 +420,27 @@ class VectorStore(SyncStore):
             ]
             stream = table_rows(self._copy_encoders, values, np.stack([v for _, _, v in part]))
             cur.copy_expert(self._copy_sql, io.BytesIO(stream))
+
+    def _row_lock_params(self, keys: Iterable[str]) -> tuple[int, list[int]]:
+        """_ROW_LOCKS' parameters: the namespace, and the ids' lock keys, sorted and unique
+        (a 32-bit hash of schema, table, workspace and id: two ids sharing a key only wait
+        for each other)."""
+        hashes = set()
+        for key in keys:
+            digest = self._lock_prefix.copy()
+            digest.update(key.encode())
+            hashes.add(int.from_bytes(digest.digest(), "big", signed=True))
+        return locks.VECTOR_ROW, sorted(hashes)
+
+    def _rival_kept_writing(self, count: int) -> TransientFailure:
+        return TransientFailure(
+            f"an upsert of {count} rows into {self.qualified_name} (workspace "
+            f"{self.workspace!r:.80}) met rows of its ids stored meanwhile by another writer "
+            f"{_REPLACE_ATTEMPTS} times, and wrote nothing: a writer that does not take "
+            "aperag_pg's row locks (LightRAG's own PGVectorStorage, or an older aperag_pg) "
+            "writes to this workspace. Running the upsert again is safe; fix: let only "
+            "aperag_pg's stores write to this workspace."
+        )
 
     def _row(self, key: Any, item: Any) -> _Row:
         """(id, the written columns' values, the float32 vector), every value checked."""
@@ -447,8 +489,8 @@ class VectorStore(SyncStore):
         keys = in_lock_order(_unique_keys(ids, "vector id"))
         if not keys:
             return
-        with self.cursor() as cur:
-            statement = self.render(_DELETE_IDS, table=self.table_name)
+        with self.cursor(Mode.writes(len(keys) <= _READ_CHUNK)) as cur:
+            statement = self._delete_sql(_BY_IDS)
             for chunk in chunked(keys, _READ_CHUNK):
                 cur.execute(statement, (self.workspace, chunk))
 
@@ -458,9 +500,9 @@ class VectorStore(SyncStore):
         """
         self._require_kind("LIGHTRAG_VDB_ENTITY", "delete_entity")
         name = _check_name(entity_name, "entity_name")
-        with self.cursor() as cur:
+        with self.cursor(Mode.WRITE) as cur:
             cur.execute(
-                self.render(_DELETE_ENTITY, table=self.table_name),
+                self._delete_sql(_BY_ENTITY),
                 (self.workspace, name, compute_mdhash_id(name, prefix="ent-")),
             )
 
@@ -468,11 +510,8 @@ class VectorStore(SyncStore):
         """Delete every relation whose source or target is ``entity_name`` (relationships)."""
         self._require_kind("LIGHTRAG_VDB_RELATION", "delete_entity_relation")
         name = _check_name(entity_name, "entity_name")
-        with self.cursor() as cur:
-            cur.execute(
-                self.render(_DELETE_RELATIONS, table=self.table_name),
-                (self.workspace, name, name),
-            )
+        with self.cursor(Mode.WRITE) as cur:
+            cur.execute(self._delete_sql(_BY_RELATION), (self.workspace, name, name))
 
     def drop(self) -> None:
         """Delete this workspace's rows, here and in LightRAG's legacy table without the
@@ -484,7 +523,7 @@ class VectorStore(SyncStore):
                 if table_exists(cur, self.schema, self.base_table):
                     tables.append(self.base_table)
             for table in tables:
-                cur.execute(self.render(_DELETE_WORKSPACE, table=table), (self.workspace,))
+                cur.execute(self._delete_sql(_WHOLE_WORKSPACE, table=table), (self.workspace,))
 
     # -- reads -----------------------------------------------------------------
 
@@ -507,14 +546,15 @@ class VectorStore(SyncStore):
         statement = sql.SQL(_QUERY).format(
             select=sql.SQL(self.kind.select), table=self.table(self.table_name)
         )
-        statement = self._scan_settings(top_k) + statement
+        settings, setting_values = self._scan_settings(top_k)
         with self.cursor(Mode.AUTOCOMMIT) as cur:
             # LightRAG's rule: cosine distance strictly below 1 - threshold.
             literal = vector_literal(embedding)  # exact, ~9x faster than decimal text
-            cur.execute(statement, (literal, self.workspace, 1 - threshold, top_k))
+            params = (*setting_values, literal, self.workspace, 1 - threshold, top_k)
+            cur.execute(settings + statement, params)
             return [dict(row) for row in cur.fetchall()]
 
-    def _scan_settings(self, top_k: int) -> sql.Composable:
+    def _scan_settings(self, top_k: int) -> tuple[sql.Composable, tuple[str, ...]]:
         """The SET LOCAL statements sent ahead of an HNSW query: the iterative scan
         (pgvector 0.8+), and hnsw.ef_search when POSTGRES_HNSW_EF_SEARCH is set; without
         iterative scans ef_search is raised to top_k instead, as an HNSW scan returns at
@@ -522,18 +562,17 @@ class VectorStore(SyncStore):
         higher, so with a workspace filter it may scan the table instead.)"""
         settings = self.manager.settings()
         if settings.vector_index_type != "HNSW":
-            return sql.SQL("")
+            return sql.SQL(""), ()
         if self._iterative_scans:
             ef_search = settings.hnsw_ef_search
         else:
             ef_search = max(settings.hnsw_ef_search, top_k)
             if ef_search <= PGVECTOR_EF_SEARCH and not settings.hnsw_ef_search:
                 ef_search = 0
-        statements = [sql.SQL(_ITERATIVE_SCAN)] if self._iterative_scans else []
-        if ef_search:
-            ef = sql.Literal(min(ef_search, MAX_EF_SEARCH))
-            statements.append(sql.SQL(_EF_SEARCH).format(ef))
-        return sql.Composed(statements)
+        statement = _ITERATIVE_SCAN if self._iterative_scans else ""
+        if not ef_search:
+            return sql.SQL(statement), ()
+        return sql.SQL(statement + _EF_SEARCH), (str(min(ef_search, MAX_EF_SEARCH)),)
 
     def get_by_id(self, id: str) -> dict[str, Any] | None:
         """The row without its vector, plus ``created_at`` (epoch seconds); None if missing."""
@@ -572,6 +611,12 @@ class VectorStore(SyncStore):
         return result
 
     # -- helpers ---------------------------------------------------------------
+
+    def _delete_sql(self, rows: str, returning: str = "", table: str | None = None) -> sql.Composed:
+        """_DELETE_LOCKED of ``rows`` (one of the _BY_* conditions) in the store's table."""
+        return sql.SQL(_DELETE_LOCKED + returning).format(
+            table=self.table(table or self.table_name), rows=sql.SQL(rows)
+        )
 
     def _copy_statement(self) -> tuple[sql.Composed, list[Callable[[Any], bytes]]]:
         """The COPY of whole new rows, and its fields' encoders: workspace, id, the kind's
