@@ -18,8 +18,10 @@ instead), an edge creates missing endpoints, a self-loop counts twice in a degre
 ``knowledge_graph`` is NetworkX's level-by-level BFS with its ``is_truncated`` rule.
 
 Every public method is one transaction and one round trip for its data (a traversal:
-one statement per level). Batches are de-duplicated (later writes win, key by key) and
-written in code-point order, so two writers never take row locks in opposite orders.
+one statement per level; a node delete: two). Batches are de-duplicated (later writes
+win, key by key) and written in code-point order. Every write and delete locks the nodes
+it needs first, then the edges, each in code-point order (``graph_sql``): calls of any
+kind take turns and never deadlock, and an edge's endpoints cannot vanish under it.
 Bad input raises ``InvalidInput`` naming the node or edge before anything is written.
 """
 
@@ -427,7 +429,10 @@ class GraphStore(SyncStore):
         """Write edges already checked by ``EdgeRows.of``, in one transaction."""
         if len(rows.pairs) == 1:
             ((src, tgt),) = rows.pairs
-            return self._write_one(q.UPSERT_EDGE, src=src, tgt=tgt, row=rows.json[0])
+            endpoints = [src] if src == tgt else [src, tgt]
+            return self._write_one(
+                q.UPSERT_EDGE, src=src, tgt=tgt, row=rows.json[0], endpoints=endpoints
+            )
         return self._write(q.UPSERT_EDGES, rows.json, endpoints_of=rows.pairs)
 
     def delete_node(self, node_id: str) -> None:
@@ -436,11 +441,8 @@ class GraphStore(SyncStore):
     def remove_nodes(self, nodes: Iterable[str]) -> None:
         """Delete the nodes and every edge touching them; unknown ids are ignored."""
         ids = sorted(set(_ids(nodes)))
-        if not ids:
-            return
-        with self.cursor(Mode.writes(one_statement=len(ids) <= CHUNK_ROWS)) as cur:
-            for chunk in chunked(ids, CHUNK_ROWS):
-                self._execute(cur, q.DELETE_NODES, ids=chunk)
+        if ids:  # not chunked: all their edges are locked in one sorted pass
+            self._delete_nodes(q.LOCK_NODES, ids=ids)
 
     def remove_edges(self, edges: Iterable[tuple[str, str]]) -> None:
         """Delete the edges (either order); endpoints stay; unknown pairs are ignored."""
@@ -448,15 +450,23 @@ class GraphStore(SyncStore):
         if not wanted:
             return
         with self.cursor(Mode.writes(one_statement=len(wanted) <= CHUNK_ROWS)) as cur:
-            for chunk in chunked(wanted, CHUNK_ROWS):
+            for chunk in chunked(wanted, CHUNK_ROWS):  # in order: the locks stay sorted
                 self._execute(
                     cur, q.DELETE_EDGES, srcs=[s for s, _ in chunk], tgts=[t for _, t in chunk]
                 )
 
     def drop(self) -> None:
-        """Delete this graph."""
-        with self.cursor() as cur:
-            self._execute(cur, q.DROP)
+        """Delete this graph: every node there when the drop locked them, and their edges
+        (a node a racing writer creates meanwhile may stay)."""
+        self._delete_nodes(q.LOCK_ALL_NODES)
+
+    def _delete_nodes(self, lock: str, **params: Any) -> None:
+        """Lock the nodes ``lock`` selects (in key order), then delete their edges and them."""
+        with self.cursor(Mode.TRANSACTION) as cur:
+            self._execute(cur, lock, **params)
+            ids = [row["id"] for row in cur.fetchall()]
+            if ids:
+                self._execute(cur, q.DELETE_LOCKED_NODES, ids=ids)
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -75,17 +75,31 @@ WITH written AS (
 SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS written FROM written
 """
 
-# Missing endpoints are created first, in the same statement, as {"entity_id": id}.
-UPSERT_EDGES = """
-WITH endpoints AS (
-    INSERT INTO {nodes} (workspace, namespace, id, properties, updated_at)
+# Lock order, for every call that writes: first the nodes it needs, in code-point order,
+# then the edges, in code-point order (src, tgt). Calls that take locks in one global order
+# wait for each other in turn, never in a cycle, so writers and deleters never deadlock.
+
+# An edge's endpoints, each created (as {"entity_id": id}) or locked FOR NO KEY UPDATE: the
+# always-false condition locks the row without rewriting it. DO NOTHING would lock nothing,
+# and a node deleted meanwhile would fail the edge's foreign key check. A delete waits for
+# the lock; the insert retries when the row it conflicted with is deleted first.
+_ENDPOINTS = """
+endpoints AS (
+    INSERT INTO {nodes} AS n (workspace, namespace, id, properties, updated_at)
     SELECT %(ws)s, %(ns)s, e.id, jsonb_build_object('entity_id', e.id), now()
     FROM unnest(%(endpoints)s::text[]) WITH ORDINALITY AS e(id, i)
     ORDER BY e.i
-    ON CONFLICT (workspace, namespace, id) DO NOTHING
+    ON CONFLICT (workspace, namespace, id) DO UPDATE SET updated_at = n.updated_at WHERE false
     RETURNING 1
 ),
-endpoints_done AS (SELECT count(*) AS created FROM endpoints),
+endpoints_done AS (SELECT count(*) AS created FROM endpoints)
+"""
+
+# Endpoints first (endpoints_done is counted before the first edge is written), then edges.
+UPSERT_EDGES = (
+    "WITH"
+    + _ENDPOINTS
+    + """,
 written AS (
     INSERT INTO {edges} AS g (workspace, namespace, src_id, tgt_id, properties, updated_at)
     SELECT %(ws)s, %(ns)s, r.src, r.tgt, r.properties, now()
@@ -99,6 +113,7 @@ written AS (
 )
 SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS written FROM written
 """
+)
 
 # One node: the same, in a statement that plans faster.
 UPSERT_NODE = """
@@ -110,16 +125,12 @@ RETURNING (xmax = 0) AS inserted
 """
 
 # One edge (LightRAG's merge writes them one by one): the same, in a statement that plans
-# in half the time. A self-loop names its node twice; DO NOTHING takes that.
-UPSERT_EDGE = """
-WITH endpoints AS (
-    INSERT INTO {nodes} (workspace, namespace, id, properties, updated_at)
-    VALUES (%(ws)s, %(ns)s, %(src)s, jsonb_build_object('entity_id', %(src)s::text), now()),
-           (%(ws)s, %(ns)s, %(tgt)s, jsonb_build_object('entity_id', %(tgt)s::text), now())
-    ON CONFLICT (workspace, namespace, id) DO NOTHING
-    RETURNING 1
-),
-endpoints_done AS (SELECT count(*) AS created FROM endpoints)
+# in half the time. %(endpoints)s names a self-loop's node once (ON CONFLICT DO UPDATE
+# refuses to meet one row twice).
+UPSERT_EDGE = (
+    "WITH"
+    + _ENDPOINTS
+    + """
 INSERT INTO {edges} AS g (workspace, namespace, src_id, tgt_id, properties, updated_at)
 SELECT %(ws)s, %(ns)s, %(src)s, %(tgt)s, %(row)s::jsonb -> 'properties', now()
 FROM endpoints_done
@@ -127,6 +138,7 @@ ON CONFLICT (workspace, namespace, src_id, tgt_id) DO UPDATE
     SET properties = g.properties || EXCLUDED.properties, updated_at = now()
 RETURNING (xmax = 0) AS inserted
 """
+)
 
 # Each lookup comes for one item and for a list: one item plans in a tenth of the time.
 GET_NODE = f"SELECT id, properties FROM {{nodes}} WHERE {SCOPE} AND id = %(id)s"
@@ -165,15 +177,40 @@ SELECT src_id, tgt_id, properties FROM {{edges}}
 WHERE {SCOPE} AND (src_id, tgt_id) IN (SELECT * FROM unnest(%(srcs)s::text[], %(tgts)s::text[]))
 """
 
-DELETE_NODES = f"DELETE FROM {{nodes}} WHERE {SCOPE} AND id = {among('ids')}"  # edges cascade
-DELETE_EDGES = f"""
-DELETE FROM {{edges}}
-WHERE {SCOPE} AND (src_id, tgt_id) IN (SELECT * FROM unnest(%(srcs)s::text[], %(tgts)s::text[]))
+# Deletes follow the writers' lock order: a node delete locks the nodes that exist (one
+# statement), then, in a later statement, whose snapshot sees every edge committed before
+# those locks were held (and no writer can add one after), locks their edges and deletes
+# edges and nodes. The cascade alone would lock edges in whatever order its scans meet
+# them. Only the nodes locked are deleted: one created meanwhile was never locked.
+LOCK_NODES = f"""
+SELECT id FROM {{nodes}} WHERE {SCOPE} AND id = {among("ids")} ORDER BY id COLLATE "C"
+FOR UPDATE
 """
-DROP = f"""
-WITH edges_gone AS (DELETE FROM {{edges}} WHERE {SCOPE})
-DELETE FROM {{nodes}} WHERE {SCOPE}
+LOCK_ALL_NODES = f'SELECT id FROM {{nodes}} WHERE {SCOPE} ORDER BY id COLLATE "C" FOR UPDATE'
+
+
+def _delete_edges(where: str) -> str:
+    """Delete the edges ``where`` selects, locked in (src, tgt) order first. The join
+    deletes only rows the locking scan returned, never one committed after its snapshot."""
+    return f"""
+DELETE FROM {{edges}} g USING (
+    SELECT src_id, tgt_id FROM {{edges}} WHERE {SCOPE} AND {where}
+    ORDER BY src_id COLLATE "C", tgt_id COLLATE "C" FOR UPDATE
+) locked
+WHERE g.workspace = %(ws)s AND g.namespace = %(ns)s
+    AND g.src_id = locked.src_id AND g.tgt_id = locked.tgt_id
 """
+
+
+DELETE_LOCKED_NODES = f"""
+WITH edges_gone AS (
+    {_delete_edges(f"(src_id = {among('ids')} OR tgt_id = {among('ids')})")}
+)
+DELETE FROM {{nodes}} WHERE {SCOPE} AND id = {among("ids")}
+"""
+DELETE_EDGES = _delete_edges(
+    "(src_id, tgt_id) IN (SELECT * FROM unnest(%(srcs)s::text[], %(tgts)s::text[]))"
+)
 COUNTS = f"""
 SELECT (SELECT count(*) FROM {{nodes}} WHERE {SCOPE}) AS nodes,
        (SELECT count(*) FROM {{edges}} WHERE {SCOPE}) AS edges
