@@ -12,7 +12,7 @@ import enum
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg2
 import psycopg2.extensions
@@ -21,6 +21,13 @@ from .manager import PostgreSQLSyncConnectionManager
 from .pool import raise_if_aborted
 
 Manager = type[PostgreSQLSyncConnectionManager]
+
+
+class Fence(Protocol):
+    """What a fenced write ends with instead of COMMIT (``leases.Lease``)."""
+
+    def commit(self, cur: Any) -> None:
+        """Commit ``cur``'s open transaction, or roll it back and raise."""
 
 
 class Mode(enum.Enum):
@@ -52,6 +59,8 @@ class Mode(enum.Enum):
 _BEGIN = {
     Mode.SNAPSHOT: "BEGIN ISOLATION LEVEL REPEATABLE READ; ",
     Mode.READ_ONLY_SNAPSHOT: "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; ",
+    Mode.TRANSACTION: "BEGIN; ",  # under a fence
+    Mode.WRITE: "BEGIN; ",  # under a fence
 }
 
 
@@ -60,21 +69,25 @@ def cursor(
     manager: Manager = PostgreSQLSyncConnectionManager,
     mode: Mode = Mode.TRANSACTION,
     cursor_factory: type[psycopg2.extensions.cursor] | None = None,
+    fence: Fence | None = None,
 ) -> Iterator[psycopg2.extensions.cursor]:
     """A cursor on a pooled connection, its statements run as ``mode`` says.
 
     A block that ends normally after one of its statements failed (the caller caught
     the error) raises ``TransactionAborted`` instead of committing: PostgreSQL would
-    keep nothing the block wrote.
+    keep nothing the block wrote. With a ``fence``, a writing block (``WRITE`` or
+    ``TRANSACTION``) is one transaction that ``fence.commit`` ends (``leases.py``).
     """
     factory = cursor_factory or psycopg2.extensions.cursor
+    if fence is None or mode not in (Mode.TRANSACTION, Mode.WRITE):
+        fence = None
     with manager.get_connection() as conn:
-        if mode is Mode.TRANSACTION:  # psycopg2's own: the pool commits or rolls back
+        if mode is Mode.TRANSACTION and fence is None:  # psycopg2's own: the pool commits
             with conn.cursor(cursor_factory=factory) as cur:
                 yield cur
             return
         conn.autocommit = True  # the pool turns it off again at checkin
-        if mode in (Mode.AUTOCOMMIT, Mode.WRITE):
+        if mode is Mode.AUTOCOMMIT or (mode is Mode.WRITE and fence is None):
             with conn.cursor(cursor_factory=factory) as cur:
                 yield cur
             return
@@ -83,7 +96,10 @@ def cursor(
             yield cur  # on an error the pool rolls back what BEGIN started
             if cur.begun:
                 raise_if_aborted(conn)
-                cur.execute("COMMIT")
+                if fence is None:
+                    cur.execute("COMMIT")
+                else:
+                    fence.commit(cur)
 
 
 class _BeginsWithFirstStatement:
@@ -98,6 +114,12 @@ class _BeginsWithFirstStatement:
                 query = query.as_string(self)
             query, self.begun = self.begin + query, True
         super().execute(query, vars)
+
+    def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> None:
+        if not self.begun:  # COPY cannot share a round trip with BEGIN
+            super().execute(self.begin)
+            self.begun = True
+        super().copy_expert(sql, file, size)
 
 
 @functools.cache

@@ -20,6 +20,11 @@ CELERY_RESULT_BACKEND = "CELERY_RESULT_BACKEND"
 CELERY_VISIBILITY_TIMEOUT = "CELERY_VISIBILITY_TIMEOUT"
 DEFAULT_VISIBILITY_TIMEOUT = 7200
 LIGHTRAG_WORKING_DIR = "LIGHTRAG_WORKING_DIR"
+# Seconds a workspace's writer lease outlives its last renewal (renewed every third of
+# it): how long a writer that died on another host, or is paused, keeps others waiting.
+LIGHTRAG_WRITER_LEASE_TTL = "LIGHTRAG_WRITER_LEASE_TTL"
+DEFAULT_WRITER_LEASE_TTL = 60.0
+MIN_WRITER_LEASE_TTL = 3.0
 # LightRAG's storages by name (aperag_pg.lightrag.selection):
 # (variables, first one wins) -> (LightRAG keyword, LightRAG registry kind)
 STORAGE_VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
@@ -107,6 +112,30 @@ def visibility_timeout(env: Mapping[str, str]) -> int:
     return int(text)
 
 
+def writer_lease_ttl(env: Mapping[str, str]) -> float:
+    """LIGHTRAG_WRITER_LEASE_TTL in seconds (default 60), or ConfigError naming the value:
+    at least 3, and shorter than CELERY_VISIBILITY_TIMEOUT (a task redelivered after its
+    worker died must not find the dead writer's lease still standing for longer than Redis
+    itself waited)."""
+    from .errors import ConfigError
+
+    text = (env.get(LIGHTRAG_WRITER_LEASE_TTL) or "").strip()
+    if not text:
+        return DEFAULT_WRITER_LEASE_TTL
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    visibility = visibility_timeout(env)
+    if not math.isfinite(seconds) or not MIN_WRITER_LEASE_TTL <= seconds < visibility:
+        raise ConfigError(
+            f"{LIGHTRAG_WRITER_LEASE_TTL}={text!r} is not valid: give seconds, at least "
+            f"{MIN_WRITER_LEASE_TTL:g} and less than {CELERY_VISIBILITY_TIMEOUT} "
+            f"({visibility}) (default {DEFAULT_WRITER_LEASE_TTL:g})."
+        )
+    return seconds
+
+
 def store_sweep_interval(env: Mapping[str, str]) -> float:
     """STORE_SWEEP_INTERVAL_MINUTES (default 5), or ConfigError naming the value."""
     from .errors import ConfigError
@@ -139,6 +168,7 @@ def known_variables() -> set[str]:
     names.update(POSTGRES_ALIASES)
     names.update(v for variables, _, _ in STORAGE_VARIABLES for v in variables)
     names.update((REDIS_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, LIGHTRAG_WORKING_DIR))
+    names.add(LIGHTRAG_WRITER_LEASE_TTL)
     names.add(CELERY_VISIBILITY_TIMEOUT)
     names.update(MODEL_VARIABLES)
     names.update((CHECKPOINT_THREAD_TTL_DAYS, CHECKPOINT_HISTORY_TTL_DAYS))

@@ -52,6 +52,11 @@ class LeaseTimeout(AperagPGError, TimeoutError):
     """A lease stayed held by another process for longer than the caller would wait."""
 
 
+class LeaseLost(TransientFailure):
+    """A lease expired and may have been taken over while its holder was paused or cut off:
+    the holder's later writes were rolled back (fenced) and its task is retried."""
+
+
 class DatabaseUnavailable(AperagPGError, psycopg2.OperationalError):
     """A new connection to PostgreSQL could not be opened."""
 

@@ -39,6 +39,7 @@ SELECT current_user,
 """
 _SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)"
 _TABLE_EXISTS = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL"
+_FUNCTION_EXISTS = "SELECT to_regprocedure(format('%%I.%%s', %s::text, %s::text)) IS NOT NULL"
 
 
 def apply_ddl(
@@ -90,6 +91,12 @@ def schema_exists(cur: Any, schema: str) -> bool:
 
 def table_exists(cur: Any, schema: str, table: str) -> bool:
     cur.execute(_TABLE_EXISTS, (schema, table))
+    return cur.fetchone()[0]
+
+
+def function_exists(cur: Any, schema: str, signature: str) -> bool:
+    """Whether ``schema`` has the function ``signature`` (``name(argtype,...)``)."""
+    cur.execute(_FUNCTION_EXISTS, (schema, signature))
     return cur.fetchone()[0]
 
 

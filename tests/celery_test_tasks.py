@@ -64,3 +64,23 @@ def memory_round_trip(self, namespace: list[str], key: str, value: dict) -> dict
         return {"read": item.value, "found": [(list(i.namespace), i.key) for i in found]}
 
     return {"pid": os.getpid(), "store": id(store), **asyncio.run(work())}
+
+
+@shared_task(bind=True, name="tests.fenced_writer", retry_kwargs={"max_retries": 0})
+def fenced_writer(self, workspace: str, seconds: float) -> int:
+    """Write KV rows one by one under the workspace's writer lease (as a LightRAG ingest
+    does) for ``seconds``; returns how many it wrote. No retry: a lost lease fails it."""
+    import time
+
+    from aperag_pg.lightrag.tasks import one_writer
+    from aperag_pg.stores.kv import KVStore
+
+    kv = KVStore("full_docs", workspace)
+    kv.ensure_tables()
+    written = 0
+    deadline = time.monotonic() + seconds
+    with one_writer(workspace):
+        while time.monotonic() < deadline:
+            kv.upsert({f"row-{written}": {"content": str(os.getpid()), "file_path": "w.txt"}})
+            written += 1
+    return written

@@ -28,10 +28,11 @@ from typing import Any
 
 from celery import shared_task
 
-from ..environment import LIGHTRAG_WORKING_DIR
+from ..environment import LIGHTRAG_WORKING_DIR, writer_lease_ttl
 from ..leases import hold_lease
 from ..manager import PostgreSQLSyncConnectionManager
 from ..settings import load_environment
+from ..stores.base import workspace_fence
 from ..worker import database_time, run_async
 from . import lifecycle
 from .ingest import ingest_once
@@ -108,7 +109,12 @@ def one_writer(workspace: str) -> Iterator[None]:
     lock held by an open transaction, so that an ingest pins no server connection
     behind PgBouncer.
     """
-    with hold_lease(writer_lease(workspace)):
+    settings = PostgreSQLSyncConnectionManager.settings()
+    with hold_lease(
+        writer_lease(workspace),
+        ttl=writer_lease_ttl(load_environment()),
+        fence=workspace_fence(settings.schema, workspace),
+    ):
         yield
 
 

@@ -19,6 +19,7 @@ from psycopg2 import sql
 
 from ..cursors import Mode, cursor
 from ..errors import InvalidInput
+from ..leases import fence_for
 from ..manager import PostgreSQLSyncConnectionManager
 from ..schema import apply_ddl, run_statements, table_exists
 from ..values import unstorable
@@ -57,6 +58,12 @@ def resolve_workspace(from_environment: str | None, given: str | None) -> str:
     workspace = from_environment or given or DEFAULT_WORKSPACE
     check_key(workspace, "workspace")
     return workspace
+
+
+def workspace_fence(schema: str, workspace: str) -> tuple[str, str, str]:
+    """The fence scope of a workspace's stores: a lease held with ``fence=`` this scope
+    (LightRAG's writer lease) fences their writes."""
+    return ("lightrag-workspace", schema, workspace)
 
 
 def utc_now() -> datetime.datetime:
@@ -141,11 +148,14 @@ class SyncStore:
     def cursor(self, mode: Mode = Mode.TRANSACTION, tuples: bool = False) -> Iterator[Any]:
         """The store's one way to a cursor: rows as dicts (``tuples`` gives psycopg2's own
         tuple rows, for results too large to turn into dicts), the statements run as
-        ``mode`` says. A public method that only reads, or writes with one statement,
-        uses ``Mode.AUTOCOMMIT``: under READ COMMITTED each statement sees committed data
-        either way, and skipping BEGIN and COMMIT saves two round trips per call."""
+        ``mode`` says. A public method that only reads uses ``Mode.AUTOCOMMIT`` and one that
+        writes with one statement ``Mode.WRITE``: under READ COMMITTED each statement sees
+        committed data either way, and skipping BEGIN and COMMIT saves two round trips. Writes
+        (``Mode.WRITE``, ``Mode.TRANSACTION``) in a workspace whose writer lease this
+        process holds commit only while it holds it (``leases.py``, fencing)."""
         factory = None if tuples else DictRowCursor
-        with cursor(self.manager, mode, factory) as cur:
+        fence = fence_for(workspace_fence(self.schema, self.workspace))
+        with cursor(self.manager, mode, factory, fence) as cur:
             yield cur
 
     def ensure_table(self, name: str, statements: Sequence[str], **tables: str) -> None:
