@@ -309,7 +309,7 @@ def test_an_ingest_never_reports_documents_still_on_their_way(manager, tmp_path)
     from aperag_pg.lightrag.ingest import DocumentsUnfinished, document_id, finish
 
     rag = make_rag(tmp_path, new_workspace(), OURS)
-    doc_id = document_id(FILE_PATHS[0])
+    doc_id = document_id(DOCS[0], FILE_PATHS[0])
 
     async def check() -> None:
         await rag.initialize_storages()
@@ -326,6 +326,55 @@ def test_an_ingest_never_reports_documents_still_on_their_way(manager, tmp_path)
             )
             with pytest.raises(DocumentsUnfinished, match="not processed yet"):
                 await finish(rag, [doc_id], run_pipeline=False)
+        finally:
+            await rag.finalize_storages()
+
+    run_async(check())
+
+
+@pytest.mark.parametrize("file_path", ["", "unknown_source", "no-file-path"])
+def test_an_unnamed_document_that_fails_fails_the_ingest(manager, tmp_path, file_path):
+    """A text without a usable file name is tracked by LightRAG's content-hash id: when its
+    LLM call fails, the ingest raises DocumentsFailed naming it, as for a named file."""
+    from aperag_pg.lightrag.ingest import DocumentsFailed, document_id, ingest_once
+    from aperag_pg.standins import lightrag_standins
+
+    async def failing_llm(*_args, **_kwargs):
+        raise RuntimeError("the model is down")
+
+    models = {**lightrag_standins(), "llm_model_func": failing_llm}
+    rag = make_rag(tmp_path, new_workspace(), OURS, models)
+    text = f"{DOCS[0]} ({file_path or 'blank'})"
+
+    async def check() -> None:
+        await rag.initialize_storages()
+        try:
+            with pytest.raises(DocumentsFailed, match="the model is down") as info:
+                await ingest_once(rag, [text], [file_path])
+            assert document_id(text, file_path) in str(info.value)
+            counts = await rag.doc_status.get_all_status_counts()
+            assert counts.get("failed") == 1 and counts.get("processed", 0) == 0
+        finally:
+            await rag.finalize_storages()
+
+    run_async(check())
+
+
+def test_an_unnamed_document_is_tracked_and_not_inserted_twice(manager, tmp_path):
+    from aperag_pg.lightrag.ingest import document_id, ingest_once
+
+    rag = make_rag(tmp_path, new_workspace(), OURS)
+
+    async def check() -> None:
+        await rag.initialize_storages()
+        try:
+            first = await ingest_once(rag, [DOCS[0]], [""])
+            doc_id = document_id(DOCS[0], "")
+            assert first.inserted == [doc_id] and first.statuses == {doc_id: "processed"}
+            again = await ingest_once(rag, [DOCS[0]], ["unknown_source"])
+            assert again.already_processed == [doc_id] and again.inserted == []
+            counts = await rag.doc_status.get_all_status_counts()
+            assert counts.get("processed") == 1 and not counts.get("failed")
         finally:
             await rag.finalize_storages()
 

@@ -24,8 +24,9 @@ with documents still on their way: LightRAG's pipeline returns at once when it i
 (with a run an earlier, failed delivery left going), and then ``DocumentsUnfinished``
 has the task retried until they are processed.
 
-Texts without a file name are inserted as LightRAG does it (it deduplicates them by
-content). The caller holds the workspace's writer lock (LightRAG assumes one writer).
+A text without a usable file name (none, "", or one of LightRAG's placeholders such as
+"unknown_source") is tracked the same way, by the id LightRAG gives it: the hash of its
+content. The caller holds the workspace's writer lease (LightRAG assumes one writer).
 """
 
 from __future__ import annotations
@@ -89,15 +90,16 @@ class IngestReport:
         return dataclasses.asdict(self)
 
 
-def document_id(file_path: str) -> str | None:
-    """LightRAG 1.5.7's id for the document of ``file_path``; None for no file name."""
-    from lightrag.utils import compute_mdhash_id
+def document_id(text: str, file_path: str) -> str:
+    """LightRAG 1.5.7's id for the document of ``text`` named ``file_path``: the hash of
+    the file's canonical name, or of the (sanitized) text when it has no usable name."""
+    from lightrag.utils import compute_mdhash_id, sanitize_text_for_encoding
     from lightrag.utils_pipeline import has_known_document_source, normalize_document_file_path
 
     canonical = normalize_document_file_path(file_path)
-    if not has_known_document_source(canonical):
-        return None
-    return compute_mdhash_id(canonical, prefix="doc-")
+    if has_known_document_source(canonical):
+        return compute_mdhash_id(canonical, prefix="doc-")
+    return compute_mdhash_id(sanitize_text_for_encoding(text), prefix="doc-")
 
 
 async def ingest_once(rag: Any, texts: Sequence[str], file_paths: Sequence[str]) -> IngestReport:
@@ -107,19 +109,20 @@ async def ingest_once(rag: Any, texts: Sequence[str], file_paths: Sequence[str])
 
     if len(texts) != len(file_paths):
         raise ValueError(f"{len(texts)} texts but {len(file_paths)} file paths")
-    ids = [document_id(path) for path in file_paths]
-    known = [doc_id for doc_id in ids if doc_id is not None]
+    ids = [document_id(text, path) for text, path in zip(texts, file_paths, strict=True)]
+    known = list(dict.fromkeys(ids))  # LightRAG keeps one document per id
     trouble_before = database_trouble()
     existing = await _statuses(rag, known)
     report = IngestReport()
     new_texts, new_paths = [], []
     for text, path, doc_id in zip(texts, file_paths, ids, strict=True):
-        status = existing.get(doc_id) if doc_id else None
+        status = existing.get(doc_id)
+        if doc_id in report.inserted:
+            continue  # the same file (or unnamed text) twice: LightRAG keeps the first
         if status is None:
             new_texts.append(text)
             new_paths.append(path)
-            if doc_id:
-                report.inserted.append(doc_id)
+            report.inserted.append(doc_id)
         elif status == DocStatus.PROCESSED:
             report.already_processed.append(doc_id)
         elif status == DocStatus.FAILED:
