@@ -15,7 +15,12 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from aperag_pg.environment import celery_urls, store_sweep_interval, visibility_timeout
+from aperag_pg.environment import (
+    celery_urls,
+    store_sweep_interval,
+    visibility_timeout,
+    writer_lease_ttl,
+)
 from aperag_pg.settings import load_environment
 from aperag_pg.worker import (
     DatabaseTask,
@@ -81,6 +86,7 @@ if find_spec("lightrag"):
     from aperag_pg.lightrag.preflight import check_at_worker_start
 
     load_factory(_environment)
+    writer_lease_ttl(_environment)  # a bad LIGHTRAG_WRITER_LEASE_TTL stops the worker here
     # An embedding dimension that does not fit the vector tables stops the worker at start,
     # in its main process, before any child takes a task.
     app.steps["worker"].add(startup_check(check_at_worker_start))

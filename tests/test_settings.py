@@ -241,6 +241,19 @@ def test_visibility_timeout_is_validated():
             visibility_timeout({"CELERY_VISIBILITY_TIMEOUT": bad})
 
 
+def test_writer_lease_ttl_is_validated_against_the_visibility_timeout():
+    from aperag_pg.environment import DEFAULT_WRITER_LEASE_TTL, writer_lease_ttl
+
+    assert writer_lease_ttl({}) == DEFAULT_WRITER_LEASE_TTL
+    assert writer_lease_ttl({"LIGHTRAG_WRITER_LEASE_TTL": " 3 "}) == 3.0
+    assert writer_lease_ttl({"LIGHTRAG_WRITER_LEASE_TTL": "7199.5"}) == 7199.5
+    for bad in ("2.9", "0", "-1", "nan", "inf", "1m", "7200"):
+        with pytest.raises(ConfigError, match="LIGHTRAG_WRITER_LEASE_TTL.*CELERY_VISIBILITY"):
+            writer_lease_ttl({"LIGHTRAG_WRITER_LEASE_TTL": bad})
+    with pytest.raises(ConfigError, match=r"less than CELERY_VISIBILITY_TIMEOUT \(60\)"):
+        writer_lease_ttl({"LIGHTRAG_WRITER_LEASE_TTL": "60", "CELERY_VISIBILITY_TIMEOUT": "60"})
+
+
 def test_every_password_keyword_is_redacted():
     env = {
         "POSTGRES_DSN": "postgresql://u:pw-one@h/db?sslpassword=key-secret&sslmode=require",
