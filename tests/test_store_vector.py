@@ -814,6 +814,70 @@ def test_hostile_workspace_and_ids_are_stored_exactly(manager, admin_conn):
     assert [r and r["id"] for r in store.get_by_ids(ids)] == [None, None, *ids[2:]]
 
 
+# Pieces SQL text builders trip on: format fields, driver placeholders, dollar quotes,
+# quotes, backslashes, comment and statement ends, array and COPY delimiters.
+HOSTILE = "{table}}{{%s%(x)s%%$$$1$'\"\\\\x00\\N;--/*,\t\n"
+
+
+def test_hostile_text_round_trips_through_every_kind_and_every_delete(manager, admin_conn):
+    """Ids, names, contents, chunk ids and the workspace full of HOSTILE are stored and
+    read back equal, and the deletes by name remove exactly their rows."""
+    workspace = f"ws {HOSTILE}"
+    table = table_for("entities")
+    entities = open_store("entities", workspace=workspace, table=table)
+    neighbour = open_store("entities", workspace=f"{workspace}x", table=table)
+    names = [f"{HOSTILE} {i}" for i in range(3)]
+    ids = [compute_mdhash_id(names[0], prefix="ent-"), *(f"{HOSTILE}#{i}" for i in (1, 2))]
+    chunk_ids = [HOSTILE, "{a,b}", '"', "NULL", ""]
+    data = {
+        key: row(
+            "entities",
+            SIMILAR["close"] if i else QUERY,
+            entity_name=name,
+            content=f"{name}\n{HOSTILE}",
+            source_id="<SEP>".join(chunk_ids),
+            file_path=HOSTILE,
+        )
+        for i, (key, name) in enumerate(zip(ids, names, strict=True))
+    }
+    entities.upsert(data)
+    neighbour.upsert({ids[0]: data[ids[0]]})
+    for got, key, name in zip(entities.get_by_ids(ids), ids, names, strict=True):
+        assert (got["id"], got["workspace"], got["entity_name"]) == (key, workspace, name)
+        assert (got["content"], got["file_path"]) == (f"{name}\n{HOSTILE}", HOSTILE)
+        assert got["chunk_ids"] == chunk_ids
+    hits = entities.query(QUERY, top_k=10, cosine_better_than_threshold=-1)
+    assert hits[0]["entity_name"] == names[0]  # QUERY itself, then a tie of the others
+    assert sorted(h["entity_name"] for h in hits) == sorted(names)
+    assert entities.get_vectors_by_ids(ids) == {key: data[key]["__vector__"] for key in ids}
+    entities.delete_entity(names[0])  # by LightRAG's id for the name
+    entities.delete_entity(names[1])  # by entity_name
+    entities.delete([ids[2]])
+    assert entities.get_by_ids(ids) == [None, None, None]
+    assert neighbour.get_by_id(ids[0])["entity_name"] == names[0]
+
+    relations = open_store("relationships", workspace=workspace)
+    relations.upsert(
+        {
+            f"{HOSTILE}>{i}": row("relationships", QUERY, i, src_id=src, tgt_id=tgt)
+            for i, (src, tgt) in enumerate([(names[0], names[1]), (names[1], names[2])])
+        }
+    )
+    assert {(h["src_id"], h["tgt_id"]) for h in relations.query(QUERY, top_k=5)} == {
+        (names[0], names[1]),
+        (names[1], names[2]),
+    }
+    relations.delete_entity_relation(names[0])
+    assert [
+        r and r["target_id"] for r in relations.get_by_ids([f"{HOSTILE}>0", f"{HOSTILE}>1"])
+    ] == [
+        None,
+        names[2],
+    ]
+    relations.drop()
+    assert count_rows(admin_conn, relations) == 0
+
+
 def test_workspaces_are_isolated(manager):
     table = table_for("entities")
     one = open_store("entities", table=table)
@@ -968,6 +1032,17 @@ def test_top_k_above_pgvectors_40_gets_all_its_rows(indexed, admin_conn):
     with store.manager.get_connection() as conn, conn.cursor() as cur:
         cur.execute("SHOW hnsw.ef_search")
         assert cur.fetchone()[0] == "40"  # SET LOCAL ended with its query
+
+
+def test_ef_search_is_raised_for_its_query_only_without_iterative_scans(indexed, admin_conn):
+    """Before pgvector 0.8 a query raises hnsw.ef_search to top_k (a parameter of
+    set_config, local to the query's implicit transaction)."""
+    store, vectors = indexed
+    store._iterative_scans = False  # as on pgvector 0.7
+    assert len(store.query(vectors[0], top_k=100, cosine_better_than_threshold=-1)) == 100
+    with store.manager.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SHOW hnsw.ef_search")
+        assert cur.fetchone()[0] == "40"
 
 
 def test_a_workspace_sharing_its_table_gets_its_whole_top_k(manager, admin_conn):
