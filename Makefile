@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/checkpoint.py
 	$(PY) bench/store.py
+	$(PY) bench/fencing.py
 	$(PY) bench/graph.py
 	$(PY) bench/worker_throughput.py
 	$(PY) bench/chaos.py

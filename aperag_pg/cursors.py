@@ -110,9 +110,11 @@ class _BeginsWithFirstStatement:
 
     def execute(self, query: Any, vars: Any = None) -> None:
         if not self.begun:
-            if not isinstance(query, str):
-                query = query.as_string(self)
-            query, self.begun = self.begin + query, True
+            if isinstance(query, bytes):  # as psycopg2.extras.execute_values sends it
+                query = self.begin.encode() + query
+            else:
+                query = self.begin + (query if isinstance(query, str) else query.as_string(self))
+            self.begun = True
         super().execute(query, vars)
 
     def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> None:

@@ -117,3 +117,56 @@ def test_connections_come_back_clean_and_are_kept(manager):
             cur.execute("SELECT current_setting('transaction_isolation')")
             assert cur.fetchone() == ("read committed",)
     assert manager.stats()["connections_num"] == opened
+
+
+class _CountingFence:
+    """A fence that commits and counts (the real one, ``leases.Lease``, also checks)."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+
+    def commit(self, cur) -> None:
+        self.commits += 1
+        cur.execute("COMMIT")
+
+
+@pytest.mark.parametrize("mode", [Mode.TRANSACTION, Mode.WRITE])
+def test_a_fenced_write_is_one_transaction_that_the_fence_ends(manager, admin_conn, table, mode):
+    fence = _CountingFence()
+    with cursor(manager, mode, fence=fence) as cur:
+        cur.execute(f"INSERT INTO {table} VALUES (1)")
+        cur.execute(b"SELECT pg_sleep(0.01)")  # bytes, as psycopg2.extras sends them
+        cur.execute(SETTINGS)
+        assert cur.fetchone() == ("read committed", "off", False)
+        assert _ids(admin_conn, table) == []
+    assert _ids(admin_conn, table) == [1] and fence.commits == 1
+
+
+def test_a_fenced_copy_first_begins_the_transaction(manager, admin_conn, table):
+    import io
+
+    fence = _CountingFence()
+    with cursor(manager, Mode.TRANSACTION, fence=fence) as cur:
+        cur.copy_expert(f"COPY {table} FROM STDIN", io.StringIO("7\n8\n"))
+        assert _ids(admin_conn, table) == []
+    assert _ids(admin_conn, table) == [7, 8] and fence.commits == 1
+
+
+def test_a_fenced_block_that_swallowed_an_error_is_not_committed(manager, admin_conn, table):
+    fence = _CountingFence()
+    with pytest.raises(TransactionAborted):
+        with cursor(manager, Mode.TRANSACTION, fence=fence) as cur:
+            cur.execute(f"INSERT INTO {table} VALUES (1)")
+            try:
+                cur.execute(f"INSERT INTO {table} VALUES (1)")
+            except psycopg2.errors.UniqueViolation:
+                pass
+    assert _ids(admin_conn, table) == [] and fence.commits == 0
+
+
+@pytest.mark.parametrize("mode", [Mode.AUTOCOMMIT, Mode.READ_ONLY_SNAPSHOT])
+def test_reads_ignore_the_fence(manager, mode):
+    fence = _CountingFence()
+    with cursor(manager, mode, fence=fence) as cur:
+        cur.execute("SELECT 1")
+    assert fence.commits == 0
