@@ -61,9 +61,9 @@ from .vector_tables import (
     MAX_DIMENSION,
     check_dimension,
     check_table_name,
-    create_table_statements,
     ensure_pgvector,
     ensure_vector_index,
+    ensure_vector_table,
 )
 from .vector_text import vector_literal
 
@@ -360,9 +360,8 @@ class VectorStore(SyncStore):
         dimension and create the vector index chosen by POSTGRES_VECTOR_INDEX_TYPE.
         """
         self._iterative_scans = ensure_pgvector(self.manager) >= (0, 8)
-        self.ensure_table(
-            self.table_name,
-            create_table_statements(self.table_name, self.kind.columns, self.embedding_dim),
+        ensure_vector_table(
+            self.manager, self.schema, self.table_name, self.kind.columns, self.embedding_dim
         )
         with self.cursor(Mode.AUTOCOMMIT, tuples=True) as cur:
             check_dimension(cur, self.schema, self.table_name, self.embedding_dim)

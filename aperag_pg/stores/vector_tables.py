@@ -23,7 +23,7 @@ from ..errors import (
     VectorDimensionMismatch,
     first_line,
 )
-from ..schema import apply_ddl
+from ..schema import apply_ddl, run_statements, table_exists
 from .base import table_for_namespace
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,12 @@ CREATE_INDEX = {
     "USING ivfflat (content_vector vector_cosine_ops) WITH (lists = {lists})",
 }
 DROP_INDEX = "DROP INDEX IF EXISTS {schema}.{index}"
+# LightRAG's vector table DDL, names filled by psycopg2.sql
+CREATE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS {table} ({columns}, {constraint}PRIMARY KEY (workspace, id))"
+)
+CONSTRAINT = "CONSTRAINT {} "
+CREATE_ID_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} ({columns})"
 
 
 def ensure_pgvector(manager: Manager) -> tuple[int, ...]:
@@ -115,24 +121,60 @@ def _create_pgvector(manager: Manager) -> Any:
     return create
 
 
+def ensure_vector_table(
+    manager: Manager,
+    schema: str,
+    table_name: str,
+    columns: Sequence[tuple[str, str]],
+    embedding_dim: int,
+) -> None:
+    """Create LightRAG's vector table and its two id indexes unless the table exists,
+    through the package's one DDL runner."""
+    statements = create_table_statements(schema, table_name, columns, embedding_dim)
+    apply_ddl(
+        f"LightRAG's table {table_name}",
+        schema,
+        lambda cur: table_exists(cur, schema, table_name),
+        lambda cur: run_statements(cur, statements),
+        manager,
+    )
+
+
 def create_table_statements(
-    table_name: str, columns: Sequence[tuple[str, str]], embedding_dim: int
-) -> list[str]:
-    """LightRAG's DDL for a vector table (``{table}`` is filled in by ensure_table)."""
-    listed = ",\n    ".join(f"{name} {kind}" for name, kind in columns)
-    listed = listed.replace("VECTOR(dimension)", f"VECTOR({embedding_dim})")
+    schema: str, table_name: str, columns: Sequence[tuple[str, str]], embedding_dim: int
+) -> list[sql.Composed]:
+    """LightRAG's DDL for a vector table: ``columns`` are (name, SQL type) pairs from the
+    store's fixed table shapes, ``VECTOR(dimension)`` standing for the vector column."""
+    table = sql.Identifier(schema, table_name)
+    listed = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), _column_type(kind, embedding_dim))
+        for name, kind in columns
+    )
     # LightRAG names the key "<table>_PK", which PostgreSQL cuts to 63 bytes; at exactly
     # 63 that would be the table's own name, so PostgreSQL then chooses one.
     pk_name = plain_identifier(f"{table_name}_pk"[:PG_MAX_IDENTIFIER_LENGTH])
-    constraint = "" if pk_name == table_name else f"CONSTRAINT {pk_name} "
-    id_index = plain_identifier(safe_index_name(table_name, "id"))
-    ws_index = plain_identifier(safe_index_name(table_name, "workspace_id"))
+    constraint = (
+        sql.SQL("")
+        if pk_name == table_name
+        else sql.SQL(CONSTRAINT).format(sql.Identifier(pk_name))
+    )
     return [
-        f"CREATE TABLE IF NOT EXISTS {{table}} (\n    {listed},\n"
-        f"    {constraint}PRIMARY KEY (workspace, id)\n)",
-        f"CREATE INDEX IF NOT EXISTS {id_index} ON {{table}} (id)",
-        f"CREATE INDEX IF NOT EXISTS {ws_index} ON {{table}} (workspace, id)",
+        sql.SQL(CREATE_TABLE).format(table=table, columns=listed, constraint=constraint),
+        *(
+            sql.SQL(CREATE_ID_INDEX).format(
+                index=sql.Identifier(plain_identifier(safe_index_name(table_name, suffix))),
+                table=table,
+                columns=sql.SQL(", ").join(map(sql.Identifier, key)),
+            )
+            for suffix, key in (("id", ("id",)), ("workspace_id", ("workspace", "id")))
+        ),
     ]
+
+
+def _column_type(sql_type: str, embedding_dim: int) -> sql.Composable:
+    if sql_type == "VECTOR(dimension)":
+        return sql.SQL("VECTOR({})").format(sql.Literal(embedding_dim))  # a typmod: no parameter
+    return sql.SQL(sql_type)  # one of the store's constant column types
 
 
 def check_dimension(cur: Any, schema: str, table_name: str, embedding_dim: int) -> None:
