@@ -390,3 +390,12 @@ def test_a_bad_factory_stops_the_worker_at_start(path, says):
 def test_a_factory_must_return_keyword_arguments():
     with pytest.raises(ConfigError, match="returned list, not a dict"):
         lightrag_arguments({"LIGHTRAG_FACTORY": "tests.lightrag_factory:not_a_dict"})
+
+
+def test_an_endpoint_description_never_shows_credentials_in_its_url():
+    from aperag_pg.lightrag.bindings import Endpoint
+
+    endpoint = Endpoint("openai", "m", "https://svc:hunter2@models.example/v1?key=k3y#frag")
+    described = endpoint.describe()
+    assert "hunter2" not in described and "k3y" not in described and "frag" not in described
+    assert "models.example/v1" in described

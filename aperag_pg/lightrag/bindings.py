@@ -39,6 +39,7 @@ from ..environment import (
     OPENAI_BASE_URL,
 )
 from ..errors import ConfigError, ModelsNotConfigured
+from ..settings import redact_url
 from ..stores.vector_tables import MAX_DIMENSION
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class Endpoint:
     api_version: str | None = None  # azure_openai only
 
     def describe(self) -> str:
-        return f"{self.binding} {self.model} at {self.host or 'api.openai.com'}"
+        """For logs and labels: credentials in the host URL are redacted."""
+        return f"{self.binding} {self.model} at {redact_url(self.host or 'api.openai.com')}"
 
 
 def chosen_bindings(env: Mapping[str, str]) -> tuple[str, str]:
