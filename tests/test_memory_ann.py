@@ -11,6 +11,7 @@ import numpy as np
 import psycopg2
 import pytest
 from langgraph.store.base import ListNamespacesOp, SearchOp
+from psycopg2 import sql
 
 from aperag_pg.manager import PostgreSQLSyncConnectionManager
 from aperag_pg.memory import PGSyncStore
@@ -84,10 +85,10 @@ def store(big_schema, manager) -> PGSyncStore:
     return store
 
 
-def plan_of(admin_conn, schema: str, statement: str, params) -> str:
+def plan_of(admin_conn, statement: sql.Composed, params) -> str:
     with admin_conn.cursor() as cur:
         cur.execute("BEGIN; SET LOCAL hnsw.iterative_scan = strict_order")
-        cur.execute("EXPLAIN (COSTS OFF) " + statement.replace("{schema}", f'"{schema}"'), params)
+        cur.execute(sql.SQL("EXPLAIN (COSTS OFF) ") + statement, params)
         plan = "\n".join(row[0] for row in cur.fetchall())
         cur.execute("ROLLBACK")
     return plan
@@ -111,8 +112,8 @@ def test_vector_search_reads_the_ann_index(big_schema, admin_conn, prefix):
     op = SearchOp(prefix, query="anything", limit=10)
     index = vector_index(INDEX)
     query = query_text(index, np.array(text_vector("x")))
-    statement, params = nearest_statement(index, op, query, 41, False)
-    plan = plan_of(admin_conn, big_schema, statement, params)
+    statement, params = nearest_statement(index, op, big_schema, query, 41, False)
+    plan = plan_of(admin_conn, statement, params)
     assert "Index Scan using store_vectors_embedding_idx" in plan, plan
     assert "Seq Scan on store_vectors" not in plan, plan
 
@@ -157,8 +158,8 @@ def test_list_namespaces_walks_the_prefix_index(big_schema, admin_conn, store):
         ListNamespacesOp(match_conditions=(), max_depth=None, limit=100, offset=0),
         ListNamespacesOp(match_conditions=(), max_depth=1, limit=100, offset=0),
     ):
-        statement, params = list_namespaces_sql(op, "", op.offset + op.limit)
-        plan = plan_of(admin_conn, big_schema, statement, params)
+        statement, params = list_namespaces_sql(op, big_schema, False, op.offset + op.limit)
+        plan = plan_of(admin_conn, statement, params)
         assert "store_prefix_idx" in plan, plan
         assert "Seq Scan" not in plan, plan
     assert store.list_namespaces(max_depth=1) == [("docs",)]

@@ -101,9 +101,9 @@ def test_comparisons_only_match_values_of_their_json_type(store):
 
 @pytest.mark.parametrize("page", [{"limit": -1}, {"offset": -5}, {"limit": 2.5}])
 def test_bad_pages_are_refused(store, page):
-    with pytest.raises(InvalidInput, match="integer of 0 or more"):
+    with pytest.raises(InvalidInput, match="use an integer from 0 to"):
         store.search(("docs",), **page)
-    with pytest.raises(InvalidInput, match="integer of 0 or more"):
+    with pytest.raises(InvalidInput, match="use an integer from 0 to"):
         store.list_namespaces(**page)
 
 

@@ -834,3 +834,28 @@ def test_ours_fractional_ttl_minutes_are_kept(make_ours, schema, admin_conn):
     expires = row_ttl(admin_conn, schema, ns, "half")[0]
     assert expires > put_expiry
     assert lo + timedelta(seconds=30) <= expires <= hi + timedelta(seconds=30)
+
+
+def test_ttl_config_is_read_on_every_call(make_store, schema, admin_conn):
+    """Changing store.ttl_config after construction takes effect at once, as upstream's
+    PostgresStore reads it on every call: omit_expired, refresh_on_read, default_ttl."""
+    store = make_store(ttl={"refresh_on_read": False})
+    ns = ("cfg",)
+    store.put(ns, "gone", {"v": 0}, ttl=MS_TTL)
+    store.put(ns, "live", {"v": 1}, ttl=1)
+    wait_until_expired(admin_conn, schema, ns, "gone")
+    live_expiry = row_ttl(admin_conn, schema, ns, "live")[0]
+    assert keys(store.search(ns)) == ["live", "gone"]
+
+    store.ttl_config = {"omit_expired": True, "refresh_on_read": True, "default_ttl": 2}
+    assert store.get(ns, "gone") is None
+    assert keys(store.search(ns)) == ["live"]
+    assert store.list_namespaces(prefix=ns) == [ns]
+    assert row_ttl(admin_conn, schema, ns, "live")[0] > live_expiry  # refreshed
+    store.put(ns, "new", {"v": 2})
+    assert row_ttl(admin_conn, schema, ns, "new")[1] == 2
+
+    store.ttl_config = None
+    assert store.get(ns, "gone").value == {"v": 0}
+    store.put(ns, "plain", {"v": 3})
+    assert row_ttl(admin_conn, schema, ns, "plain") == (None, None)

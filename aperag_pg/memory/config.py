@@ -10,6 +10,7 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import ensure_embeddings, tokenize_path
+from psycopg2 import sql
 
 from ..errors import ConfigError
 
@@ -19,9 +20,9 @@ INDEX_KINDS = ("hnsw", "ivfflat", "flat")
 # distance type -> (operator: smaller is nearer, the score from the distance ``d``, the
 # operator class). Scores are upstream's: larger is more similar.
 DISTANCES = {
-    "cosine": ("<=>", "1 - {d}", "cosine_ops"),
-    "l2": ("<->", "-{d}", "l2_ops"),
-    "inner_product": ("<#>", "-{d}", "ip_ops"),
+    "cosine": ("<=>", sql.SQL("1 - {d}"), "cosine_ops"),
+    "l2": ("<->", sql.SQL("-{d}"), "l2_ops"),
+    "inner_product": ("<#>", sql.SQL("-{d}"), "ip_ops"),
 }
 INDEX_OPTIONS = {"hnsw": ("m", "ef_construction"), "ivfflat": ("lists",), "flat": ()}
 
@@ -41,23 +42,31 @@ class VectorIndex:
 
     @property
     def column_type(self) -> str:
-        """The embedding column's SQL type, e.g. ``vector(1536)``."""
+        """The embedding column's type as the catalog names it, e.g. ``vector(1536)``."""
         return f"{self.vector_type}({self.dims})"
 
     @property
-    def operator(self) -> str:
-        return DISTANCES[self.distance_type][0]
+    def column_type_sql(self) -> sql.Composable:
+        """The embedding column's type in a statement."""
+        return sql.SQL("{}({})").format(sql.Identifier(self.vector_type), sql.Literal(self.dims))
 
-    def score(self, distance: str) -> str:
+    @property
+    def operator(self) -> sql.Composable:
+        return sql.SQL(DISTANCES[self.distance_type][0])  # one of the constants above
+
+    def score(self, distance: sql.Composable) -> sql.Composable:
         return DISTANCES[self.distance_type][1].format(d=distance)
 
-    def index_ddl_parts(self) -> dict[str, str]:
-        """``kind``, ``ops`` and ``options`` of CREATE_VECTOR_INDEX (validated words)."""
-        options = ", ".join(f"{name} = {value}" for name, value in self.options)
+    def index_ddl_parts(self) -> dict[str, sql.Composable]:
+        """``kind``, ``ops`` and ``options`` of CREATE_VECTOR_INDEX."""
+        options = sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(name), sql.Literal(value))
+            for name, value in self.options
+        )
         return {
-            "kind": self.kind,
-            "ops": f"{self.vector_type}_{DISTANCES[self.distance_type][2]}",
-            "options": f" WITH ({options})" if options else "",
+            "kind": sql.Identifier(self.kind),
+            "ops": sql.Identifier(f"{self.vector_type}_{DISTANCES[self.distance_type][2]}"),
+            "options": sql.SQL(" WITH ({})").format(options) if self.options else sql.SQL(""),
         }
 
 

@@ -15,6 +15,7 @@ What a filter means here (PostgresStore 3.2.0 differs where marked):
 Equality to a scalar is jsonb containment (``@>``), and comparisons are a strict jsonpath
 (no unwrapping of arrays): the cheapest forms PostgreSQL has for these meanings. Values are
 always parameters; a key reaches the jsonpath as a JSON string literal, also a parameter.
+The conditions are constant SQL (``psycopg2.sql``) with ``%s`` placeholders.
 """
 
 from __future__ import annotations
@@ -24,16 +25,23 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from psycopg2 import sql
+
 from ..errors import InvalidInput
 from ..values import jsonb_text
 
 _ORDER = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 OPERATORS = ("$eq", "$ne", *_ORDER)
+_COMPARISON = sql.SQL("jsonb_path_match(s.value, %s::jsonpath, %s::jsonb, true)")
+_CONTAINS = sql.SQL("s.value @> %s::jsonb")
+_EQUALS_AT_PATH = sql.SQL("s.value #> %s::text[] = %s::jsonb")
+# "not equal" holds for a missing key too: NOT (...) IS TRUE is never null
+_NOT = sql.SQL("(({}) IS NOT TRUE)")
 
 
-def filter_sql(filter: Mapping[str, Any] | None) -> tuple[list[str], list[Any]]:
+def filter_sql(filter: Mapping[str, Any] | None) -> tuple[list[sql.Composable], list[Any]]:
     """The conditions (on ``s.value``) and their parameters, in order."""
-    conditions: list[str] = []
+    conditions: list[sql.Composable] = []
     params: list[Any] = []
     if not filter:
         return conditions, params
@@ -70,7 +78,7 @@ def _operator(path: list[str], operator: Any, operand: Any, conditions: list, pa
     elif operator in _ORDER:
         _check_comparable(path, operator, operand)
         keys = "".join(f".{json.dumps(key, ensure_ascii=False)}" for key in path)
-        conditions.append("jsonb_path_match(s.value, %s::jsonpath, %s::jsonb, true)")
+        conditions.append(_COMPARISON)
         params.extend(
             [f"strict ${keys} {_ORDER[operator]} $operand", _json(path, {"operand": operand})]
         )
@@ -86,13 +94,12 @@ def _equality(path: list[str], wanted: Any, conditions: list, params: list, nega
         nested: Any = wanted
         for key in reversed(path):
             nested = {key: nested}
-        condition = "s.value @> %s::jsonb"
+        condition = _CONTAINS
         params.append(_json(path, nested))
     else:  # a list (or an empty dict): the whole value at the path
-        condition = "s.value #> %s::text[] = %s::jsonb"
+        condition = _EQUALS_AT_PATH
         params.extend([path, _json(path, wanted)])
-    # "not equal" holds for a missing key too: NOT (...) IS TRUE is never null
-    conditions.append(f"(({condition}) IS NOT TRUE)" if negate else condition)
+    conditions.append(_NOT.format(condition) if negate else condition)
 
 
 def _check_comparable(path: list[str], operator: str, operand: Any) -> None:

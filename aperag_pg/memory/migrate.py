@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from psycopg2 import sql as pgsql
+
 from ..cursors import Manager
 from ..errors import EmbeddingDimensionMismatch
 from ..schema import apply_ddl
@@ -45,12 +47,15 @@ class _Tables:
         self.index = index
         self._ttl_type: str | None = None
 
-    def fill(self, template: str, **parts: str) -> str:
-        return sql.fill(template, self.schema, **parts)
+    def compose(self, template: pgsql.SQL, **parts: pgsql.Composable) -> pgsql.Composed:
+        return sql.compose(template, self.schema, **parts)
+
+    def versions(self, template: pgsql.SQL, table: str) -> pgsql.Composed:
+        return self.compose(template, table=pgsql.Identifier(table))
 
     def up_to_date(self, cur: Any) -> bool:
-        names = {
-            name: sql.fill(f"{{schema}}.{name}", self.schema)
+        names = {  # to_regclass's argument: the quoted, qualified name, as a parameter
+            name: pgsql.Identifier(self.schema, name).as_string(cur)
             for name in ("store", "store_vectors", STORE_VERSIONS, VECTOR_VERSIONS)
         }
         cur.execute(sql.STATE, names)
@@ -70,24 +75,24 @@ class _Tables:
     def migrate(self, cur: Any) -> list[str]:
         applied = [f"store {v}" for v in self._run(cur, STORE_VERSIONS, self._store_step)]
         if self._ttl_type != FRACTIONAL_TTL_TYPE:  # read by up_to_date, just before
-            cur.execute(self.fill(sql.FRACTIONAL_TTL))
+            cur.execute(self.compose(sql.FRACTIONAL_TTL))
             applied.append("fractional ttl_minutes")
         if self.index is not None:
             applied += [f"vector {v}" for v in self._run(cur, VECTOR_VERSIONS, self._vector_step)]
         return applied
 
     def _run(self, cur: Any, table: str, step: Any) -> list[int]:
-        cur.execute(self.fill(sql.CREATE_VERSIONS, table=table))
+        cur.execute(self.versions(sql.CREATE_VERSIONS, table))
         applied = []
         latest = self._version(cur, table)
         for version in range(latest + 1, self._last_version(table) + 1):
             if step(cur, version):
-                cur.execute(self.fill(sql.RECORD_VERSION, table=table), (version,))
+                cur.execute(self.versions(sql.RECORD_VERSION, table), (version,))
                 applied.append(version)
         return applied
 
     def _store_step(self, cur: Any, version: int) -> bool:
-        cur.execute(self.fill(sql.STORE_MIGRATIONS[version]))
+        cur.execute(self.compose(sql.STORE_MIGRATIONS[version]))
         return True
 
     def _vector_step(self, cur: Any, version: int) -> bool:
@@ -95,19 +100,15 @@ class _Tables:
         if version == 0:
             return True  # the pgvector extension, made before (ensure_pgvector)
         if version == 1:
-            cur.execute(
-                self.fill(
-                    sql.CREATE_STORE_VECTORS, vector_type=index.vector_type, dims=str(index.dims)
-                )
-            )
+            cur.execute(self.compose(sql.CREATE_STORE_VECTORS, column_type=index.column_type_sql))
             return True
         if index.kind == "flat":
             return False  # no ANN index, and not recorded, as upstream
-        cur.execute(self.fill(sql.CREATE_VECTOR_INDEX, **index.index_ddl_parts()))
+        cur.execute(self.compose(sql.CREATE_VECTOR_INDEX, **index.index_ddl_parts()))
         return True
 
     def _version(self, cur: Any, table: str) -> int:
-        cur.execute(self.fill(sql.LATEST_VERSION, table=table))
+        cur.execute(self.versions(sql.LATEST_VERSION, table))
         latest = cur.fetchone()[0]
         return -1 if latest is None else latest
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from langgraph.store.base import ListNamespacesOp, MatchCondition
+from psycopg2 import sql as pgsql
 
 from . import sql
 
@@ -29,13 +30,18 @@ def from_text(prefix: str) -> tuple[str, ...]:
     return tuple(prefix.split(SEPARATOR))
 
 
-def prefix_condition(namespace_prefix: Sequence[str], column: str) -> tuple[str, list[str]]:
+_UNDER = pgsql.SQL("({column} = %s OR {column} LIKE %s ESCAPE '\\')")
+
+
+def prefix_condition(
+    namespace_prefix: Sequence[str], column: pgsql.Composable
+) -> tuple[pgsql.Composable, list[str]]:
     """``column`` is the namespace or below it: a label boundary, so ``("a",)`` never
     matches ``("ab",)``, and LIKE's wildcards in labels are taken literally."""
     if not namespace_prefix:
-        return "true", []
+        return sql.ANY, []
     path = to_text(namespace_prefix)
-    return f"({column} = %s OR {column} LIKE %s ESCAPE '\\')", [path, f"{_like_literal(path)}.%"]
+    return _UNDER.format(column=column), [path, f"{_like_literal(path)}.%"]
 
 
 def _like_literal(text: str) -> str:
@@ -54,7 +60,7 @@ def match_pattern(condition: MatchCondition) -> str:
 # step finds the next namespace, its truncation to max_depth, whether it matches the
 # conditions, and counts the truncations that matched and changed: the walk stops once
 # ``enough`` did (None: never), as it emits them in byte order (see may_be_out_of_order).
-_WALK = """
+_WALK = pgsql.SQL("""
 WITH RECURSIVE walk(prefix, truncated, matched, last, found) AS (
     (SELECT f.prefix, f.truncated, f.matched, CASE WHEN f.matched THEN f.truncated END,
             f.matched::int
@@ -76,48 +82,54 @@ WITH RECURSIVE walk(prefix, truncated, matched, last, found) AS (
     WHERE %(enough)s::bigint IS NULL OR w.found < %(enough)s
 )
 SELECT DISTINCT truncated COLLATE "C" AS prefix FROM walk WHERE matched ORDER BY 1
-"""
+""")
 # The smallest text after ``w.prefix`` (NUL cannot be in text, so chr(1) is next), or for a
 # namespace deeper than max_depth, the first after its truncation's whole subtree
 # ("a.b" + "/" follows every "a.b.*": '/' is the byte after '.').
-_NEXT = "w.prefix || chr(1)"
-_NEXT_SUBTREE = (
+_NEXT = pgsql.SQL("w.prefix || chr(1)")
+_NEXT_SUBTREE = pgsql.SQL(
     "CASE WHEN cardinality(string_to_array(w.prefix, '.')) > %(depth)s "
     "THEN array_to_string((string_to_array(w.prefix, '.'))[1:%(depth)s], '.') || '/' "
     "ELSE w.prefix || chr(1) END"
 )
-_TRUNCATED = "array_to_string((string_to_array(s.prefix, '.'))[1:%(depth)s], '.')"
+_TRUNCATED = pgsql.SQL("array_to_string((string_to_array(s.prefix, '.'))[1:%(depth)s], '.')")
+_WHOLE = pgsql.SQL("s.prefix")
+_BEFORE_STOP = pgsql.SQL("AND s.prefix ~<~ %(stop)s")
+_MATCHES = pgsql.SQL("s.prefix ~ {}")
+_AND_LIVE = pgsql.SQL("AND ") + sql.LIVE
+_NOTHING = pgsql.SQL("")
 
 
 def list_namespaces_sql(
-    op: ListNamespacesOp, live: str, enough: int | None
-) -> tuple[str, dict[str, Any]]:
-    """The statement (``{schema}`` still to fill) and its parameters: the distinct
+    op: ListNamespacesOp, schema: str, omit_expired: bool, enough: int | None
+) -> tuple[pgsql.Composed, dict[str, Any]]:
+    """The statement on ``schema`` and its parameters: the distinct
     (truncated) namespaces ``op`` matches, in byte order, all of them or at least the first
     ``enough`` (more when the walk emits out of order: see may_be_out_of_order)."""
     params: dict[str, Any] = {"start": "", "enough": enough, "depth": op.max_depth}
     conditions = [c for c in op.match_conditions or () if c.path]
     head = _literal_head(conditions)
-    before = ""
+    before = _NOTHING
     if head:
         params["start"], params["stop"] = head, head + "/"
-        before = "AND s.prefix ~<~ %(stop)s"
+        before = _BEFORE_STOP
     filters = []
     for i, condition in enumerate(conditions):
         params[f"match{i}"] = match_pattern(condition)
-        filters.append(f"s.prefix ~ %(match{i})s")
+        filters.append(_MATCHES.format(pgsql.Placeholder(f"match{i}")))
     # A subtree may be skipped when whether it matches is fixed by its first max_depth
     # labels, which every namespace in it shares.
     skips = op.max_depth is not None and all(
         c.match_type == "prefix" and len(c.path) <= op.max_depth for c in conditions
     )
-    statement = sql.fill(
+    statement = sql.compose(
         _WALK,
-        truncated="s.prefix" if op.max_depth is None else _TRUNCATED,
-        matched=" AND ".join(filters) or "true",
+        schema,
+        truncated=_WHOLE if op.max_depth is None else _TRUNCATED,
+        matched=sql.conditions(filters),
         after=_NEXT_SUBTREE if skips else _NEXT,
         before=before,
-        live=f"AND {live}" if live else "",
+        live=_AND_LIVE if omit_expired else _NOTHING,
     )
     return statement, params
 

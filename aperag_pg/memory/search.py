@@ -7,16 +7,20 @@ from typing import Any
 
 import numpy as np
 from langgraph.store.base import SearchOp
+from psycopg2 import sql as pgsql
 
 from ..stores.vector_text import vector_literal
 from . import namespaces, sql
 from .config import VectorIndex
 from .filters import filter_sql
 
+_DISTANCE = pgsql.SQL("sv.embedding {operator} %s::{column_type}")
+_EXACT = pgsql.SQL("({}) + 0")  # an expression: no index serves it, so the scan is exact
+
 
 def where_clause(
-    op: SearchOp, prefix_column: str | None, omit_expired: bool
-) -> tuple[str, list[Any]]:
+    op: SearchOp, prefix_column: pgsql.Composable | None, omit_expired: bool
+) -> tuple[pgsql.Composable, list[Any]]:
     """The conditions on ``s`` (the store row) and their ``%s`` parameters: the namespace
     (on ``prefix_column``, if given), the filter, and liveness with ``omit_expired``."""
     conditions, params = filter_sql(op.filter)
@@ -28,40 +32,37 @@ def where_clause(
         params[:0] = namespace_params
     if omit_expired:
         conditions.append(sql.LIVE)
-    return " AND ".join(conditions) or "true", params
+    return sql.conditions(conditions), params
 
 
 def nearest_statement(
     index: VectorIndex,
     op: SearchOp,
+    schema: str,
     query: str,
     candidates: int | None,
     omit_expired: bool,
-) -> tuple[str, dict[str, Any]]:
-    """SEARCH_NEAREST for ``op`` (``{schema}`` still to fill) and its parameters.
+) -> tuple[pgsql.Composed, list[Any]]:
+    """SEARCH_NEAREST for ``op`` on ``schema``, and its parameters.
 
     ``candidates``: how many nearest vectors the ANN index gives; None orders every vector
     of the namespace by an expression the index cannot serve: an exact scan."""
-    namespace, namespace_params = namespaces.prefix_condition(op.namespace_prefix, "sv.prefix")
-    where, params = where_clause(op, None, omit_expired)
-    distance = f"sv.embedding {index.operator} %(query)s::{index.column_type}"
-    statement = sql.fill(
-        sql.SEARCH_NEAREST,
-        distance=distance,
-        # the bare distance is what the ANN index serves; an expression is exact
-        order=distance if candidates else f"({distance}) + 0",
-        namespace=_named(namespace, "ns", len(namespace_params)),
-        where=_named(where, "f", len(params)),
-        score=index.score("b.distance"),
+    namespace, namespace_params = namespaces.prefix_condition(
+        op.namespace_prefix, pgsql.Identifier("sv", "prefix")
     )
-    values = {
-        "query": query,
-        "candidates": candidates,
-        "limit": op.limit,
-        "offset": op.offset,
-        **{f"ns{n}": value for n, value in enumerate(namespace_params)},
-        **{f"f{n}": value for n, value in enumerate(params)},
-    }
+    where, params = where_clause(op, None, omit_expired)
+    distance = _DISTANCE.format(operator=index.operator, column_type=index.column_type_sql)
+    statement = sql.compose(
+        sql.SEARCH_NEAREST,
+        schema,
+        distance=distance,
+        # the bare distance is what the ANN index serves
+        order=distance if candidates else _EXACT.format(distance),
+        namespace=namespace,
+        where=where,
+        score=index.score(pgsql.Identifier("b", "distance")),
+    )
+    values = [query, *namespace_params, query, candidates, *params, op.limit, op.offset]
     return statement, values
 
 
@@ -72,10 +73,3 @@ def query_text(index: VectorIndex, query: np.ndarray) -> str:
     if index.vector_type == "vector":
         return vector_literal(query.astype(np.float32))
     return "[" + ",".join(repr(float(x)) for x in query) + "]"
-
-
-def _named(condition: str, name: str, count: int) -> str:
-    """``condition`` with its ``%s`` placeholders as ``%(name0)s``, ``%(name1)s``, ..."""
-    for n in range(count):
-        condition = condition.replace("%s", f"%({name}{n})s", 1)
-    return condition

@@ -14,7 +14,8 @@ on purpose, the module that does it says so (``filters``, ``namespaces``, ``sql`
 from __future__ import annotations
 
 import logging
-import math
+import reprlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -38,9 +39,17 @@ from langgraph.store.base import (
     tokenize_path,
     validate_op_namespace,
 )
+from psycopg2 import sql as pgsql
 
 from ..cursors import Manager, Mode, cursor
-from ..errors import ConfigError, InvalidInput, SchemaError, VectorDimensionMismatch, first_line
+from ..errors import (
+    ConfigError,
+    InvalidInput,
+    SchemaError,
+    TransientFailure,
+    VectorDimensionMismatch,
+    first_line,
+)
 from ..manager import PostgreSQLSyncConnectionManager
 from ..settings import is_plain_schema_name
 from ..stores.base import DictRowCursor
@@ -57,11 +66,24 @@ SWEEP_BATCH = 1000  # expired items deleted per statement
 _ITERATIVE_SCAN = {
     # pgvector 0.8+: the index scan goes on past rows the namespace condition drops. Relaxed
     # order is cheaper, and the page is sorted by exact distance afterwards anyway.
-    "hnsw": "SET LOCAL hnsw.iterative_scan = relaxed_order",
-    "ivfflat": "SET LOCAL ivfflat.iterative_scan = relaxed_order",
+    "hnsw": pgsql.SQL("SET LOCAL hnsw.iterative_scan = relaxed_order; "),
+    "ivfflat": pgsql.SQL("SET LOCAL ivfflat.iterative_scan = relaxed_order; "),
 }
-Fill = Callable[..., str]  # a statement template and its parts -> the statement
+Compose = Callable[..., pgsql.Composed]  # a statement template and its parts -> statement
 _ANN_ROUNDS = 3  # index reads, each 4x wider, before an exact scan takes over
+
+# What PostgreSQL can hold, checked before a statement is sent:
+BIGINT_MAX = 2**63 - 1  # LIMIT and OFFSET are bigint
+MAX_DEPTH = 2**31 - 1  # list_namespaces max_depth is an integer array bound
+# About 190,000 years: now() plus this stays far below timestamptz's last year (294276),
+# and in seconds within an interval's range (2**63 microseconds, 292,000 years).
+MAX_TTL_MINUTES = 1e11
+# Writes lock rows in one order (sql.PUT), but a row a rival made after the statement's
+# snapshot is invisible to its lock step, and ON CONFLICT then waits for it out of order:
+# the one deadlock no row lock order prevents (only churn of deletes and re-puts of the
+# same items meets it). Such a statement is rolled back whole and run again, at most this
+# often; PGSyncStore.deadlock_retries counts it.
+DEADLOCK_RETRIES = 5
 
 
 @dataclass
@@ -113,11 +135,16 @@ class PGSyncStore(BaseStore):
         # upstream's attributes, which LangGraph and callers read
         self.index_config = dict(index) if index else None
         self.embeddings = self.index.embeddings if self.index else None
-        self.ttl_config = ttl
-        self._omit_expired = bool(ttl and ttl.get("omit_expired"))
+        self.ttl_config = ttl  # read on every call, as upstream: callers may change it
         self._deserializer = deserializer
         self.manager = manager
         self._iterative_scans = False  # pgvector 0.8+, known after setup()
+        self.deadlock_retries = 0  # statements run again after DeadlockDetected
+        self._retries_lock = threading.Lock()
+
+    @property
+    def _omit_expired(self) -> bool:
+        return bool(self.ttl_config and self.ttl_config.get("omit_expired"))
 
     @property
     def schema(self) -> str:
@@ -139,8 +166,8 @@ class PGSyncStore(BaseStore):
         many. Bounded statements, and rows another sweeper holds are skipped, so several
         sweepers at once never wait on each other."""
         deleted = 0
-        with self._cursor(Mode.AUTOCOMMIT) as (cur, fill):
-            statement = fill(sql.SWEEP_EXPIRED)
+        with self._cursor(Mode.AUTOCOMMIT) as (cur, compose):
+            statement = compose(sql.SWEEP_EXPIRED)
             while True:
                 cur.execute(statement, (SWEEP_BATCH,))
                 deleted += cur.rowcount
@@ -198,14 +225,10 @@ class PGSyncStore(BaseStore):
                 plan.searches.append((i, op))
             elif isinstance(op, ListNamespacesOp):
                 _check_page(op.limit, op.offset, "list_namespaces")
-                if op.max_depth is not None and (
-                    isinstance(op.max_depth, bool)
-                    or not isinstance(op.max_depth, int)
-                    or op.max_depth < 1
-                ):
+                if op.max_depth is not None and not _is_int_in(op.max_depth, 1, MAX_DEPTH):
                     raise InvalidInput(
                         f"list_namespaces max_depth is {op.max_depth!r}; use a positive "
-                        "integer, or None for whole namespaces."
+                        f"integer up to {MAX_DEPTH}, or None for whole namespaces."
                     )
                 plan.lists.append((i, op))
             elif isinstance(op, PutOp):
@@ -283,18 +306,18 @@ class PGSyncStore(BaseStore):
         try:
             # Every statement stands alone: the puts are one statement, and a read is
             # one snapshot either way under READ COMMITTED (upstream runs in autocommit too).
-            with self._cursor(Mode.AUTOCOMMIT) as (cur, fill):
+            with self._cursor(Mode.AUTOCOMMIT) as (cur, compose):
                 if plan.gets:
-                    self._get(cur, fill, plan.gets, results)
+                    self._get(cur, compose, plan.gets, results)
                 for n, (i, op) in enumerate(plan.searches):
                     if n in queries:
-                        results[i] = self._vector_search(cur, fill, op, queries[n])
+                        results[i] = self._vector_search(cur, compose, op, queries[n])
                     else:
-                        results[i] = self._search(cur, fill, op)
+                        results[i] = self._search(cur, compose, op)
                 for i, op in plan.lists:
-                    results[i] = self._list_namespaces(cur, fill, op)
+                    results[i] = self._list_namespaces(cur, op)
                 if plan.puts:
-                    self._put(cur, fill, plan, vectors)
+                    self._put(cur, compose, plan, vectors)
         except psycopg2.errors.ProgramLimitExceeded as exc:
             raise InvalidInput(
                 f"an item is too large for PostgreSQL ({first_line(exc)}); keep keys and "
@@ -306,14 +329,31 @@ class PGSyncStore(BaseStore):
     def _cursor(self, mode: Mode):
         return _store_cursor(self.manager, self.schema, mode)
 
-    def _live(self) -> str:
-        return sql.LIVE if self._omit_expired else ""
+    def _live(self) -> pgsql.Composable:
+        return sql.LIVE if self._omit_expired else sql.ANY
 
-    def _get(self, cur: Any, fill: Any, gets: list[tuple[int, GetOp]], results: list) -> None:
+    def _write(self, cur: Any, statement: pgsql.Composed, params: Sequence[Any]) -> None:
+        """Run a one-statement write (autocommit: a deadlock rolls back all of it), again
+        after a deadlock, at most DEADLOCK_RETRIES times; each retry is counted."""
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                cur.execute(statement, params)
+                return
+            except psycopg2.errors.DeadlockDetected as exc:
+                if attempt == DEADLOCK_RETRIES:
+                    raise TransientFailure(
+                        f"a store write deadlocked {attempt + 1} times with rival writes "
+                        f"({first_line(exc)}); nothing of it was written. Run the batch "
+                        "again (DatabaseTask retries it)."
+                    ) from exc
+                with self._retries_lock:
+                    self.deadlock_retries += 1
+                logger.info("store write deadlocked; running it again: %s", first_line(exc))
+
+    def _get(self, cur: Any, compose: Compose, gets: list[tuple[int, GetOp]], results: list):
         wanted = [(namespaces.to_text(op.namespace), op.key) for _, op in gets]
-        live = self._live()
         cur.execute(
-            fill(sql.GET_ITEMS, live=f"WHERE {live}" if live else ""),
+            compose(sql.GET_ITEMS, live=self._live()),
             ([p for p, _ in wanted], [k for _, k in wanted]),
         )
         rows = {(row["prefix"], row["key"]): row for row in cur.fetchall()}
@@ -323,87 +363,99 @@ class PGSyncStore(BaseStore):
             results[i] = None if row is None else self._item(op.namespace, row)
             if row is not None and op.refresh_ttl and row["has_ttl"]:
                 refresh.add(item)
-        self._refresh(cur, fill, refresh)
+        self._refresh(cur, compose, refresh)
 
-    def _search(self, cur: Any, fill: Any, op: SearchOp) -> list[SearchItem]:
-        where, params = search.where_clause(op, "s.prefix", self._omit_expired)
-        cur.execute(fill(sql.SEARCH_ITEMS, where=where), [*params, op.limit, op.offset])
-        return self._found(cur, fill, op, cur.fetchall())
+    def _search(self, cur: Any, compose: Compose, op: SearchOp) -> list[SearchItem]:
+        where, params = search.where_clause(op, pgsql.Identifier("s", "prefix"), self._omit_expired)
+        cur.execute(compose(sql.SEARCH_ITEMS, where=where), [*params, op.limit, op.offset])
+        return self._found(cur, compose, op, cur.fetchall())
 
     def _vector_search(
-        self, cur: Any, fill: Any, op: SearchOp, query: np.ndarray
+        self, cur: Any, compose: Compose, op: SearchOp, query: np.ndarray
     ) -> list[SearchItem]:
         """The index's nearest vectors, widened while filters leave the page short; an
         exact scan when the index has given all it will (a small namespace, a short
         table, hnsw.max_scan_tuples), so results never go missing."""
         query_text = search.query_text(self.index, query)  # once, for every round
-        candidates = (op.offset + op.limit) * self.index.vectors_per_item * 2 + 1
+        # as many as the page may need, within bigint (more than any table holds)
+        candidates = min((op.offset + op.limit) * self.index.vectors_per_item * 2 + 1, BIGINT_MAX)
         for _ in range(_ANN_ROUNDS):
-            found, rows = self._nearest(cur, fill, op, query_text, candidates)
+            found, rows = self._nearest(cur, op, query_text, candidates)
             if len(rows) >= op.limit:
-                return self._found(cur, fill, op, rows)
+                return self._found(cur, compose, op, rows)
             if found < candidates:
                 break
-            candidates *= 4
-        _, rows = self._nearest(cur, fill, op, query_text, None)
-        return self._found(cur, fill, op, rows)
+            candidates = min(candidates * 4, BIGINT_MAX)
+        _, rows = self._nearest(cur, op, query_text, None)
+        return self._found(cur, compose, op, rows)
 
     def _nearest(
-        self, cur: Any, fill: Any, op: SearchOp, query: str, candidates: int | None
+        self, cur: Any, op: SearchOp, query: str, candidates: int | None
     ) -> tuple[int, list]:
         """(how many vectors were read, the page of items)."""
         statement, params = search.nearest_statement(
-            self.index, op, query, candidates, self._omit_expired
+            self.index, op, self.schema, query, candidates, self._omit_expired
         )
         if candidates and self._iterative_scans and self.index.kind in _ITERATIVE_SCAN:
             # One round trip: a multi-statement query is one implicit transaction, so
             # SET LOCAL holds for the search.
-            statement = _ITERATIVE_SCAN[self.index.kind] + "; " + statement
-        cur.execute(fill(statement), params)
+            statement = _ITERATIVE_SCAN[self.index.kind] + statement
+        cur.execute(statement, params)
         rows = cur.fetchall()
         found = rows[0]["candidates"] if rows else 0
         return found, [row for row in rows if row["key"] is not None]
 
-    def _found(self, cur: Any, fill: Any, op: SearchOp, rows: list) -> list[SearchItem]:
+    def _found(self, cur: Any, compose: Compose, op: SearchOp, rows: list) -> list[SearchItem]:
         items = [self._search_item(row) for row in rows]
         if op.refresh_ttl:
-            self._refresh(cur, fill, {(r["prefix"], r["key"]) for r in rows if r["has_ttl"]})
+            self._refresh(cur, compose, {(r["prefix"], r["key"]) for r in rows if r["has_ttl"]})
         return items
 
-    def _refresh(self, cur: Any, fill: Any, items: set[tuple[str, str]]) -> None:
+    def _refresh(self, cur: Any, compose: Compose, items: set[tuple[str, str]]) -> None:
         if not items:
             return
-        ordered = sorted(items)
-        live = self._live()
-        cur.execute(
-            fill(sql.REFRESH_TTL, live=f"AND {live}" if live else ""),
-            ([p for p, _ in ordered], [k for _, k in ordered]),
+        self._write(
+            cur,
+            compose(sql.REFRESH_TTL, live=self._live()),
+            ([p for p, _ in items], [k for _, k in items]),
         )
 
-    def _list_namespaces(self, cur: Any, fill: Any, op: ListNamespacesOp) -> list[tuple]:
-        enough = op.offset + op.limit
-        statement, params = namespaces.list_namespaces_sql(op, self._live(), enough)
-        cur.execute(fill(statement), params)
+    def _list_namespaces(self, cur: Any, op: ListNamespacesOp) -> list[tuple]:
+        enough = min(op.offset + op.limit, BIGINT_MAX)
+        statement, params = namespaces.list_namespaces_sql(
+            op, self.schema, self._omit_expired, enough
+        )
+        cur.execute(statement, params)
         found = [row["prefix"] for row in cur.fetchall()]
         if namespaces.may_be_out_of_order(found, op.max_depth):
-            cur.execute(fill(statement), {**params, "enough": None})
+            cur.execute(statement, {**params, "enough": None})
             found = [row["prefix"] for row in cur.fetchall()]
         return [namespaces.from_text(text) for text in found[op.offset : enough]]
 
-    def _put(self, cur: Any, fill: Any, plan: _Plan, vectors: list[np.ndarray]) -> None:
-        """All the batch's puts as one statement (see ``sql.PUT``)."""
-        ordered = sorted(plan.puts.items())  # lock order: rivals wait instead of deadlocking
+    def _put(self, cur: Any, compose: Compose, plan: _Plan, vectors: list[np.ndarray]) -> None:
+        """All the batch's puts as one statement (see ``sql.PUT``): VALUES lists of
+        placeholders, and one flat list of their values."""
+        ordered = sorted(plan.puts.items())  # the lock order (see sql.PUT)
         deletes = [item for item, op in ordered if op.value is None]
         upserts = [(item, op) for item, op in ordered if op.value is not None]
+        params: list[Any] = []
 
-        def listed(row: str, rows: Iterable[Sequence[Any]]) -> str:
-            return ", ".join(cur.mogrify(row, values).decode() for values in rows)
+        def listed(row: pgsql.Composable, values: Sequence[Sequence[Any]]) -> pgsql.Composed:
+            """A VALUES list of ``row`` for ``values``, whose values join the parameters:
+            so lists must be made in the order the statement's text has them."""
+            params.extend(value for row_values in values for value in row_values)
+            return sql.rows(row, len(values))
 
         parts = []
+        after_locked = sql.ANY
         if deletes:
-            parts.append(fill(sql.DELETE_ITEMS, pairs=listed("(%s, %s)", deletes)))
+            pairs = listed(sql.PAIR, [item for item, _ in ordered])
+            parts.append(compose(sql.LOCK_ITEMS, pairs=pairs))
+            after_locked = sql.AFTER_LOCKED
+            pairs = listed(sql.PAIR, deletes)
+            parts.append(compose(sql.DELETE_ITEMS, pairs=pairs, after=after_locked))
         if upserts:
-            rows = [
+            items = [
                 (
                     prefix,
                     key,
@@ -413,19 +465,26 @@ class PGSyncStore(BaseStore):
                 )
                 for (prefix, key), op in upserts
             ]
-            parts.append(fill(sql.UPSERT_ITEMS, rows=listed(sql.ITEM_ROW, rows)))
+            rows = listed(sql.ITEM_ROW, items)
+            parts.append(compose(sql.UPSERT_ITEMS, rows=rows, after=after_locked))
         if upserts and self.index is not None:
-            triples = listed("(%s, %s, %s)", plan.fields)
-            keeping = fill(sql.KEEPING_FIELDS, triples=triples) if plan.fields else ""
-            pairs = listed("(%s, %s)", [item for item, _ in upserts])
-            parts.append(fill(sql.DELETE_STALE_VECTORS, pairs=pairs, keeping=keeping))
+            pairs = listed(sql.PAIR, [item for item, _ in upserts])
+            keeping = pgsql.SQL("")
+            if plan.fields:
+                keeping = sql.KEEPING_FIELDS.format(triples=listed(sql.TRIPLE, plan.fields))
+            parts.append(
+                compose(
+                    sql.DELETE_STALE_VECTORS, pairs=pairs, keeping=keeping, after=sql.AFTER_ITEMS
+                )
+            )
         if plan.fields:
-            row = fill(sql.VECTOR_ROW, vector_type=self.index.column_type)
             texts = [vector_literal(v.astype(np.float32)) for v in vectors]
-            rows = [(*field, text) for field, text in zip(plan.fields, texts, strict=True)]
-            parts.append(fill(sql.UPSERT_VECTORS, rows=listed(row, sorted(rows))))
-        # Quoted already: no parameters, so a "%" in a value is only a character.
-        cur.execute(fill(sql.PUT, parts=",\n".join(parts)))
+            fields = sorted((*field, text) for field, text in zip(plan.fields, texts, strict=True))
+            row = sql.VECTOR_ROW.format(column_type=self.index.column_type_sql)
+            parts.append(
+                compose(sql.UPSERT_VECTORS, rows=listed(row, fields), after=sql.AFTER_ITEMS)
+            )
+        self._write(cur, compose(sql.PUT, parts=pgsql.SQL(",\n").join(parts)), params)
 
     # -- rows -> items --------------------------------------------------------------
 
@@ -464,16 +523,16 @@ class PGSyncStore(BaseStore):
 
 
 @contextmanager
-def _store_cursor(manager: Manager, schema: str, mode: Mode) -> Iterator[tuple[Any, Fill]]:
-    """A dict-row cursor run as ``mode`` says, and the filler of ``{schema}`` and the other
-    named parts of a statement; a missing table raises SchemaError naming the fix."""
+def _store_cursor(manager: Manager, schema: str, mode: Mode) -> Iterator[tuple[Any, Compose]]:
+    """A dict-row cursor run as ``mode`` says, and the composer of ``{schema}`` and the
+    other named parts of a statement; a missing table raises SchemaError naming the fix."""
 
-    def fill(template: str, **parts: str) -> str:
-        return sql.fill(template, schema, **parts)
+    def compose(template: pgsql.SQL, **parts: pgsql.Composable) -> pgsql.Composed:
+        return sql.compose(template, schema, **parts)
 
     try:
         with cursor(manager, mode, DictRowCursor) as cur:
-            yield cur, fill
+            yield cur, compose
     except psycopg2.errors.UndefinedTable as exc:
         raise SchemaError(
             f"the LangGraph store tables are missing in schema {schema!r} "
@@ -493,10 +552,17 @@ def _check_text(text: Any, where: str) -> str:
     return check_storable(text, where)
 
 
+def _is_int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def _check_page(limit: Any, offset: Any, what: str) -> None:
     for name, value in (("limit", limit), ("offset", offset)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidInput(f"{what} {name} is {value!r}; use an integer of 0 or more.")
+        if not _is_int_in(value, 0, BIGINT_MAX):
+            raise InvalidInput(
+                f"{what} {name} is {value!r}; use an integer from 0 to {BIGINT_MAX} "
+                "(PostgreSQL's bigint)."
+            )
 
 
 def _check_put(op: PutOp) -> None:
@@ -505,15 +571,16 @@ def _check_put(op: PutOp) -> None:
             f"the value of item {op.key!r} is a {type(op.value).__name__}; a store item's "
             "value is a dict (None deletes the item)."
         )
+    # Compared, not converted: NaN fails both comparisons, and a huge int cannot overflow.
     if op.ttl is not None and (
         isinstance(op.ttl, bool)
         or not isinstance(op.ttl, (int, float))
-        or not math.isfinite(op.ttl)
-        or op.ttl <= 0
+        or not 0 < op.ttl <= MAX_TTL_MINUTES
     ):
         raise InvalidInput(
-            f"the ttl of item {op.key!r} is {op.ttl!r}; use a positive number of minutes, "
-            "or None for no expiry."
+            f"the ttl of item {op.key!r} is {reprlib.repr(op.ttl)}; use a positive number "
+            f"of minutes, at most {MAX_TTL_MINUTES:g} (PostgreSQL's timestamps end in the "
+            "year 294276), or None for no expiry."
         )
     if op.index not in (None, False) and (
         isinstance(op.index, str) or not all(isinstance(p, str) for p in op.index)
