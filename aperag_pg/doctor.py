@@ -15,6 +15,7 @@ import psycopg2
 
 from .connect_errors import cannot_connect
 from .errors import first_line
+from .leases import FENCE_SIGNATURE
 from .leases import TABLE as LEASES_TABLE
 from .settings import PostgresSettings, redact_urls
 
@@ -284,17 +285,44 @@ def check_privileges(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
         yield Finding("privileges", OK, f"role {role!r} has what the workers need: {needs}")
 
 
-def lease_problems(access: Access) -> list[str]:
+def lease_problems(access: Access, fence: tuple[bool, bool]) -> list[str]:
     """Why a LightRAG writer could not hold its workspace's lease: the lease table's
-    problems (and whatever else the lease needs, when it needs more)."""
-    return table_problems(access, LEASES)
+    problems, and its fence function's (``fence``: whether it exists, and whether the role
+    may EXECUTE it)."""
+    problems = table_problems(access, LEASES)
+    exists, executable = fence
+    role, schema = access.role, access.schema
+    if not exists and not access.create and LEASES_TABLE in access.tables:
+        problems.append(
+            f"the lease table's fence function {FENCE_SIGNATURE} is missing (a lease table "
+            f"of an older aperag_pg) and role {role!r} lacks CREATE on schema {schema!r}, so "
+            f"{LEASES.needed_by}: have the owner run `python -m aperag_pg init-schema` once, "
+            f'or GRANT CREATE ON SCHEMA "{schema}" TO "{role}".'
+        )
+    if exists and not executable:
+        problems.append(
+            f"role {role!r} may not EXECUTE the lease fence function {FENCE_SIGNATURE}, so "
+            f'{LEASES.needed_by}: GRANT EXECUTE ON FUNCTION "{schema}".{FENCE_SIGNATURE} '
+            f'TO "{role}" (as its owner).'
+        )
+    return problems
+
+
+def fence_access(cur: Any, schema: str) -> tuple[bool, bool]:
+    """(the fence function exists, the role may EXECUTE it)."""
+    return _one(
+        cur,
+        "SELECT f IS NOT NULL, f IS NOT NULL AND has_function_privilege(f, 'EXECUTE') "
+        "FROM to_regprocedure(format('%%I.%%s', %s::text, %s::text)) AS f",
+        (schema, FENCE_SIGNATURE),
+    )
 
 
 def check_leases(cur: Any, settings: PostgresSettings) -> Iterator[Finding]:
     access = role_access(cur, settings.schema)
     if not access.usable:  # check_privileges says what is wrong with the schema
         return
-    problems = lease_problems(access)
+    problems = lease_problems(access, fence_access(cur, settings.schema))
     for problem in problems:
         yield Finding("leases", FAIL, problem)
     if not problems:

@@ -127,3 +127,39 @@ def test_a_lease_table_without_dml_fails_with_the_grant(app_role, admin_conn):
     run_named_grant(admin_conn, line)
     code, out, _ = doctor(app_role)
     assert code == 0, out
+
+
+def test_a_lease_table_without_its_fence_function_fails_with_init_schema(
+    app_role, base_settings, admin_conn
+):
+    """A lease table left by an older aperag_pg: writers need the fence function too."""
+    from aperag_pg.leases import FENCE_SIGNATURE
+
+    schema = app_role.schema
+    with admin_conn.cursor() as cur:
+        cur.execute(f"DROP FUNCTION {schema}.{FENCE_SIGNATURE}")
+    code, out, found = doctor(app_role)
+    assert code == 1 and found["leases"] == "FAIL", out
+    [line] = failed_lines(out, "leases")
+    assert "fence function" in line and "python -m aperag_pg init-schema" in line, line
+    init = run_cli(base_settings, "init-schema", POSTGRES_SCHEMA=schema)
+    assert init.returncode == 0, init.stdout + init.stderr
+    code, out, _ = doctor(app_role)
+    assert code == 0, out
+
+
+def test_a_fence_function_the_role_may_not_execute_fails_with_the_grant(app_role, admin_conn):
+    from aperag_pg.leases import FENCE_SIGNATURE
+
+    schema, role = app_role.schema, app_role.user
+    with admin_conn.cursor() as cur:
+        cur.execute(f"REVOKE EXECUTE ON FUNCTION {schema}.{FENCE_SIGNATURE} FROM PUBLIC")
+    code, out, found = doctor(app_role)
+    assert code == 1 and found["leases"] == "FAIL", out
+    [line] = failed_lines(out, "leases")
+    grant = f'GRANT EXECUTE ON FUNCTION "{schema}".{FENCE_SIGNATURE} TO "{role}"'
+    assert grant in line, line
+    with admin_conn.cursor() as cur:
+        cur.execute(grant)
+    code, out, _ = doctor(app_role)
+    assert code == 0, out
