@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,12 +55,22 @@ _JSONB = psycopg2.extensions.new_type(
 )
 
 GRAPH_NAMESPACE = "chunk_entity_relation"  # LightRAG's one graph namespace
-# An id is part of two primary keys; PostgreSQL's B-tree entries stop near 2,700 bytes,
-# so two ids plus workspace and namespace must fit. Say so before the server does.
+# An id is part of two primary keys; a B-tree entry holds at most 2,704 bytes (8 kB
+# pages), and the widest key, the edges' (workspace, namespace, src_id, tgt_id), holds
+# the workspace and two ids. Ids are at most 1,024 bytes, fewer in a workspace or
+# namespace so long that two such ids would not fit (``max_id_bytes``). Checked before
+# the server sees them.
 MAX_NODE_ID_BYTES = 1024
+BTREE_MAX_ENTRY_BYTES = 2704
+WIDEST_KEY = ("workspace", "namespace", "src_id", "tgt_id")  # graph_sql.DDL's edges key
 # A batch is one transaction, sent in statements of at most this many rows or bytes.
 CHUNK_ROWS = 1000
 CHUNK_BYTES = 8 * 1024 * 1024
+# LightRAG's ingest never runs ANALYZE, and autovacuum runs after a minute at best: until
+# then the planner takes a freshly filled graph for an empty one and traverses a hub of
+# N neighbours in N x N steps (6,000: 4 s, not 20 ms). So a store analyzes both tables
+# itself once it has written this many rows, then again each time its writes double.
+ANALYZE_AFTER_ROWS = 2000
 
 
 @dataclass
@@ -138,6 +149,26 @@ class EdgeRows:
         return cls(pairs, rows)
 
 
+def index_entry_bytes(sizes: Sequence[int]) -> int:
+    """Bytes of a B-tree entry of text values of these UTF-8 sizes, as PostgreSQL lays it
+    out: an 8-byte header; a value of up to 126 bytes takes a 1-byte length and no
+    alignment, a longer one a 4-byte length aligned to 4; the whole aligned to 8.
+    (The server may compress a long value: never larger than this.)"""
+    total = 8
+    for size in sizes:
+        total = total + 1 + size if size <= 126 else -(-total // 4) * 4 + 4 + size
+    return -(-total // 8) * 8
+
+
+def max_id_bytes(workspace: str, namespace: str) -> int:
+    """The longest id (UTF-8 bytes) whose edges fit the widest key with two such ids."""
+    fixed = [len(workspace.encode()), len(namespace.encode())]
+    size = MAX_NODE_ID_BYTES
+    while size > 0 and index_entry_bytes([*fixed, size, size]) > BTREE_MAX_ENTRY_BYTES:
+        size -= 1
+    return size
+
+
 class GraphStore(SyncStore):
     """One LightRAG graph (workspace + namespace) in ``lightrag_graph_nodes`` / ``_edges``."""
 
@@ -150,6 +181,10 @@ class GraphStore(SyncStore):
         super().__init__(namespace, workspace, manager)
         check_key(namespace, "namespace")
         self._statements: dict[str, str] = {}
+        self.max_id_bytes = max_id_bytes(self.workspace, namespace)
+        self._written = 0  # rows this store wrote, and the count at which it analyzes next
+        self._analyze_at = ANALYZE_AFTER_ROWS
+        self._analyze_lock = threading.Lock()
 
     def ensure_tables(self) -> None:
         """Create both tables, their indexes and foreign keys, unless they exist."""
@@ -409,6 +444,7 @@ class GraphStore(SyncStore):
 
     def write_nodes(self, rows: NodeRows) -> WriteCounts:
         """Write nodes already checked by ``NodeRows.of``, in one transaction."""
+        self._check_id_bytes(rows.ids)
         if len(rows.ids) == 1:
             return self._write_one(q.UPSERT_NODE, id=rows.ids[0], row=rows.json[0])
         return self._write(q.UPSERT_NODES, rows.json)
@@ -427,6 +463,7 @@ class GraphStore(SyncStore):
 
     def write_edges(self, rows: EdgeRows) -> WriteCounts:
         """Write edges already checked by ``EdgeRows.of``, in one transaction."""
+        self._check_id_bytes(node for pair in rows.pairs for node in pair)
         if len(rows.pairs) == 1:
             ((src, tgt),) = rows.pairs
             endpoints = [src] if src == tgt else [src, tgt]
@@ -468,6 +505,22 @@ class GraphStore(SyncStore):
             if ids:
                 self._execute(cur, q.DELETE_LOCKED_NODES, ids=ids)
 
+    def _check_id_bytes(self, ids: Iterable[str]) -> None:
+        """Ids within this workspace's budget (``NodeRows.of`` checked MAX_NODE_ID_BYTES)."""
+        limit = self.max_id_bytes
+        if limit >= MAX_NODE_ID_BYTES:
+            return
+        for node in ids:
+            if len(node) * 4 > limit and len(size := node.encode()) > limit:
+                raise InvalidInput(
+                    f"node id {node[:40]!r}... is {len(size)} bytes in UTF-8; with workspace "
+                    f"{self.workspace[:40]!r}... ({len(self.workspace.encode())} bytes) and "
+                    f"namespace {self.namespace[:40]!r}, an edge's key (workspace, namespace "
+                    f"and two ids) fits PostgreSQL's index entry of {BTREE_MAX_ENTRY_BYTES} "
+                    f"bytes only with ids of at most {limit} bytes: use shorter ids (e.g. a "
+                    "hash of the name) or a shorter workspace name; nothing was written."
+                )
+
     # -- helpers -----------------------------------------------------------------------
 
     def _execute(self, cur: Any, template: str, **params: Any) -> None:
@@ -495,7 +548,7 @@ class GraphStore(SyncStore):
         with self.cursor(Mode.WRITE) as cur:
             self._execute(cur, template, **params)
             inserted = cur.fetchone()["inserted"]
-        return WriteCounts(int(inserted), int(not inserted))
+        return self._wrote(WriteCounts(int(inserted), int(not inserted)))
 
     def _write(
         self,
@@ -519,7 +572,19 @@ class GraphStore(SyncStore):
                 self._execute(cur, template, **params)
                 row = cur.fetchone()
                 total += WriteCounts(row["inserted"], row["written"] - row["inserted"])
-        return total
+        return self._wrote(total)
+
+    def _wrote(self, counts: WriteCounts) -> WriteCounts:
+        """Count rows written; analyze when they reach the next threshold (see
+        ANALYZE_AFTER_ROWS). Doubling keeps the cost a small share of the writes."""
+        with self._analyze_lock:
+            self._written += counts.inserted + counts.merged
+            due = self._written >= self._analyze_at
+            if due:
+                self._analyze_at = 2 * self._written
+        if due:
+            self.analyze()
+        return counts
 
 
 # -- input checks and small helpers ------------------------------------------------------
