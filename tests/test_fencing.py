@@ -168,3 +168,22 @@ def _waiting_on_a_lock(admin_conn, query_start: str) -> bool:
 def _restore(admin_conn, name: str, holder: str) -> None:
     with admin_conn.cursor() as cur:
         cur.execute("UPDATE aperag_pg_leases SET holder = %s WHERE name = %s", (holder, name))
+
+
+def test_vector_upserts_and_deletes_are_fenced_too(manager, admin_conn):
+    """The vector store's first statement carries its per-id locks and a savepoint, and a
+    one-id delete is one statement (Mode.WRITE): both go through the fence."""
+    from .test_store_vector import open_store, row
+
+    workspace = _workspace()
+    store = open_store("chunks", workspace=workspace)
+    with pytest.raises(LeaseLost):
+        with _fenced(manager, workspace, ttl=600):
+            store.upsert({"kept": row("chunks", [1.0, 0.0, 0.0, 0.0])})
+            assert store.get_by_ids(["kept"])[0]["id"] == "kept"
+            _take_over(admin_conn, workspace)
+            with pytest.raises(LeaseLost):
+                store.upsert({"late": row("chunks", [0.0, 1.0, 0.0, 0.0])})
+            with pytest.raises(LeaseLost):
+                store.delete(["kept"])
+    assert [r and r["id"] for r in store.get_by_ids(["kept", "late"])] == ["kept", None]
