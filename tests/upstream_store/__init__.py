@@ -1,0 +1,1 @@
+"""Running langgraph-checkpoint-postgres 3.2.0's store tests against PGSyncStore."""
