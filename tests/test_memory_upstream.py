@@ -38,13 +38,12 @@ NO_SWEEPER_THREAD = (
     r"assert len\((res|results)\) == 0\s+E\s+AssertionError: assert 1 == 0",
 )
 SYNC_CALLS_ON_THE_LOOP = (
-    "README: one store serves batch and abatch (and the sync and a* methods) from any "
-    "thread or event loop, so a sync call on the event loop's thread runs instead of "
-    "raising AsyncPostgresStore's InvalidStateError",
+    "README, a sync call inside a running event loop: it runs (blocking that loop for the "
+    "call) instead of raising AsyncPostgresStore's InvalidStateError",
     r"DID NOT RAISE InvalidStateError",
 )
 UPSTREAM_INTERNALS = (
-    "not a behaviour: the test counts calls of upstream's own "
+    "README, no private upstream internals: the test counts calls of upstream's own "
     "langgraph.checkpoint.postgres._ainternal.get_connection, which PGSyncStore never "
     "calls (its batch takes one connection of the worker pool)",
     r"assert checkout_count == 1\s+E\s+assert 0 == 1",
