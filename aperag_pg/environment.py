@@ -119,13 +119,9 @@ def writer_lease_ttl(env: Mapping[str, str]) -> float:
     itself waited)."""
     from .errors import ConfigError
 
-    text = (env.get(LIGHTRAG_WRITER_LEASE_TTL) or "").strip()
+    text, seconds = _number(env, LIGHTRAG_WRITER_LEASE_TTL)
     if not text:
         return DEFAULT_WRITER_LEASE_TTL
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
     visibility = visibility_timeout(env)
     if not math.isfinite(seconds) or not MIN_WRITER_LEASE_TTL <= seconds < visibility:
         raise ConfigError(
@@ -140,19 +136,24 @@ def store_sweep_interval(env: Mapping[str, str]) -> float:
     """STORE_SWEEP_INTERVAL_MINUTES (default 5), or ConfigError naming the value."""
     from .errors import ConfigError
 
-    text = (env.get(STORE_SWEEP_INTERVAL_MINUTES) or "").strip()
+    text, minutes = _number(env, STORE_SWEEP_INTERVAL_MINUTES)
     if not text:
         return DEFAULT_STORE_SWEEP_INTERVAL_MINUTES
-    try:
-        minutes = float(text)
-    except ValueError:
-        minutes = math.nan
     if not math.isfinite(minutes) or minutes <= 0:
         raise ConfigError(
             f"{STORE_SWEEP_INTERVAL_MINUTES}={text!r} is not valid: give a positive number of "
             f"minutes (default {DEFAULT_STORE_SWEEP_INTERVAL_MINUTES:g})."
         )
     return minutes
+
+
+def _number(env: Mapping[str, str], name: str) -> tuple[str, float]:
+    """(the variable's text, stripped; its number, NaN when it is not one)."""
+    text = (env.get(name) or "").strip()
+    try:
+        return text, float(text)
+    except ValueError:
+        return text, math.nan
 
 
 def known_variables() -> set[str]:

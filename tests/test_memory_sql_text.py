@@ -15,36 +15,9 @@ from psycopg2 import sql
 from aperag_pg.memory import PGSyncStore
 
 from .memory_support import LetterEmbeddings, count_rows, index_config, store_in
+from .sql_text import HOSTILE_PIECES
 
-# Each a named part of a statement template once, a driver placeholder, or quoting.
-TRICKY = [
-    "{keeping}",
-    "{pairs}",
-    "{rows}",
-    "{triples}",
-    "{parts}",
-    "{schema}",
-    "{where}",
-    "{live}",
-    "{",
-    "}",
-    "{}",
-    "%s",
-    "%(x)s",
-    "%%",
-    "$$",
-    "$1",
-    "'",
-    "''",
-    '"',
-    "\\",
-    "\\'",
-    "E'\\\\'",
-    "--",
-    "/*",
-    "*/",
-    ";",
-]
+TRICKY = HOSTILE_PIECES
 
 
 @pytest.fixture

@@ -17,34 +17,10 @@ from aperag_pg.stores.kv import KVStore
 from aperag_pg.stores.vector import VectorStore
 
 from .checkpoint_support import Chain, config
+from .sql_text import HOSTILE_PIECES
 from .test_store_doc_status import _row as doc_status_row
 
-PIECES = (
-    "{",
-    "}",
-    "{}",
-    "{table}",
-    "{schema}",
-    "{where}",
-    "{0}",
-    "%s",
-    "%(x)s",
-    "%%",
-    "%",
-    "$$",
-    "$1",
-    "'",
-    "''",
-    '"',
-    "\\",
-    "\\x00",  # the four characters, not NUL (which PostgreSQL cannot store)
-    "--",
-    ";",
-    "/*",
-    "E'",
-    "工",
-    "🚀",
-)
+PIECES = HOSTILE_PIECES
 EVERYTHING = "".join(PIECES)  # always tried: each piece at once, next to each other
 # Hostile pieces between bits of ordinary text, never NUL or a lone surrogate.
 _plain = st.text(
