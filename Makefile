@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/store.py
 	$(PY) bench/fencing.py
 	$(PY) bench/graph.py
+	$(PY) bench/graph.py --fresh-hub
 	$(PY) bench/worker_throughput.py
 	$(PY) bench/chaos.py
 	$(PY) bench/soak.py
