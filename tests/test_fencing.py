@@ -23,9 +23,15 @@ def _workspace() -> str:
     return f"fence-{uuid.uuid4().hex[:8]}"
 
 
+def _lease(workspace: str) -> str:
+    # Not LightRAG's writer-lease prefix: other tests count the live writers of every
+    # workspace, and a lease this file hands to a fake holder stays live for an hour.
+    return f"test-fence:{workspace}"
+
+
 def _fenced(manager, workspace: str, **kwargs):
     return hold_lease(
-        f"lightrag-writer:{workspace}",
+        _lease(workspace),
         fence=workspace_fence(manager.settings().schema, workspace),
         **kwargs,
     )
@@ -37,7 +43,7 @@ def _take_over(admin_conn, workspace: str) -> None:
         cur.execute(
             "UPDATE aperag_pg_leases SET holder = 'elsewhere:1:b:1:n', "
             "expires_at = clock_timestamp() + interval '1 hour' WHERE name = %s",
-            (f"lightrag-writer:{workspace}",),
+            (_lease(workspace),),
         )
 
 
@@ -108,7 +114,7 @@ def test_an_expired_lease_fences_writes_even_before_anyone_takes_it(manager, adm
                 cur.execute(
                     "UPDATE aperag_pg_leases SET expires_at = clock_timestamp() - "
                     "interval '1 second' WHERE name = %s",
-                    (f"lightrag-writer:{workspace}",),
+                    (_lease(workspace),),
                 )
             with pytest.raises(LeaseLost):
                 kv.upsert({"late": {"content": "x", "file_path": "a.txt"}})
@@ -119,7 +125,7 @@ def test_a_takeover_waits_for_a_write_that_passed_the_fence(manager, admin_conn,
     """The fence locks the lease row until COMMIT: a takeover blocked behind it proves a
     checked write and a takeover never interleave."""
     workspace = _workspace()
-    name = f"lightrag-writer:{workspace}"
+    name = _lease(workspace)
     with _fenced(manager, workspace, ttl=600) as lease:
         with manager.get_connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT aperag_pg_lease_fence_v1(%s, %s)", (name, lease.holder))
