@@ -399,3 +399,4 @@ def test_an_endpoint_description_never_shows_credentials_in_its_url():
     described = endpoint.describe()
     assert "hunter2" not in described and "k3y" not in described and "frag" not in described
     assert "models.example/v1" in described
+    assert "hunter2" not in repr(endpoint) and "k3y" not in repr(endpoint)

@@ -101,7 +101,7 @@ class Endpoint:
 
     binding: str
     model: str
-    host: str | None
+    host: str | None = field(repr=False)  # may carry credentials: describe() redacts them
     api_key: str | None = field(default=None, repr=False)
     api_version: str | None = None  # azure_openai only
 
