@@ -280,6 +280,30 @@ def test_vectors_round_trip_at_float32_precision(manager):
     assert store.get_vectors_by_ids([]) == {}
 
 
+def test_stored_vectors_read_back_bit_for_bit(manager, admin_conn):
+    """Read in pgvector's binary form: every float4 as stored, sign of zero, subnormals and
+    the largest finite value included, equal to the server's own text of the vector."""
+    store = open_store("chunks")
+    edge = np.array([-0.0, np.float32(1e-45), np.finfo(np.float32).max, -1 / 3], np.float32)
+    rng = np.random.default_rng(7)
+    stored = {
+        "edge": edge,
+        **{f"r{i}": rng.standard_normal(DIM).astype(np.float32) for i in range(50)},
+    }
+    store.upsert({key: row("chunks", vector) for key, vector in stored.items()})
+    got = store.get_vectors_by_ids(list(stored))
+    for key, vector in stored.items():
+        assert np.array(got[key], np.float32).tobytes() == vector.tobytes(), key
+    with admin_conn.cursor() as cur:  # and what the server itself prints for it
+        cur.execute(
+            f"SELECT content_vector::text FROM {store.table_name.lower()} "
+            "WHERE workspace = %s AND id = 'edge'",
+            (store.workspace,),
+        )
+        text = cur.fetchone()[0]
+    assert np.array(text.strip("[]").split(","), np.float32).tobytes() == edge.tobytes()
+
+
 def test_upsert_updates_existing_rows_and_keeps_create_time(manager):
     store = open_store("chunks")
     store.upsert({"a": row("chunks", QUERY, 1)})
