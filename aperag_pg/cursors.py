@@ -37,7 +37,7 @@ class Mode(enum.Enum):
     # COMMITTED see committed data either way. Saves the BEGIN and COMMIT round trips.
     AUTOCOMMIT = "autocommit"
     # One write statement as its own transaction: AUTOCOMMIT, except under a writer's
-    # fence (``fencing.py``), where it commits only while the writer's lease is held.
+    # fence (``leases.py``), where it commits only while the writer's lease is held.
     WRITE = "write"
     # One read-write transaction: committed when the block ends, rolled back on error.
     TRANSACTION = "transaction"
@@ -53,13 +53,14 @@ class Mode(enum.Enum):
         return cls.WRITE if one_statement else cls.TRANSACTION
 
 
-# Snapshots send their BEGIN with the first statement and COMMIT themselves: one extra
-# round trip, where psycopg2's own transaction would cost BEGIN, SET TRANSACTION, COMMIT.
-# BEGIN ... ISOLATION LEVEL also leaves no session-level trace, unlike SET SESSION.
+# Transactions send their BEGIN with the first statement and COMMIT themselves: one round
+# trip more than their statements, where psycopg2's own transaction costs two (BEGIN, and
+# for a snapshot SET TRANSACTION too, then COMMIT). BEGIN ... ISOLATION LEVEL also leaves
+# no session-level trace, unlike SET SESSION.
 _BEGIN = {
     Mode.SNAPSHOT: "BEGIN ISOLATION LEVEL REPEATABLE READ; ",
     Mode.READ_ONLY_SNAPSHOT: "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; ",
-    Mode.TRANSACTION: "BEGIN; ",  # under a fence
+    Mode.TRANSACTION: "BEGIN; ",
     Mode.WRITE: "BEGIN; ",  # under a fence
 }
 
@@ -82,10 +83,6 @@ def cursor(
     if fence is None or mode not in (Mode.TRANSACTION, Mode.WRITE):
         fence = None
     with manager.get_connection() as conn:
-        if mode is Mode.TRANSACTION and fence is None:  # psycopg2's own: the pool commits
-            with conn.cursor(cursor_factory=factory) as cur:
-                yield cur
-            return
         conn.autocommit = True  # the pool turns it off again at checkin
         if mode is Mode.AUTOCOMMIT or (mode is Mode.WRITE and fence is None):
             with conn.cursor(cursor_factory=factory) as cur:
@@ -118,10 +115,17 @@ class _BeginsWithFirstStatement:
         super().execute(query, vars)
 
     def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> None:
-        if not self.begun:  # COPY cannot share a round trip with BEGIN
+        self._begin_alone()  # COPY cannot share a round trip with BEGIN
+        super().copy_expert(sql, file, size)
+
+    def executemany(self, query: Any, vars_list: Any) -> None:
+        self._begin_alone()
+        super().executemany(query, vars_list)
+
+    def _begin_alone(self) -> None:
+        if not self.begun:
             super().execute(self.begin)
             self.begun = True
-        super().copy_expert(sql, file, size)
 
 
 @functools.cache

@@ -112,8 +112,8 @@ def test_connections_come_back_clean_and_are_kept(manager):
             cur.execute("SELECT 1 AS one")
             assert cur.fetchone() == {"one": 1}
     for _ in range(manager.settings().max_connections + 1):  # every pooled connection
-        with cursor(manager) as cur:
-            assert not cur.connection.autocommit
+        with manager.get_connection() as conn, conn.cursor() as cur:
+            assert not conn.autocommit
             cur.execute("SELECT current_setting('transaction_isolation')")
             assert cur.fetchone() == ("read committed",)
     assert manager.stats()["connections_num"] == opened

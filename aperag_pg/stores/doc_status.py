@@ -128,13 +128,13 @@ class DocStatusStore(SyncStore):
         if not ids:
             return
         wanted = in_lock_order(read_ids(ids))
-        with self.cursor() as cur:
+        with self.cursor(Mode.writes(one_statement=len(wanted) <= DEFAULT_CHUNK_SIZE)) as cur:
             for chunk in chunked(wanted, DEFAULT_CHUNK_SIZE):
                 cur.execute(self._sql(q.DELETE_IDS), (self.workspace, chunk))
 
     def drop(self) -> None:
         """Delete the workspace's rows."""
-        with self.cursor() as cur:
+        with self.cursor(Mode.WRITE) as cur:
             cur.execute(self._sql(q.DELETE_WORKSPACE), (self.workspace,))
 
     def upsert(self, data: dict[str, dict[str, Any]]) -> None:
@@ -149,7 +149,7 @@ class DocStatusStore(SyncStore):
         rows = in_lock_order(
             (self._upsert_row(doc_id, doc) for doc_id, doc in data.items()), key=itemgetter(1)
         )
-        with self.cursor() as cur:
+        with self.cursor(Mode.writes(one_statement=len(rows) <= DEFAULT_CHUNK_SIZE)) as cur:
             execute_values_chunked(cur, self._sql(q.UPSERT), rows)
 
     def _upsert_row(self, doc_id: str, doc: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -404,7 +404,7 @@ class KVStore(SyncStore):
             raise
         if any(_JSON_SUSPECT.search(payload) for payload in payloads):
             self._raise_for_bad_value(rows)  # may be fine: a literal backslash-u, an emoji
-        with self.cursor() as cur:
+        with self.cursor(Mode.writes(one_statement=len(payloads) == 1)) as cur:
             execute_json_payloads(cur, self._upsert, payloads)
 
     def delete(self, ids: list[str]) -> None:
@@ -412,13 +412,13 @@ class KVStore(SyncStore):
         ids = in_lock_order(_lookup_ids(ids))
         if not ids:
             return
-        with self.cursor() as cur:
+        with self.cursor(Mode.writes(one_statement=len(ids) <= self.chunk_size)) as cur:
             for chunk in chunked(ids, self.chunk_size):
                 cur.execute(self._sql(_DELETE), (self.workspace, chunk))
 
     def drop(self) -> None:
         """Delete this workspace's rows."""
-        with self.cursor() as cur:
+        with self.cursor(Mode.WRITE) as cur:
             cur.execute(self._sql(_DROP_WORKSPACE), (self.workspace,))
 
     # -- helpers -----------------------------------------------------------------
