@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/stores.py
 	$(PY) bench/vectors.py
 	$(PY) bench/ingest.py
+	$(PY) bench/query.py
 	$(PY) bench/checkpoint.py
 	$(PY) bench/store.py
 	$(PY) bench/fencing.py

@@ -30,7 +30,8 @@ import tempfile
 import time
 import uuid
 import weakref
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from importlib.metadata import version
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from common import benchmark_postgres, machine_line, run_benchmark  # noqa: E402
 from aperag_pg.lightrag import register  # noqa: E402
 from aperag_pg.lightrag.tasks import one_writer  # noqa: E402
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
+from aperag_pg.settings import PostgresSettings  # noqa: E402
 from aperag_pg.standins import embed_texts, lightrag_standins  # noqa: E402
 from aperag_pg.stores.base import utc_now  # noqa: E402
 from aperag_pg.stores.vector import VectorStore  # noqa: E402
@@ -78,6 +80,18 @@ SIDES = tuple(STORAGES)
 
 async def _embed(texts: list[str], **_kwargs) -> np.ndarray:
     return embed_texts(texts, dim=VECTOR_DIM)
+
+
+def embedding_func():
+    """The stand-in embedding at VECTOR_DIM dimensions, as LightRAG takes it."""
+    from lightrag.utils import EmbeddingFunc
+
+    return EmbeddingFunc(
+        embedding_dim=VECTOR_DIM,
+        func=_embed,
+        model_name=f"ingestbench-{VECTOR_DIM}",
+        max_token_size=8192,
+    )
 
 
 # -- the old vector write, for the "text adapter (before)" side --------------------------
@@ -153,7 +167,7 @@ def _rows(table: str, workspace: str) -> int:
         return cur.fetchone()[0]
 
 
-async def _checked(rag, side: str, docs: int) -> dict[str, int]:
+async def checked(rag, side: str, docs: int) -> dict[str, int]:
     """Rows written per vector table; raises unless every document is processed and the
     chunks table holds exactly the chunks the doc status counts."""
     from lightrag.base import DocStatus
@@ -172,48 +186,56 @@ async def _checked(rag, side: str, docs: int) -> dict[str, int]:
     return rows
 
 
-async def ingest(side: str, corpus: list[tuple[str, str]], embedding) -> dict:
-    """Wall and CPU seconds of ``side`` ingesting ``corpus`` into a fresh workspace."""
+@asynccontextmanager
+async def fresh_lightrag(side: str, embedding, prefix: str = "ingest"):
+    """A LightRAG on ``side``'s storages in a fresh workspace, storages initialized (tables
+    and indexes made) on entry and finalized on exit."""
     from lightrag import LightRAG
 
-    upsert_cpu: list[float] = []
-    with tempfile.TemporaryDirectory() as working_dir, vector_writes(side, upsert_cpu):
+    with tempfile.TemporaryDirectory() as working_dir:
         rag = LightRAG(
             working_dir=working_dir,
             # several chunks per document (the stand-in tokenizer counts bytes), as real
             # documents have: the vector writes per document grow with them
             chunk_token_size=CHUNK_BYTES,
             chunk_overlap_token_size=CHUNK_BYTES // 10,
-            workspace=f"ingest_{uuid.uuid4().hex[:8]}",
+            workspace=f"{prefix}_{uuid.uuid4().hex[:8]}",
             vector_db_storage_cls_kwargs={"cosine_better_than_threshold": 0.2},
             **STORAGES[side],
             **{**lightrag_standins(), "embedding_func": embedding},
         )
-        await rag.initialize_storages()  # tables and indexes: not timed
-        writer = one_writer(rag.workspace) if side == "ours, fenced" else nullcontext()
+        await rag.initialize_storages()
         try:
-            wall, cpu = time.perf_counter(), time.process_time()
-            with writer:
-                for first in range(0, len(corpus), BATCH):
-                    batch = corpus[first : first + BATCH]
-                    await rag.ainsert([t for t, _ in batch], file_paths=[p for _, p in batch])
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            checked = await _checked(rag, side, len(corpus))
-            upserts = {"upsert_cpu": sum(upsert_cpu), "upserts": len(upsert_cpu)}
-            return {"wall": wall, "cpu": cpu, **upserts, **checked}
+            yield rag
         finally:
             await rag.finalize_storages()
 
 
-async def measure(docs: int, reps: int) -> dict[str, dict[str, float]]:
-    from lightrag.utils import EmbeddingFunc
+async def insert_all(rag, corpus: list[tuple[str, str]], batch_size: int = BATCH) -> None:
+    """``ainsert`` the corpus in batches of ``batch_size`` documents."""
+    for first in range(0, len(corpus), batch_size):
+        batch = corpus[first : first + batch_size]
+        await rag.ainsert([t for t, _ in batch], file_paths=[p for _, p in batch])
 
-    embedding = EmbeddingFunc(
-        embedding_dim=VECTOR_DIM,
-        func=_embed,
-        model_name=f"ingestbench-{VECTOR_DIM}",
-        max_token_size=8192,
-    )
+
+async def ingest(side: str, corpus: list[tuple[str, str]], embedding) -> dict:
+    """Wall and CPU seconds of ``side`` ingesting ``corpus`` into a fresh workspace."""
+    upsert_cpu: list[float] = []
+    with vector_writes(side, upsert_cpu):
+        # tables and indexes (fresh_lightrag's initialize_storages): not timed
+        async with fresh_lightrag(side, embedding) as rag:
+            writer = one_writer(rag.workspace) if side == "ours, fenced" else nullcontext()
+            wall, cpu = time.perf_counter(), time.process_time()
+            with writer:
+                await insert_all(rag, corpus)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            rows = await checked(rag, side, len(corpus))
+            upserts = {"upsert_cpu": sum(upsert_cpu), "upserts": len(upsert_cpu)}
+            return {"wall": wall, "cpu": cpu, **upserts, **rows}
+
+
+async def measure(docs: int, reps: int) -> dict[str, dict[str, float]]:
+    embedding = embedding_func()
     for side in SIDES:  # untimed: tables, indexes, imports and first-call costs
         await ingest(side, documents(BATCH, start=100_000), embedding)
     corpus = documents(docs)
@@ -278,17 +300,25 @@ def report(results: dict, docs: int, reps: int) -> str:
     return "\n".join(lines)
 
 
-def run(quick: bool) -> str:
-    reps, docs = (1, 50) if quick else (3, 200)
+@contextmanager
+def lightrag_postgres() -> Iterator[PostgresSettings]:
+    """The benchmark server for both sides: this process's pool open on it (ours) and
+    POSTGRES_* set (LightRAG's PG storages read os.environ); the PGSync* names registered."""
     logging.getLogger("lightrag").setLevel(logging.CRITICAL)  # LightRAG logs every step
     register()
     with benchmark_postgres() as settings:
-        os.environ.update(settings.to_env())  # LightRAG's PG storages read os.environ
+        os.environ.update(settings.to_env())
         Manager.initialize(settings)
         try:
-            results = asyncio.run(measure(docs, reps))
+            yield settings
         finally:
             Manager.close()
+
+
+def run(quick: bool) -> str:
+    reps, docs = (1, 50) if quick else (3, 200)
+    with lightrag_postgres():
+        results = asyncio.run(measure(docs, reps))
     return report(results, docs, reps)
 
 
