@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,9 +44,16 @@ from lightrag.exceptions import (
     StorageRecordNotFoundError,
 )
 from lightrag.types import KnowledgeGraph, KnowledgeGraphEdge, KnowledgeGraphNode
+from lightrag.utils import compute_mdhash_id
 
-from ..errors import AperagPGError, DocStatusNotFound, MalformedCursor, SourceConflictChanged
-from ..stores.base import SyncStore, table_for_namespace
+from ..errors import (
+    AperagPGError,
+    DocStatusNotFound,
+    InvalidInput,
+    MalformedCursor,
+    SourceConflictChanged,
+)
+from ..stores.base import SyncStore, check_key, table_for_namespace
 from ..stores.doc_status import DocStatusStore
 from ..stores.graph import GraphStore, Subgraph
 from ..stores.kv import KVStore
@@ -135,11 +143,51 @@ class PGSyncKVStorage(_SyncStoreFacade, BaseKVStorage):
 
 
 @dataclass
+class _PendingVector:
+    """An upsert waiting for ``index_done_callback``: LightRAG's fields, when it was
+    buffered (epoch seconds, as 1.5.7's buffered reads report it), and its embedding once
+    computed, kept across a failed flush so the next one does not embed it again."""
+
+    item: dict[str, Any]
+    created_at: int
+    vector: np.ndarray | None = None
+
+
+class _LoopLock:
+    """An ``asyncio.Lock`` for the running event loop. A Celery task runs each call in a
+    new loop (``asyncio.run``) and an asyncio.Lock stays bound to the first loop it waited
+    on, so each loop gets its own; one storage is never used from two loops at once."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = asyncio.Lock()
+
+    def __call__(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._lock = loop, asyncio.Lock()
+        return self._lock
+
+
+_NOT_BUFFERED = object()  # an id the buffer says nothing about: ask the table
+
+
+@dataclass
 class PGSyncVectorStorage(_SyncStoreFacade, BaseVectorStorage):
     """pgvector storage on LightRAG's LIGHTRAG_VDB_* tables (with the embedding-model suffix).
 
-    Embeddings are computed on the event loop with LightRAG's async ``embedding_func``,
-    in batches of ``embedding_batch_num``; only the database work runs in a thread.
+    LightRAG 1.5.7's ``PGVectorStorage`` contract: ``upsert`` and ``delete`` only buffer,
+    in this instance (one per workspace in a process; the writer lease makes it the
+    workspace's only writer). ``index_done_callback`` and ``finalize`` embed the buffered
+    upserts in batches of ``embedding_batch_num`` (LightRAG's pipeline upserts entities and
+    relations one at a time) and write them in one transaction, then the buffered deletes;
+    a failed flush raises and keeps the buffer, embeddings included, for the next one.
+    Reads by id see the buffer; ``query`` searches the table only, as 1.5.7's does.
+    ``delete_entity`` and ``delete_entity_relation`` delete at once and prune the buffer.
+    Other processes see nothing of the buffer before the flush.
+
+    Embeddings are computed on the event loop with LightRAG's async ``embedding_func``;
+    only the database work runs in a thread.
     """
 
     def __post_init__(self) -> None:
@@ -155,6 +203,12 @@ class PGSyncVectorStorage(_SyncStoreFacade, BaseVectorStorage):
         suffix = self._generate_collection_suffix()  # LightRAG's own rule for the table name
         base_table = table_for_namespace(self.namespace)
         self.table_name = f"{base_table}_{suffix}" if suffix else base_table
+        self._pending: dict[str, _PendingVector] = {}
+        self._pending_deletes: set[str] = set()
+        self._lock = _LoopLock()
+        self._finalized = False
+        # Stands in for the embedding while the store checks a row at upsert time.
+        self._probe = np.zeros(self.embedding_func.embedding_dim, dtype=np.float32)
 
     def make_store(self) -> VectorStore:
         return VectorStore(
@@ -165,10 +219,140 @@ class PGSyncVectorStorage(_SyncStoreFacade, BaseVectorStorage):
             self.workspace,
         )
 
+    async def initialize(self) -> None:
+        await super().initialize()
+        self._finalized = False
+
+    # -- the buffer ------------------------------------------------------------
+
     async def upsert(self, data: dict[str, dict[str, Any]]) -> None:
+        """Check every row now, as the store would, and buffer them (a later upsert of an
+        id replaces its buffered row and cancels its buffered delete)."""
         if not data:
             return
-        contents = [value["content"] for value in data.values()]
+        if not isinstance(data, Mapping):
+            raise InvalidInput(f"upsert expects a dict of id -> row, got {type(data).__name__}.")
+        now = int(time.time())
+        records = {
+            key: _PendingVector({"__id__": key, **self._checked(key, item)}, now)
+            for key, item in data.items()
+        }
+        async with self._lock():
+            for key, record in records.items():
+                self._pending_deletes.discard(key)
+                self._pending[key] = record
+
+    def _checked(self, key: Any, item: Any) -> Mapping[str, Any]:
+        """``item`` if the store would write it: its id, fields and their columns checked
+        by the store's own rules and messages, a zero vector standing in for the embedding
+        (computed at the flush, then checked again by the store)."""
+        probe = {**item, "__vector__": self._probe} if isinstance(item, Mapping) else item
+        self.store._row(key, probe)
+        return item
+
+    async def delete(self, ids: list[str]) -> None:
+        """Buffer deletes (written at the flush); a delete cancels a buffered upsert."""
+        if not ids:
+            return
+        if isinstance(ids, str):
+            raise InvalidInput(f"expected a list of vector ids, got the single string {ids!r:.80}.")
+        keys = [check_key(key, "vector id") for key in ids]
+        async with self._lock():
+            for key in keys:
+                self._pending.pop(key, None)
+                self._pending_deletes.add(key)
+
+    async def delete_entity(self, entity_name: str) -> None:
+        entity_id = compute_mdhash_id(entity_name, prefix="ent-")
+
+        def prune() -> None:
+            self._pending.pop(entity_id, None)
+            self._prune(lambda item: item.get("entity_name") == entity_name)
+            self._pending_deletes.discard(entity_id)  # the delete covered it
+
+        await self._delete_now("delete_entity", entity_name, prune)
+
+    async def delete_entity_relation(self, entity_name: str) -> None:
+        def prune() -> None:
+            self._prune(lambda item: entity_name in (item.get("src_id"), item.get("tgt_id")))
+
+        await self._delete_now("delete_entity_relation", entity_name, prune)
+
+    async def _delete_now(self, method: str, entity_name: str, prune: Callable[[], None]) -> None:
+        """1.5.7's predicate deletes: run at once, then prune the buffer, only if the delete
+        succeeded (a failed one raises and leaves the buffer for a retry). After finalize
+        the buffer is all there is."""
+        async with self._lock():
+            if self._store is not None or not self._finalized:
+                await to_thread(getattr(self.store, method), entity_name)
+            prune()
+
+    def _prune(self, matches: Callable[[dict[str, Any]], bool]) -> None:
+        for key in [key for key, record in self._pending.items() if matches(record.item)]:
+            del self._pending[key]
+
+    async def drop_pending_index_ops(self) -> None:
+        """LightRAG's pipeline aborts a batch: its documents are redone, drop their rows."""
+        async with self._lock():
+            self._pending.clear()
+            self._pending_deletes.clear()
+
+    async def drop(self) -> dict[str, str]:
+        async with self._lock():
+            # Buffered rows of a workspace being emptied are void, whatever the delete does.
+            self._pending.clear()
+            self._pending_deletes.clear()
+            return await super().drop()
+
+    # -- the flush -------------------------------------------------------------
+
+    async def index_done_callback(self) -> None:
+        async with self._lock():
+            await self._flush()
+
+    async def finalize(self) -> None:
+        """Flush, then let go of the store. A failed flush raises, naming what is still
+        buffered, and keeps the store open so that a later flush can still write it."""
+        if self._store is None:
+            self._raise_if_buffered("finalize() after finalize() or before initialize()")
+            return
+        try:
+            async with self._lock():
+                await self._flush()
+        except Exception as exc:
+            raise RuntimeError(
+                f"{type(self).__name__}({self.namespace}, workspace {self.workspace!r}): "
+                f"writing the buffer failed ({type(exc).__name__}: {exc}); "
+                f"{self._buffer_counts()} are still only in this process's memory. "
+                "Fix the cause and call index_done_callback() or finalize() again."
+            ) from exc
+        await super().finalize()
+        self._finalized = True
+
+    async def _flush(self) -> None:
+        """Embed what is not embedded yet, then upsert every buffered row in one
+        transaction, then delete the buffered deletes. Called with the lock held."""
+        if not self._pending and not self._pending_deletes:
+            return
+        if self._store is None:
+            self._raise_if_buffered("a flush after finalize() or before initialize()")
+        unembedded = [record for record in self._pending.values() if record.vector is None]
+        if unembedded:
+            vectors = await self._embed(unembedded)
+            for record, vector in zip(unembedded, vectors, strict=True):
+                record.vector = vector
+        if self._pending:
+            rows = {key: {**r.item, "__vector__": r.vector} for key, r in self._pending.items()}
+            await to_thread(self.store.upsert, rows)
+            self._pending.clear()
+        if self._pending_deletes:
+            await to_thread(self.store.delete, sorted(self._pending_deletes))
+            self._pending_deletes.clear()
+
+    async def _embed(self, records: list[_PendingVector]) -> np.ndarray:
+        """The records' contents embedded in batches of ``embedding_batch_num``, as 1.5.7's
+        flush sends them (``context="document"``, the batches concurrently)."""
+        contents = [record.item["content"] for record in records]
         batches = [
             contents[i : i + self._embedding_batch]
             for i in range(0, len(contents), self._embedding_batch)
@@ -177,19 +361,29 @@ class PGSyncVectorStorage(_SyncStoreFacade, BaseVectorStorage):
             *(self.embedding_func(batch, context="document") for batch in batches)
         )
         vectors = np.concatenate(embedded)
-        if len(vectors) != len(data):  # zip would silently pair the wrong vectors
+        if len(vectors) != len(records):  # zip would silently pair the wrong vectors
             raise RuntimeError(
-                f"embedding_func returned {len(vectors)} vectors for {len(data)} texts"
+                f"embedding_func returned {len(vectors)} vectors for {len(records)} texts"
             )
-        rows = {
-            key: {**value, "__vector__": vector}
-            for (key, value), vector in zip(data.items(), vectors, strict=True)
-        }
-        await to_thread(self.store.upsert, rows)
+        return vectors
+
+    def _buffer_counts(self) -> str:
+        return f"{len(self._pending)} buffered upserts and {len(self._pending_deletes)} deletes"
+
+    def _raise_if_buffered(self, what: str) -> None:
+        if self._pending or self._pending_deletes:
+            raise RuntimeError(
+                f"{type(self).__name__}({self.namespace}): {what} cannot write "
+                f"{self._buffer_counts()}: await initialize() first, and flush "
+                "(index_done_callback) before finalize()."
+            )
+
+    # -- reads -----------------------------------------------------------------
 
     async def query(
         self, query: str, top_k: int, query_embedding: list[float] | None = None
     ) -> list[dict[str, Any]]:
+        # The table only, as 1.5.7's query: buffered rows are found after the flush.
         if query_embedding is None:
             embedded = await self.embedding_func(
                 [query], context="query", _priority=DEFAULT_QUERY_PRIORITY
@@ -197,12 +391,65 @@ class PGSyncVectorStorage(_SyncStoreFacade, BaseVectorStorage):
             query_embedding = embedded[0]
         return await to_thread(self.store.query, query_embedding, top_k)
 
-    delete = runs_in_thread("delete")
-    delete_entity = runs_in_thread("delete_entity")
-    delete_entity_relation = runs_in_thread("delete_entity_relation")
-    get_by_id = runs_in_thread("get_by_id")
-    get_by_ids = runs_in_thread("get_by_ids")
-    get_vectors_by_ids = runs_in_thread("get_vectors_by_ids")
+    async def get_by_id(self, id: str) -> dict[str, Any] | None:
+        return (await self.get_by_ids([id]))[0]
+
+    async def get_by_ids(self, ids: list[str]) -> list[dict[str, Any] | None]:
+        """Rows in the order of ``ids``: buffered ones as 1.5.7 shows them (LightRAG's
+        fields, ``id`` and ``created_at``, no vector), None for a buffered delete."""
+        if not ids:
+            return []
+        async with self._lock():
+            # Not a string: not buffered; the store says what is wrong with it.
+            seen = {key: self._buffered_row(key) for key in ids if isinstance(key, str)}
+        buffered = {key: row for key, row in seen.items() if row is not _NOT_BUFFERED}
+        remaining = [key for key in ids if not (isinstance(key, str) and key in buffered)]
+        stored = await to_thread(self.store.get_by_ids, remaining) if remaining else []
+        rows = dict(zip(remaining, stored, strict=True))
+        return [buffered[key] if key in buffered else rows[key] for key in ids]
+
+    def _buffered_row(self, key: str) -> Any:
+        if key in self._pending_deletes:
+            return None
+        record = self._pending.get(key)
+        if record is None:
+            return _NOT_BUFFERED
+        row = {k: v for k, v in record.item.items() if k not in ("__id__", "__vector__")}
+        return {**row, "id": key, "created_at": record.created_at}
+
+    async def get_vectors_by_ids(self, ids: list[str]) -> dict[str, list[float]]:
+        """``{id: embedding}``: buffered rows embedded now if they were not yet (as 1.5.7
+        does, the vector kept for the flush), buffered deletes left out."""
+        if not ids:
+            return {}
+        result: dict[str, list[float]] = {}
+        remaining: list[str] = []
+        unembedded: list[tuple[str, _PendingVector]] = []
+        async with self._lock():
+            for key in ids:
+                if not isinstance(key, str):
+                    remaining.append(key)  # the store says what is wrong with it
+                    continue
+                record = self._pending.get(key)
+                if record is None:
+                    if key not in self._pending_deletes:
+                        remaining.append(key)
+                elif record.vector is None:
+                    unembedded.append((key, record))
+                else:
+                    result[key] = record.vector.tolist()
+        if unembedded:
+            # Embedded outside the lock, as 1.5.7; a record replaced or dropped meanwhile
+            # is left out rather than answered with a vector of what it no longer is.
+            vectors = await self._embed([record for _, record in unembedded])
+            async with self._lock():
+                for (key, record), vector in zip(unembedded, vectors, strict=True):
+                    if self._pending.get(key) is record:
+                        record.vector = vector
+                        result[key] = vector.tolist()
+        if remaining:
+            result.update(await to_thread(self.store.get_vectors_by_ids, remaining))
+        return result
 
 
 @dataclass
