@@ -12,11 +12,10 @@ other wrote:
   LightRAG's select list (``created_at`` as epoch seconds, no distance);
 - the vector index is ``idx_<table>_<type>_cosine`` (hashed when longer than 63 bytes).
 
-One difference: LightRAG 1.5.7 buffers upserts and deletes in process memory until
-``index_done_callback()``. This store writes at once, one transaction per call, so a
-write is committed and visible to every worker when the call returns, and a crashed
-worker loses nothing. The caller computes the embeddings and passes each under
-``"__vector__"``.
+This store writes at once, one transaction per call. LightRAG 1.5.7's buffering of
+upserts and deletes until ``index_done_callback()`` lives in the facade
+(``lightrag/storages.py``, PGSyncVectorStorage), which embeds and then calls this store.
+The caller computes the embeddings and passes each under ``"__vector__"``.
 
 Vectors never go through per-float Python formatting: upserts send whole rows by binary
 COPY (``binary_copy``), a query binds its vector once as exact hexadecimal-float text
