@@ -265,7 +265,7 @@ def report(results: dict, docs: int, asked: int, rounds: int) -> str:
             "lists the same fragments in another order (LightRAG's merge at ingest, not "
             "the query)."
             if descriptions
-            else "; every line the same (in any order)."
+            else ("; every line the same (in any order)." if not mismatches else ".")
         ),
     ]
     return "\n".join(lines)
