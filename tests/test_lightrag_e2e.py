@@ -379,3 +379,37 @@ def test_an_unnamed_document_is_tracked_and_not_inserted_twice(manager, tmp_path
             await rag.finalize_storages()
 
     run_async(check())
+
+
+def test_a_document_whose_recovery_anchors_were_lost_is_repaired_and_retried(manager, tmp_path):
+    """A fault between LightRAG's purge of a half-done document and its next merge can leave
+    the document marked as having written to the graph with no recovery anchors; LightRAG
+    then refuses to purge it. The ingest runs LightRAG's own repair (audit_kg_integrity) and
+    fails with the retried DocumentsFailedTransiently; the retry processes the document."""
+    from lightrag.base import DocStatus
+
+    from aperag_pg.lightrag.ingest import DocumentsFailedTransiently, document_id, ingest_once
+
+    rag = make_rag(tmp_path, new_workspace(), OURS)
+    doc_id = document_id(DOCS[0], FILE_PATHS[0])
+
+    async def check() -> None:
+        await rag.initialize_storages()
+        try:
+            await ingest_once(rag, [DOCS[0]], [FILE_PATHS[0]])
+            record = await rag.doc_status.get_by_id(doc_id)
+            assert record["metadata"].get("kg_write_state") == "graph_mutation_started"
+            await rag.full_entities.delete([doc_id])  # what the fault left behind
+            await rag.full_relations.delete([doc_id])
+            await rag.doc_status.update_doc_status_fields(
+                doc_id, {"status": DocStatus.FAILED, "error_msg": "cut off mid-merge"}
+            )
+            with pytest.raises(DocumentsFailedTransiently, match="recovery anchor"):
+                await ingest_once(rag, [DOCS[0]], [FILE_PATHS[0]])
+            assert await rag.full_entities.get_by_id(doc_id) is not None  # rebuilt
+            report = await ingest_once(rag, [DOCS[0]], [FILE_PATHS[0]])  # the retry
+            assert report.retried == [doc_id] and report.statuses == {doc_id: "processed"}
+        finally:
+            await rag.finalize_storages()
+
+    run_async(check())

@@ -22,7 +22,10 @@ and runs them again. Other failures, or the same after the last retry, fail the 
 naming the documents: a task never reports success with failed documents in it. Nor
 with documents still on their way: LightRAG's pipeline returns at once when it is busy
 (with a run an earlier, failed delivery left going), and then ``DocumentsUnfinished``
-has the task retried until they are processed.
+has the task retried until they are processed. A fault between LightRAG's purge of a
+half-done document and its next merge can leave the document without the recovery anchors
+LightRAG demands before it purges again; the ingest then runs LightRAG's own repair
+(``audit_kg_integrity(apply=True)``) and fails transiently, and the retry goes through.
 
 A text without a usable file name (none, "", or one of LightRAG's placeholders such as
 "unknown_source") is tracked the same way, by the id LightRAG gives it: the hash of its
@@ -32,6 +35,7 @@ content. The caller holds the workspace's writer lease (LightRAG assumes one wri
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +43,8 @@ from typing import Any
 from ..errors import AperagPGError, TransientFailure
 from ..manager import PostgreSQLSyncConnectionManager
 from ..pool import CONNECTIONS_ERRORS, CONNECTIONS_LOST, REQUESTS_TIMEOUTS
+
+logger = logging.getLogger(__name__)
 
 # What psycopg2, libpq and the package say when the database went away for a moment.
 TRANSIENT_SIGNS = (
@@ -60,6 +66,8 @@ TRANSIENT_SIGNS = (
 
 
 _TROUBLE_COUNTERS = (CONNECTIONS_LOST, CONNECTIONS_ERRORS, REQUESTS_TIMEOUTS)
+# LightRAG's RecoveryAnchorMissingError, as its pipeline records it in error_msg.
+ANCHORS_MISSING = "recovery anchor row(s) missing"
 
 
 class DocumentsFailed(AperagPGError):
@@ -167,6 +175,8 @@ async def finish(
         transient = any(_looks_transient(error) for _, error in failed.values()) or (
             trouble_since is not None and database_trouble() > trouble_since
         )
+        if any(ANCHORS_MISSING in (error or "") for _, error in failed.values()):
+            transient = await _rebuild_recovery_anchors(rag) or transient
         raise (DocumentsFailedTransiently if transient else DocumentsFailed)(
             f"{len(failed)} of {len(doc_ids)} documents failed in LightRAG's pipeline: {named}. "
             "Fix the cause and send the task again: processed documents are skipped and "
@@ -185,6 +195,23 @@ async def finish(
             "reports success with unprocessed documents."
         )
     return statuses
+
+
+async def _rebuild_recovery_anchors(rag: Any) -> bool:
+    """LightRAG's own remedy for a document it refuses to purge because its recovery anchors
+    are gone (a fault between a purge and the next merge can leave that behind): rebuild
+    them from the graph, so that the retry's purge goes through. True if it repaired."""
+    from lightrag.tools.kg_integrity_repair import audit_kg_integrity
+
+    report = await audit_kg_integrity(rag, apply=True)
+    repaired = bool(report.get("repaired_docs") or report.get("anchorless_docs"))
+    logger.warning(
+        "workspace %s: rebuilt the recovery anchors of %d document(s) LightRAG refused to "
+        "purge; the task is retried",
+        rag.workspace,
+        len(report.get("repaired_docs") or ()) + len(report.get("anchorless_docs") or ()),
+    )
+    return repaired
 
 
 def _looks_transient(error: str | None) -> bool:
