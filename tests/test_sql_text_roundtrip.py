@@ -63,6 +63,12 @@ def _plain_workspace() -> str:
     return unique("plain-")
 
 
+def _own(workspace: str) -> str:
+    """The example's hostile workspace, made its own: rows left in it must not meet another
+    test's workspace of the same name (another file's "$1", say)."""
+    return f"{workspace}-{uuid.uuid4().hex[:8]}"
+
+
 # -- LightRAG's stores ---------------------------------------------------------------
 
 
@@ -70,6 +76,7 @@ def _plain_workspace() -> str:
 @given(workspace=hostile_name, key=hostile_name, text=hostile, meta_key=hostile, value=hostile)
 @example(EVERYTHING, EVERYTHING, EVERYTHING, EVERYTHING, EVERYTHING)
 def test_kv_store(manager, workspace, key, text, meta_key, value):
+    workspace = _own(workspace)
     record = {
         "tokens": 3,
         "chunk_order_index": 0,
@@ -110,6 +117,7 @@ def test_kv_store(manager, workspace, key, text, meta_key, value):
 )
 @example(EVERYTHING, EVERYTHING, EVERYTHING, EVERYTHING, EVERYTHING)
 def test_doc_status_store(manager, workspace, doc_id, path, meta_key, value):
+    workspace = _own(workspace)
     row = doc_status_row(
         file_path=path, summary=value, track_id=value, metadata={meta_key: value, "v": [value]}
     )
@@ -147,6 +155,8 @@ def chunks_table() -> str:
 @given(workspace=hostile_name, chunk_id=hostile_name, text=hostile, path=hostile)
 @example(EVERYTHING, EVERYTHING, EVERYTHING, EVERYTHING)
 def test_vector_store(manager, chunks_table, workspace, chunk_id, text, path):
+    workspace = _own(workspace)
+
     def chunk(content: str, file_path: str) -> dict:
         return {
             "tokens": 3,
@@ -184,6 +194,7 @@ def test_vector_store(manager, chunks_table, workspace, chunk_id, text, path):
 @given(workspace=hostile_name, a=hostile_name, b=hostile_name, key=hostile, value=hostile)
 @example(EVERYTHING, EVERYTHING, EVERYTHING, EVERYTHING, EVERYTHING)
 def test_graph_store(manager, workspace, a, b, key, value):
+    workspace = _own(workspace)
     if a.strip() == b.strip():
         b = b + "-other"
     properties = {"entity_id": "", "description": value, "file_path": value}
