@@ -207,8 +207,6 @@ class PGSyncVectorStorage(_SyncStoreFacade, BaseVectorStorage):
         self._pending_deletes: set[str] = set()
         self._lock = _LoopLock()
         self._finalized = False
-        # Stands in for the embedding while the store checks a row at upsert time.
-        self._probe = np.zeros(self.embedding_func.embedding_dim, dtype=np.float32)
 
     def make_store(self) -> VectorStore:
         return VectorStore(
@@ -244,10 +242,9 @@ class PGSyncVectorStorage(_SyncStoreFacade, BaseVectorStorage):
 
     def _checked(self, key: Any, item: Any) -> Mapping[str, Any]:
         """``item`` if the store would write it: its id, fields and their columns checked
-        by the store's own rules and messages, a zero vector standing in for the embedding
-        (computed at the flush, then checked again by the store)."""
-        probe = {**item, "__vector__": self._probe} if isinstance(item, Mapping) else item
-        self.store._row(key, probe)
+        by the store's own rules and messages (the embedding, computed at the flush, is
+        checked by the store then)."""
+        self.store.check_fields(key, item)
         return item
 
     async def delete(self, ids: list[str]) -> None:

@@ -443,22 +443,35 @@ class VectorStore(SyncStore):
             "aperag_pg's stores write to this workspace."
         )
 
+    def check_fields(self, key: Any, item: Any) -> list[Any]:
+        """The written columns' values of row ``key``, each checked, the embedding apart:
+        what an upsert would refuse before its vector exists (a buffered LightRAG upsert)."""
+        self._check_shape(key, item)
+        return self._values(key, item)
+
     def _row(self, key: Any, item: Any) -> _Row:
         """(id, the written columns' values, the float32 vector), every value checked."""
-        check_key(key, "vector id")
-        if not isinstance(item, Mapping):
-            raise InvalidInput(
-                f"vector row {key!r:.80} must be a dict of fields, got {type(item).__name__}."
-            )
+        self._check_shape(key, item)
         if "__vector__" not in item:
             raise InvalidInput(
                 f"vector row {key!r:.80} has no '__vector__' (its embedding); nothing was written."
             )
         vector = self._vector(item["__vector__"], f"vector row {key!r:.80}")
+        return key, self._values(key, item), vector
+
+    @staticmethod
+    def _check_shape(key: Any, item: Any) -> None:
+        check_key(key, "vector id")
+        if not isinstance(item, Mapping):
+            raise InvalidInput(
+                f"vector row {key!r:.80} must be a dict of fields, got {type(item).__name__}."
+            )
+
+    def _values(self, key: str, item: Mapping[str, Any]) -> list[Any]:
         values = self.kind.build(item, key)
         for (field, sql_type), value in zip(self._written_types, values, strict=True):
             check_column(value, sql_type, f"field {field!r} of vector row {key!r:.80}")
-        return key, values, vector
+        return values
 
     def _vector(self, value: Any, what: str) -> np.ndarray:
         """``value`` as a float32 array of embedding_dim finite numbers, or raise."""
