@@ -64,12 +64,19 @@ def _graph_nodes(admin_conn, workspace: str) -> set[str]:
         return {row[0] for row in cur.fetchall()}
 
 
+def _stores(workspace: str) -> tuple[KVStore, GraphStore]:
+    """A KV store (its upsert: a transaction) and a graph store (an upsert_node: one
+    statement) of the workspace, their tables made."""
+    kv = KVStore("full_docs", workspace)
+    graph = GraphStore("chunk_entity_relation", workspace)
+    for store in (kv, graph):
+        store.ensure_tables()
+    return kv, graph
+
+
 def test_writes_under_a_held_lease_commit(manager, admin_conn):
     workspace = _workspace()
-    kv = KVStore("full_docs", workspace)
-    kv.ensure_tables()
-    graph = GraphStore("chunk_entity_relation", workspace)
-    graph.ensure_tables()
+    kv, graph = _stores(workspace)
     with _fenced(manager, workspace):
         kv.upsert({"doc-1": {"content": "one", "file_path": "a.txt"}})  # a transaction
         graph.upsert_node("n1", {"entity_id": "n1"})  # one statement (Mode.WRITE)
@@ -81,10 +88,7 @@ def test_writes_under_a_held_lease_commit(manager, admin_conn):
 
 def test_after_a_takeover_no_write_commits_and_the_block_fails(manager, admin_conn):
     workspace = _workspace()
-    kv = KVStore("full_docs", workspace)
-    kv.ensure_tables()
-    graph = GraphStore("chunk_entity_relation", workspace)
-    graph.ensure_tables()
+    kv, graph = _stores(workspace)
     other = KVStore("full_docs", _workspace())  # another workspace: not fenced by this lease
     with pytest.raises(LeaseLost):
         with _fenced(manager, workspace, ttl=600) as lease:
