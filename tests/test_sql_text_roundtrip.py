@@ -184,6 +184,9 @@ def test_vector_store(manager, chunks_table, workspace, chunk_id, text, path):
     got = store(workspace).get_by_id(chunk_id)
     assert (got["content"], got["file_path"], got["full_doc_id"]) == (text, path, path)
     assert chunk_id in {hit["id"] for hit in store(workspace).query([0.1, 0.2, 0.3, 0.4], 50)}
+    # read by COPY, whose query the driver fills in (mogrify): the same id, the same floats
+    vectors = store(workspace).get_vectors_by_ids([chunk_id, "missing"])
+    assert vectors == {chunk_id: pytest.approx([0.1, 0.2, 0.3, 0.4])}
     untouched.check()
     store(workspace).delete([chunk_id])
     assert store(workspace).get_by_id(chunk_id) is None

@@ -1,5 +1,7 @@
-"""Rows in PostgreSQL's binary COPY format: pgvector vectors built by numpy in one pass,
-the other columns (text, integers, text arrays, timestamps) packed per value.
+"""Rows in PostgreSQL's binary COPY format, both ways. Written: pgvector vectors built by
+numpy in one pass, the other columns (text, integers, text arrays, timestamps) packed per
+value. Read (``copy_out``, ``read_rows``): stored vectors as their float4 bytes, where a
+SELECT in psycopg2's text results sends them as hex text twice their size.
 
 The pgvector package's psycopg2 adapter formats every float as text in Python, which for
 1,000 vectors of 1,536 dimensions is 1.5 million ``repr`` calls. Binary COPY sends the
@@ -13,9 +15,12 @@ length (-1: NULL) and bytes, then int16 -1.
 
 from __future__ import annotations
 
+import array
 import datetime
+import io
 import struct
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +36,7 @@ _INT4 = struct.Struct(">i")
 _INT4_FIELD = struct.Struct(">ii")  # length 4, value
 _INT8_FIELD = struct.Struct(">iq")  # length 8, value
 _ARRAY_HEADER = struct.Struct(">iiiiii")  # length, ndim 1, has nulls, element oid, n, lbound
+_VECTOR_HEADER = 4  # int16 dimensions, int16 unused
 
 
 def vector_fields(vectors: np.ndarray) -> np.ndarray:
@@ -116,3 +122,47 @@ def table_rows(
         parts.append(vector)
     parts.append(TRAILER)
     return b"".join(parts)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def copy_out(cur: Any, statement: Any, params: Sequence[Any]) -> memoryview:
+    """The COPY BINARY stream of ``COPY (query) TO STDOUT (FORMAT binary)``. COPY takes no
+    bind parameters, so the driver fills ``params`` in (``mogrify``: the same quoting, in
+    the same one pass, as the text ``execute`` would send)."""
+    stream = io.BytesIO()
+    cur.copy_expert(cur.mogrify(statement, params), stream)
+    return stream.getbuffer()
+
+
+def read_rows(data: memoryview) -> Iterator[list[memoryview | None]]:
+    """The rows of a COPY BINARY stream, each a list of its fields' bytes (None: NULL)."""
+    if bytes(data[: len(SIGNATURE)]) != SIGNATURE:
+        raise ValueError("not a COPY BINARY stream with an empty header extension")
+    position = len(SIGNATURE)
+    while True:
+        (count,) = _INT2.unpack_from(data, position)
+        position += 2
+        if count == -1:
+            return
+        fields: list[memoryview | None] = []
+        for _ in range(count):
+            (length,) = _INT4.unpack_from(data, position)
+            position += 4
+            if length == -1:
+                fields.append(None)
+                continue
+            fields.append(data[position : position + length])
+            position += length
+        yield fields
+
+
+def vector_values(field: memoryview) -> list[float]:
+    """A pgvector vector's binary field as the list of floats its float4s are, bit for bit
+    (array's tolist makes the floats faster than numpy's)."""
+    values = array.array("f")
+    values.frombytes(field[_VECTOR_HEADER:])
+    if sys.byteorder == "little":
+        values.byteswap()  # the wire is big-endian
+    return values.tolist()

@@ -55,7 +55,7 @@ from ..manager import PostgreSQLSyncConnectionManager
 from ..schema import table_exists
 from ..values import check_column, check_storable
 from .base import SyncStore, check_key, table_for_namespace, utc_now
-from .binary_copy import field_encoder, table_rows
+from .binary_copy import copy_out, field_encoder, read_rows, table_rows, vector_values
 from .vector_tables import (
     MAX_DIMENSION,
     check_dimension,
@@ -266,19 +266,13 @@ _COPY_ROWS = "COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
 _SAVEPOINT = "SAVEPOINT aperag_upsert; "
 _ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT aperag_upsert"
 _REPLACE_ATTEMPTS = 5
-# Stored vectors in pgvector's binary form (vector_send: int16 dimensions, int16 unused,
-# then big-endian float4s), decoded by numpy: bit-exact, where parsing the text form
-# (1,536 decimal floats a row, split and converted in Python) cost ~16 ms per LightRAG
-# local query.
-_SELECT_VECTORS = (
-    "SELECT id, vector_send(content_vector) FROM {table} WHERE workspace = %s AND id = ANY(%s)"
+# Stored vectors as their float4 bytes, by COPY BINARY (psycopg2 reads SELECT results only
+# as text: 1,536 decimal floats a row parsed in Python cost ~16 ms per LightRAG local query;
+# vector_send's bytea comes as hex, twice the bytes, encoded and decoded on both ends).
+_COPY_VECTORS = (
+    "COPY (SELECT id, content_vector FROM {table} WHERE workspace = %s AND id = ANY(%s)) "
+    "TO STDOUT (FORMAT binary)"
 )
-_VECTOR_SEND_HEADER = 4  # bytes before the floats
-
-
-def _vector_from_send(data: memoryview | bytes) -> list[float]:
-    """``vector_send``'s bytes as the list of floats the stored float4s are."""
-    return np.frombuffer(data, dtype=">f4", offset=_VECTOR_SEND_HEADER).tolist()
 
 
 def _register_vector(conn: Any) -> None:
@@ -617,10 +611,10 @@ class VectorStore(SyncStore):
             return {}
         result: dict[str, list[float]] = {}
         with self.cursor(Mode.AUTOCOMMIT, tuples=True) as cur:
-            statement = self.render(_SELECT_VECTORS, table=self.table_name)
+            statement = self.render(_COPY_VECTORS, table=self.table_name)
             for chunk in chunked(keys, _READ_CHUNK):
-                cur.execute(statement, (self.workspace, chunk))
-                result.update((id_, _vector_from_send(data)) for id_, data in cur.fetchall())
+                for id_, vector in read_rows(copy_out(cur, statement, (self.workspace, chunk))):
+                    result[bytes(id_).decode()] = vector_values(vector)
         return result
 
     # -- helpers ---------------------------------------------------------------
