@@ -40,10 +40,43 @@ def shared_executor() -> ThreadPoolExecutor:
 
 
 async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Like ``asyncio.to_thread``, on the process-wide executor."""
+    """Like ``asyncio.to_thread``, on the process-wide executor.
+
+    The thread hands its result straight to the loop (``call_soon_threadsafe``) instead of
+    through ``run_in_executor``'s chained concurrent future: about half the hop's cost
+    (docs/BENCHMARKS.md), paid on every storage call of a LightRAG query. Cancelling the
+    awaiting task cancels the call if no thread has started it yet, as there.
+    """
     loop = asyncio.get_running_loop()
+    future = loop.create_future()
     call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
-    return await loop.run_in_executor(shared_executor(), call)
+    work = shared_executor().submit(_run_and_post, loop, future, call)
+    future.add_done_callback(lambda done: work.cancel() if done.cancelled() else None)
+    return await future
+
+
+def _run_and_post(loop: asyncio.AbstractEventLoop, future: asyncio.Future, call: Callable) -> None:
+    """In the thread: run ``call``, then settle ``future`` on its loop."""
+    try:
+        result, error = call(), None
+    except BaseException as exc:  # re-raised in the awaiting task, as run_in_executor does
+        result, error = None, exc
+        if isinstance(exc, StopIteration):  # a future cannot hold one
+            error = RuntimeError(f"{call.args[0]!r} raised StopIteration")
+            error.__cause__ = exc
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:  # the loop was closed meanwhile: nobody awaits the result
+        pass
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
 
 
 def shutdown_executor() -> None:

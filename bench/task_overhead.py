@@ -5,9 +5,13 @@ Every "task" runs one ``SELECT 1``, the way a Celery task would at its start:
   (a) a new asyncpg pool per task inside ``asyncio.run``, one query, close
       (what an async library does when each task brings a new event loop);
   (b) ``psycopg2.connect`` per task, one query, close;
-  (c) aperag_pg's worker pool: checkout, one query, return; beside it, the same with the
-      session check on return replaced by a bare autocommit reset (what it cost before),
-      and with ``POSTGRES_RESET_ON_RETURN`` (a RESET ALL round trip on every return);
+  (c) aperag_pg's worker pool: checkout, one query, return, in a transaction (the
+      manager's ``get_connection``: psycopg2 sends BEGIN, the query, COMMIT); beside it,
+      the same with the session check on return replaced by a bare autocommit reset (what
+      it cost before), with ``POSTGRES_RESET_ON_RETURN`` (a RESET ALL round trip on every
+      return), and a single read the way the stores read: ``cursors.cursor`` in
+      ``Mode.AUTOCOMMIT``, one round trip (and in ``Mode.TRANSACTION``: BEGIN sent with
+      the query, then COMMIT, two);
   (d) the same through ``asyncio.to_thread`` inside a fresh ``asyncio.run`` per task.
 
 The floor is the raw round trip of ``SELECT 1`` on an already open psycopg2
@@ -29,6 +33,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 from common import benchmark_postgres, machine_line, run_benchmark, summary, time_calls  # noqa: E402
 
+from aperag_pg.cursors import Mode, cursor  # noqa: E402
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 from aperag_pg.threads import to_thread  # noqa: E402
 from aperag_pg.worker import cleanup_worker_postgres, run_async  # noqa: E402
@@ -36,6 +41,12 @@ from aperag_pg.worker import cleanup_worker_postgres, run_async  # noqa: E402
 
 def select_one_on_our_pool() -> None:
     with Manager.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        cur.fetchone()
+
+
+def select_one_read(mode: Mode = Mode.AUTOCOMMIT) -> None:
+    with cursor(Manager, mode) as cur:
         cur.execute("SELECT 1")
         cur.fetchone()
 
@@ -99,7 +110,13 @@ def run(quick: bool) -> str:
                 "a": time_calls(lambda: asyncio.run(asyncpg_pool_task()), n_slow, warmup=3),
                 "b": time_calls(connect_per_task, n_slow, warmup=3),
                 "c": time_calls(select_one_on_our_pool, n_fast),
+                "c_tx": time_calls(lambda: select_one_read(Mode.TRANSACTION), n_fast),
             }
+            # a single read against the floor in alternating rounds, as below
+            results["c_read"], results["floor_alternating"] = [], []
+            for _ in range(10):
+                results["c_read"] += time_calls(select_one_read, n_fast // 10)
+                results["floor_alternating"] += time_calls(floor, n_fast // 10)
             # (c) with and without the session check, in alternating rounds: measured one
             # after the other, whichever runs later is faster (warmer caches, clocks).
             results["c_check"], results["c_bare"] = [], []
@@ -128,6 +145,8 @@ LABELS = {
     "a": "(a) new asyncpg pool per task (asyncio.run), 1 query, close",
     "b": "(b) psycopg2.connect per task, 1 query, close",
     "c": "(c) aperag_pg pool: checkout, 1 query, return",
+    "c_read": "(c) a single read as the stores do it: cursor(Mode.AUTOCOMMIT), one round trip",
+    "c_tx": "(c) the same in cursor(Mode.TRANSACTION): BEGIN sent with it, then COMMIT",
     "c_check": "(c) in alternating rounds: with the session check on return",
     "c_bare": "(c) in alternating rounds: the check replaced by a bare autocommit reset (before)",
     "c_reset": "(c) with POSTGRES_RESET_ON_RETURN=true (RESET ALL on every return)",
@@ -150,7 +169,8 @@ def report(results: dict, pool_stats: dict, n_slow: int, n_fast: int) -> str:
         "| pattern | p50 | p99 | mean | (a) p50 / this p50 | this p50 / floor p50 |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for key in ("a", "b", "c", "c_check", "c_bare", "c_reset", "d", "e", "f", "d0", "floor"):
+    rows = ("a", "b", "c", "c_read", "c_tx", "c_check", "c_bare", "c_reset")
+    for key in (*rows, "d", "e", "f", "d0", "floor"):
         row = s[key]
         lines.append(
             f"| {LABELS[key]} | {row['p50']:.3f} | {row['p99']:.3f} | {row['mean']:.3f} | "
@@ -163,6 +183,12 @@ def report(results: dict, pool_stats: dict, n_slow: int, n_fast: int) -> str:
             f"- {key}: p50 {p50:.3f} ms ({'met' if p50 <= 1.0 else 'NOT met'} for <= 1 ms), "
             f"{ratio:.1f}x below (a) ({'met' if ratio >= 20 else 'NOT met'} for >= 20x)"
         )
+    read = s["c_read"]["p50"] / s["floor_alternating"]["p50"]
+    lines.append(
+        f"- a single read (c_read): {read:.1f}x the SELECT 1 floor measured in alternating "
+        f"rounds with it ({s['c_read']['p50']:.3f} vs {s['floor_alternating']['p50']:.3f} ms; "
+        f"{'met' if read <= 2.0 else 'NOT met'} for within 2x)"
+    )
     check = s["c_check"]["p50"] / s["c_bare"]["p50"]
     lines += [
         "",
