@@ -36,6 +36,21 @@ def benchmark_services(database: str = "aperag_bench", redis: bool = True) -> It
             yield env
 
 
+# A backend flushes its statistics at most once a second, or after 10 s idle
+# (PGSTAT_IDLE_INTERVAL): wait that long before reading pg_stat_database.
+STATS_SETTLE_S = 11.0
+_XACT_COMMIT = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+
+
+def xact_commit(conn) -> int:
+    """Committed transactions of ``conn``'s database so far (this read is one more), read
+    once every backend has had time to flush its counts."""
+    time.sleep(STATS_SETTLE_S)
+    with conn.cursor() as cur:
+        cur.execute(_XACT_COMMIT)
+        return cur.fetchone()[0]
+
+
 def time_calls(fn: Callable[[], object], n: int, warmup: int = 10) -> list[float]:
     """Seconds taken by each of ``n`` calls of ``fn``, after ``warmup`` untimed calls."""
     for _ in range(warmup):

@@ -43,7 +43,7 @@ import psycopg2
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
-from common import machine_line, percentile, run_benchmark  # noqa: E402
+from common import STATS_SETTLE_S, machine_line, percentile, run_benchmark, xact_commit  # noqa: E402
 from ingest import (  # noqa: E402
     CHUNK_BYTES,
     VECTOR_DIM,
@@ -60,10 +60,6 @@ from devtools.corpus import CITIES, COMPANIES, PEOPLE, TOPICS, documents  # noqa
 
 MODES = ("naive", "local", "global", "hybrid", "mix")
 SIDES = ("ours", "asyncpg")
-# A backend flushes its statistics at most once a second, or after 10 s idle
-# (PGSTAT_IDLE_INTERVAL): wait that long before reading pg_stat_database.
-STATS_SETTLE_S = 11.0
-_XACT_COMMIT = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
 
 
 def questions(count: int) -> list[str]:
@@ -111,15 +107,6 @@ async def ask(rag, question: str, mode: str) -> tuple[float, str]:
     start = time.perf_counter()
     context = await rag.aquery(question, param=param)
     return time.perf_counter() - start, context or ""
-
-
-def xact_commit(conn) -> int:
-    """Committed transactions of the benchmark database so far, read on ``conn`` (each read
-    is one more), once every backend has had time to flush its counts."""
-    time.sleep(STATS_SETTLE_S)
-    with conn.cursor() as cur:
-        cur.execute(_XACT_COMMIT)
-        return cur.fetchone()[0]
 
 
 async def measure(settings: PostgresSettings, docs: int, asked: list[str], rounds: int) -> dict:
