@@ -72,6 +72,7 @@ def test_a_cancelled_call_that_no_thread_started_never_runs():
         queued = asyncio.ensure_future(to_thread(ran.append, "ran"))
         await asyncio.sleep(0)  # submitted
         queued.cancel()
+        await asyncio.sleep(0)  # the cancellation's callbacks run (as with run_in_executor)
         release.set()
         await asyncio.gather(*blockers)
         with pytest.raises(asyncio.CancelledError):

@@ -60,6 +60,7 @@ from ..stores.kv import KVStore
 from ..stores.vector import VectorStore
 from ..threads import to_thread
 from . import doc_status_convert as convert
+from .coalesce import Coalescer
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,14 @@ class _SyncStoreFacade:
         # The pool belongs to the process, not to this storage: nothing to release.
         self._store = None
 
+    def coalesced(self, name: str, read_many: Callable[[list[Any]], Mapping]) -> Coalescer:
+        """The storage's ``Coalescer`` ``name`` of single-key reads (``coalesce.py``),
+        made on first use; ``read_many`` is the store's batched read."""
+        coalescers = self.__dict__.setdefault("_coalescers", {})
+        if name not in coalescers:
+            coalescers[name] = Coalescer(read_many)
+        return coalescers[name]
+
     async def index_done_callback(self) -> None:
         # Every write is committed when its call returns; there is no buffer to flush.
         return None
@@ -133,7 +142,16 @@ class PGSyncKVStorage(_SyncStoreFacade, BaseKVStorage):
     def make_store(self) -> KVStore:
         return KVStore(self.namespace, self.workspace)
 
-    get_by_id = runs_in_thread("get_by_id")
+    async def get_by_id(self, id: str) -> dict[str, Any] | None:
+        """The record or None; reads of other ids asked meanwhile go with it in one
+        ``get_by_ids`` (``coalesce.py``)."""
+        if not isinstance(id, str):
+            return await to_thread(self.store.get_by_id, id)  # its InvalidInput
+        return await self.coalesced("get_by_id", self._records_by_id).read(id)
+
+    def _records_by_id(self, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        return dict(zip(ids, self.store.get_by_ids(ids), strict=True))
+
     get_by_id_strict = runs_in_thread("get_by_id_strict")
     get_by_ids = runs_in_thread("get_by_ids")
     filter_keys = runs_in_thread("filter_keys")
@@ -556,11 +574,33 @@ class PGSyncGraphStorage(_SyncStoreFacade, BaseGraphStorage):
         return GraphStore(self.namespace, self.workspace)
 
     has_node = runs_in_thread("has_node")
-    has_edge = runs_in_thread("has_edge")
     node_degree = runs_in_thread("node_degree")
     edge_degree = runs_in_thread("edge_degree")
-    get_node = runs_in_thread("get_node")
-    get_edge = runs_in_thread("get_edge")
+
+    async def get_node(self, node_id: str) -> dict[str, Any] | None:
+        """The node's properties or None; reads of other nodes asked meanwhile go with it
+        in one ``get_nodes_batch`` (``coalesce.py``)."""
+        if not isinstance(node_id, str):
+            return await to_thread(self.store.get_node, node_id)  # its InvalidInput
+        return await self.coalesced("get_node", self._nodes).read(node_id)
+
+    async def get_edge(self, source_node_id: str, target_node_id: str) -> dict[str, Any] | None:
+        """The edge's properties (either direction) or None; reads of other edges asked
+        meanwhile go with it in one ``get_edges_batch`` (``coalesce.py``)."""
+        pair = (source_node_id, target_node_id)
+        if not all(isinstance(node, str) for node in pair):
+            return await to_thread(self.store.get_edge, *pair)  # its InvalidInput
+        return await self.coalesced("get_edge", self._edges).read(pair)
+
+    async def has_edge(self, source_node_id: str, target_node_id: str) -> bool:
+        return await self.get_edge(source_node_id, target_node_id) is not None
+
+    def _nodes(self, node_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return self.store.get_nodes_batch(node_ids)
+
+    def _edges(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        return self.store.get_edges_batch(pairs)
+
     get_node_edges = runs_in_thread("get_node_edges")
     get_nodes_batch = runs_in_thread("get_nodes_batch")
     node_degrees_batch = runs_in_thread("node_degrees_batch")
