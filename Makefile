@@ -13,6 +13,10 @@ CONCURRENCY ?= 2
 MULTI = $(PY) -m celery multi
 MULTI_ARGS = $(WORKER_NAME) -A config.celery --pool=prefork --concurrency=$(CONCURRENCY) \
 	--loglevel=INFO --pidfile=$(RUN_DIR)/%n.pid --logfile=$(RUN_DIR)/%n%I.log
+# start and restart: until the worker's log says ready; non-zero, with its reason, if it quit.
+WORKER_START_TIMEOUT ?= 60
+STARTED = $(PY) -m devtools.worker_wait --pidfile $(RUN_DIR)/$(WORKER_NAME).pid \
+	--logfile $(RUN_DIR)/$(WORKER_NAME).log --timeout $(WORKER_START_TIMEOUT) --
 
 .PHONY: install test test-fast demo bench lint format worker worker-start worker-stop worker-restart \
 	worker-status services-up services-down clean
@@ -65,14 +69,14 @@ worker: $(STAMP)
 # Detached worker. stop and restart are warm: running tasks finish first (SIGTERM).
 worker-start: $(STAMP)
 	@mkdir -p $(RUN_DIR)
-	$(MULTI) start $(MULTI_ARGS)
+	$(STARTED) $(MULTI) start $(MULTI_ARGS)
 
 worker-stop: $(STAMP)
 	$(MULTI) stopwait $(MULTI_ARGS)
 
 worker-restart: $(STAMP)
 	@mkdir -p $(RUN_DIR)
-	$(MULTI) restart $(MULTI_ARGS)
+	$(STARTED) $(MULTI) restart $(MULTI_ARGS)
 
 worker-status: $(STAMP)
 	@pidfile=$(RUN_DIR)/$(WORKER_NAME).pid; \
