@@ -55,8 +55,14 @@ app.conf.update(
     # A running task reports STARTED (with its worker process), not PENDING.
     task_track_started=True,
     # Redis delivers an unacknowledged task again after this many seconds (a whole worker
-    # that died, say): it must exceed the longest task. CELERY_VISIBILITY_TIMEOUT.
-    broker_transport_options={"visibility_timeout": visibility_timeout(_environment)},
+    # that died, say): it must exceed the longest task. CELERY_VISIBILITY_TIMEOUT. Every
+    # worker looks for such tasks every 10 s (kombu's default scans on every tenth look
+    # only: a lost host's tasks came back up to ~100 s after the timeout).
+    broker_transport_options={
+        "visibility_timeout": visibility_timeout(_environment),
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+    },
     result_backend_transport_options={"visibility_timeout": visibility_timeout(_environment)},
     worker_prefetch_multiplier=1,
     task_serializer="json",

@@ -406,12 +406,42 @@ class RunningWorker:
     """A worker started by :func:`celery_worker`, with a client to send it tasks."""
 
     def __init__(
-        self, process: subprocess.Popen, queue: str, log: Path, client: celery.Celery
+        self,
+        process: subprocess.Popen,
+        queue: str,
+        log: Path,
+        client: celery.Celery,
+        simulated_host: bool = False,
     ) -> None:
         self.process = process
         self.queue = queue
         self.log = log
         self.client = client
+        self.simulated_host = simulated_host
+
+    def main_pid(self) -> int:
+        """The worker's main process (seen from here): for a simulated host, unshare's
+        child, the first process of the host's PID namespace."""
+        if not self.simulated_host:
+            return self.process.pid
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return int(children.read_text().split()[0])
+
+    def terminate(self) -> None:
+        """SIGTERM to the worker's main process: a warm shutdown. (unshare ignores SIGTERM
+        while it waits for its child, so a simulated host gets it directly.)"""
+        os.kill(self.main_pid(), signal.SIGTERM)
+
+    def kill_host(self) -> None:
+        """A simulated host (``host=``) lost at once: SIGKILL to its namespace's first
+        process, and with it (the kernel's rule for a PID namespace) to every other."""
+        self.process.kill()  # unshare: --kill-child passes the SIGKILL on to the namespace
+        self.process.wait(30)
+
+    def pid_namespace(self) -> str:
+        """The inode of the worker's PID namespace, as lease holders name it."""
+        link = os.readlink(f"/proc/{self.main_pid()}/ns/pid")
+        return link.removeprefix("pid:[").removesuffix("]")
 
     def call(self, name: str, *args, timeout: float = 60, **kwargs):
         result = self.client.send_task(name, args=args, kwargs=kwargs, queue=self.queue)
@@ -424,7 +454,7 @@ class RunningWorker:
         return self.log.read_text(errors="replace")
 
     def warm_shutdown(self, timeout: float = 60) -> int:
-        self.process.send_signal(signal.SIGTERM)
+        self.terminate()
         return self.process.wait(timeout)
 
 
@@ -437,16 +467,24 @@ def celery_worker(
     app: str = "config.celery",
     cwd: str | os.PathLike[str] | None = None,
     include: tuple[str, ...] = (),
+    host: str | None = None,
+    queue: str | None = None,
 ):
-    """A real ``celery worker`` process consuming a queue of its own.
+    """A real ``celery worker`` process consuming a queue of its own (or ``queue``,
+    shared with other workers).
+
+    With ``host``, the worker is a simulated host: it runs in UTS, PID and mount
+    namespaces of its own (``unshare``, as root), named ``host``, so that its processes
+    have their own hostname and pids, as on another machine or in a container;
+    ``RunningWorker.kill_host`` loses the whole host at once.
 
     Yields a :class:`RunningWorker`; on exit the worker gets a warm shutdown
     (SIGTERM), then SIGKILL for its whole process group if it hangs.
     """
     from celery import Celery
 
-    queue = f"{pool}-{uuid.uuid4().hex[:8]}"
-    log = log_dir / f"{queue}.log"
+    queue = queue or f"{pool}-{uuid.uuid4().hex[:8]}"
+    log = log_dir / f"{queue}-{host or 'local'}-{uuid.uuid4().hex[:4]}.log"
     cmd = [
         sys.executable,
         "-m",
@@ -466,6 +504,8 @@ def celery_worker(
         "--without-heartbeat",
         *(["--include", ",".join(include)] if include else []),
     ]
+    if host is not None:
+        cmd = [*_NAMESPACES, sys.executable, "-m", "devtools.as_host", host, *cmd]
     with open(log, "wb") as out:
         process = subprocess.Popen(
             cmd,
@@ -476,19 +516,27 @@ def celery_worker(
             start_new_session=True,
         )
     client = Celery(broker=env["REDIS_URL"], backend=env["REDIS_URL"])
-    worker = RunningWorker(process, queue, log, client)
+    worker = RunningWorker(process, queue, log, client, simulated_host=host is not None)
     try:
         _wait_for_ready(worker)
         yield worker
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            try:
+                worker.terminate()
+            except (OSError, ValueError, IndexError):  # its main process is gone already
+                pass
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)  # the main process and its children
                 process.wait(10)
         client.close()
+
+
+# A simulated host: its own hostname, pids and /proc; SIGKILL to the namespace's first
+# process when unshare dies (kill_host), which takes every process of it along.
+_NAMESPACES = ("unshare", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc")
 
 
 def _wait_for_ready(worker: RunningWorker, timeout: float = 90) -> None:
