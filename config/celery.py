@@ -64,6 +64,12 @@ app.conf.update(
         "unacked_restore_throttle": 1,
     },
     result_backend_transport_options={"visibility_timeout": visibility_timeout(_environment)},
+    # A result that cannot be stored because Redis is restarting is stored once it is back
+    # (retried with backoff up to 10 s apart), never replaced by the ConnectionError: a task
+    # whose work was done reports success.
+    result_backend_always_retry=True,
+    result_backend_max_retries=60,
+    result_backend_max_sleep_between_retries_ms=10_000,
     worker_prefetch_multiplier=1,
     task_serializer="json",
     result_serializer="json",

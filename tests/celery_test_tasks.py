@@ -84,3 +84,14 @@ def fenced_writer(self, workspace: str, seconds: float) -> int:
             kv.upsert({f"row-{written}": {"content": str(os.getpid()), "file_path": "w.txt"}})
             written += 1
     return written
+
+
+@shared_task(bind=True, name="tests.recorded_sleep")
+def recorded_sleep(self, seconds: float) -> str:
+    """Records each run of itself, then takes ``seconds``: work that is running or queued
+    when something breaks, and shows how often it ran."""
+    import time
+
+    _record_attempt(self.request.id)
+    time.sleep(seconds)
+    return self.request.id
