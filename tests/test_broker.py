@@ -83,3 +83,27 @@ def test_redis_away_for_ten_seconds(base_settings, admin_conn, tmp_path):
     print(f"send_task refused {refused_after:.1f} s after Redis went away")
     assert outcomes == [r.id for r in queued] and later and alive
     assert set(_attempts(admin_conn, outcomes).values()) == {1}
+
+
+@pytest.mark.parametrize("persist", [True, False], ids=["appendonly", "no persistence"])
+def test_what_a_redis_restart_keeps_of_the_queue(tmp_path, persist):
+    """Tasks waiting in the queue survive a restart with the append-only file (compose's
+    setting) and are gone without it, as DEPLOYMENT.md says."""
+    import redis as redis_client
+    from celery import Celery
+
+    server = EmbeddedRedis(tmp_path / "redis", persist=persist).start()
+    producer = Celery(broker=server.url, backend=server.url)
+    queue = "nobody-consumes"
+    try:
+        for _ in range(3):
+            producer.send_task("tests.recorded_sleep", args=(0.0,), queue=queue)
+        client = redis_client.Redis.from_url(server.url)
+        assert client.llen(queue) == 3
+        server.stop()
+        server = EmbeddedRedis(tmp_path / "redis", port=server.port, persist=persist).start()
+        assert client.llen(queue) == (3 if persist else 0)
+        client.close()
+    finally:
+        producer.close()
+        server.stop()
