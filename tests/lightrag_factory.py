@@ -31,19 +31,3 @@ def chunking_only() -> dict:
     """Only chunking of its own: the models come from LLM_BINDING and friends."""
     return {"chunk_token_size": 24, "chunk_overlap_token_size": 4}
 
-
-def slow_models() -> dict:
-    """The stand-ins behind a hosted model's latency: TEST_LLM_DELAY_S per LLM request
-    (default 0.2 s), so that an ingest takes long enough to be interrupted."""
-    import asyncio
-    import os
-
-    from aperag_pg.standins import standin_llm
-
-    delay = float(os.environ.get("TEST_LLM_DELAY_S", "0.2"))
-
-    async def llm(*args, **kwargs) -> str:
-        await asyncio.sleep(delay)
-        return await standin_llm(*args, **kwargs)
-
-    return {**lightrag_standins(), "llm_model_func": llm}
