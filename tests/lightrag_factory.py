@@ -30,4 +30,3 @@ def unnamed_embedding() -> dict:
 def chunking_only() -> dict:
     """Only chunking of its own: the models come from LLM_BINDING and friends."""
     return {"chunk_token_size": 24, "chunk_overlap_token_size": 4}
-
