@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(PY) bench/graph.py
 	$(PY) bench/graph.py --fresh-hub
 	$(PY) bench/worker_throughput.py
+	$(PY) bench/scale_out.py
 	$(PY) bench/chaos.py
 	$(PY) bench/soak.py
 

@@ -86,7 +86,7 @@ def run_batch(hosts: list, bouncer, workspaces: int, docs: int, first: int) -> d
 
 
 def run(quick: bool) -> str:
-    workspaces, docs = (6, 3) if quick else (12, 6)
+    workspaces, docs = (6, 3) if quick else (12, 10)
     rows = {}
     with benchmark_services() as services, tempfile.TemporaryDirectory() as tmp:
         settings = PostgresSettings.from_env({**os.environ, **services})
