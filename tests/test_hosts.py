@@ -111,10 +111,12 @@ def test_two_hosts_with_one_hostname_take_turns_on_a_workspace(
 def test_a_lost_host_s_ingests_are_finished_by_the_others(
     pgbouncer, base_settings, redis_url, admin_conn, tmp_path
 ):
-    """Three hosts ingest into three workspaces; the host holding a writer lease is lost
-    at once. With a visibility timeout of 60 s (the least allowed) and a lease TTL of 3 s,
-    the other hosts finish every ingest within their sum plus 30 s: every document
-    processed once, none duplicated, no task reported done that was not."""
+    """Three hosts ingest into six workspaces and start LangGraph workflows; the host
+    holding a writer lease is lost at once. With a visibility timeout of 60 s (the least
+    allowed) and a lease TTL of 3 s, the other hosts finish everything within their sum
+    plus 30 s: every document processed once, none duplicated, every workflow resumed to
+    its end from its checkpoints, every workspace answers a query, no task reported done
+    that was not."""
     visibility, ttl = 60, 3
     env = _hosts_env(
         pgbouncer,
@@ -125,8 +127,9 @@ def test_a_lost_host_s_ingests_are_finished_by_the_others(
         LIGHTRAG_WRITER_LEASE_TTL=str(ttl),
         STANDIN_LLM_DELAY_S="0.05",
     )
-    workspaces = [new_workspace(f"lost{i}") for i in range(3)]
-    batches = _batches(3, 4, 400)
+    workspaces = [new_workspace(f"lost{i}") for i in range(6)]
+    batches = _batches(6, 3, 400)
+    threads = [f"lost-{uuid.uuid4().hex[:8]}" for _ in range(4)]
     queue = f"hosts-{uuid.uuid4().hex[:8]}"
     with ExitStack() as stack:
         hosts = [
@@ -141,7 +144,7 @@ def test_a_lost_host_s_ingests_are_finished_by_the_others(
         tasks = [
             hosts[0].send(INGEST, workspace, texts, paths)
             for workspace, (texts, paths) in zip(workspaces, batches, strict=True)
-        ]
+        ] + [hosts[0].send("aperag_pg.checkpoint_demo_start", t, "hosts") for t in threads]
         victim = None
         while victim is None:  # a host holding a lease, with its ingest midway
             for holder in _holders(admin_conn).values():
@@ -158,9 +161,24 @@ def test_a_lost_host_s_ingests_are_finished_by_the_others(
             assert time.monotonic() - lost_at < visibility + ttl + 90, "not finished"
         recovered = time.monotonic() - lost_at
         results = [task.get(timeout=10) for task in tasks]
+        survivor = next(host for host in hosts if host is not victim)
+        resumed = [
+            survivor.call("aperag_pg.checkpoint_demo_resume", t, "yes", timeout=120)
+            for t in threads
+        ]
+        answers = [
+            survivor.call("aperag_pg.lightrag_query", w, "What does Bob Smith lead?", "local")
+            for w in workspaces
+        ]
     print(f"host lost -> every ingest finished elsewhere: {recovered:.1f} s")
     assert recovered < visibility + ttl + 30, recovered
     assert 0 < most_servers <= pgbouncer.default_pool_size  # the budget held
-    for workspace, result in zip(workspaces, results, strict=True):
+    ingested, started = results[: len(workspaces)], results[len(workspaces) :]
+    assert len(started) == len(threads)
+    for workspace, result in zip(workspaces, ingested, strict=True):
         assert set(result["statuses"].values()) == {"processed"}
-        assert _status_counts(admin_conn, workspace) == {"processed": 4}
+        assert _status_counts(admin_conn, workspace) == {"processed": 3}
+    for state in resumed:
+        steps = [entry.split("@")[0] for entry in state["state"]["log"]]
+        assert steps == ["draft", "review", "publish"] and state["next"] == []
+    assert all(answer["context_chars"] > 0 for answer in answers)
