@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from contextlib import contextmanager
 
 import pytest
 from kombu.exceptions import OperationalError
@@ -23,30 +24,52 @@ def _attempts(admin_conn, ids: list[str]) -> Counter:
         return Counter(task_id for (task_id,) in cur.fetchall())
 
 
-def test_redis_restarted_with_tasks_queued_and_running_loses_none(
-    base_settings, admin_conn, tmp_path
-):
+class _Broker:
+    """An embedded Redis with the append-only file (compose's setting), stopped and started
+    again on the same port and data."""
+
+    def __init__(self, directory) -> None:
+        self.directory = directory
+        self.server = EmbeddedRedis(directory, persist=True).start()
+
+    def stop(self) -> None:
+        self.server.stop()  # SIGTERM: Redis writes its append-only file and exits
+
+    def start(self) -> None:
+        self.server = EmbeddedRedis(self.directory, port=self.server.port, persist=True).start()
+
+
+@contextmanager
+def _worker_on_its_own_redis(base_settings, admin_conn, tmp_path):
+    """A prefork worker (with the test tasks) on a Redis of its own: (worker, broker)."""
     with admin_conn.cursor() as cur:
         cur.execute(ATTEMPTS_DDL)
-    redis = EmbeddedRedis(tmp_path / "redis", persist=True).start()  # appendonly, as compose
+    broker = _Broker(tmp_path / "redis")
     try:
-        env = worker_environment(os.environ, base_settings, redis.url)
+        env = worker_environment(os.environ, base_settings, broker.server.url)
         with celery_worker(
             env, tmp_path, concurrency=2, cwd=REPO_ROOT, include=("tests.celery_test_tasks",)
         ) as worker:
-            sent = [worker.send("tests.recorded_sleep", 1.0) for _ in range(8)]
-            wait_until(lambda: any(r.state == "STARTED" for r in sent), "a task runs")
-            redis.stop()  # SIGTERM: Redis writes its append-only file and exits
-            down_at = time.monotonic()
-            redis = EmbeddedRedis(tmp_path / "redis", port=redis.port, persist=True).start()
-            # the producer that sent them waited through the restart
-            outcomes = [r.get(timeout=120) for r in sent]
-            back = time.monotonic() - down_at
-            later = worker.call("tests.recorded_sleep", 0.0, timeout=60)
-            alive = worker.process.poll() is None
-        ids = [r.id for r in sent]
+            yield worker, broker
     finally:
-        redis.stop()
+        broker.stop()
+
+
+def test_redis_restarted_with_tasks_queued_and_running_loses_none(
+    base_settings, admin_conn, tmp_path
+):
+    with _worker_on_its_own_redis(base_settings, admin_conn, tmp_path) as (worker, broker):
+        sent = [worker.send("tests.recorded_sleep", 1.0) for _ in range(8)]
+        wait_until(lambda: any(r.state == "STARTED" for r in sent), "a task runs")
+        broker.stop()
+        down_at = time.monotonic()
+        broker.start()
+        # the producer that sent them waited through the restart
+        outcomes = [r.get(timeout=120) for r in sent]
+        back = time.monotonic() - down_at
+        later = worker.call("tests.recorded_sleep", 0.0, timeout=60)
+        alive = worker.process.poll() is None
+    ids = [r.id for r in sent]
     print(f"every task's result back {back:.1f} s after the restart began")
     assert outcomes == ids  # every task ran, and its result is readable
     assert alive and later  # the same worker, reconnected by itself
@@ -59,27 +82,18 @@ def test_redis_away_for_ten_seconds(base_settings, admin_conn, tmp_path):
     """While Redis is away a producer's send_task fails with kombu's OperationalError
     after its publish retries (the documented outcome: send it again later); the worker
     reconnects by itself once Redis is back and runs what was queued and what is new."""
-    with admin_conn.cursor() as cur:
-        cur.execute(ATTEMPTS_DDL)
-    redis = EmbeddedRedis(tmp_path / "redis", persist=True).start()
-    try:
-        env = worker_environment(os.environ, base_settings, redis.url)
-        with celery_worker(
-            env, tmp_path, concurrency=2, cwd=REPO_ROOT, include=("tests.celery_test_tasks",)
-        ) as worker:
-            queued = [worker.send("tests.recorded_sleep", 0.5) for _ in range(6)]
-            redis.stop()
-            gone_at = time.monotonic()
-            with pytest.raises(OperationalError):
-                worker.send("tests.recorded_sleep", 0.0)
-            refused_after = time.monotonic() - gone_at
-            time.sleep(max(0.0, 10 - (time.monotonic() - gone_at)))  # the outage itself
-            redis = EmbeddedRedis(tmp_path / "redis", port=redis.port, persist=True).start()
-            outcomes = [r.get(timeout=120) for r in queued]
-            later = worker.call("tests.recorded_sleep", 0.0, timeout=60)
-            alive = worker.process.poll() is None
-    finally:
-        redis.stop()
+    with _worker_on_its_own_redis(base_settings, admin_conn, tmp_path) as (worker, broker):
+        queued = [worker.send("tests.recorded_sleep", 0.5) for _ in range(6)]
+        broker.stop()
+        gone_at = time.monotonic()
+        with pytest.raises(OperationalError):
+            worker.send("tests.recorded_sleep", 0.0)
+        refused_after = time.monotonic() - gone_at
+        time.sleep(max(0.0, 10 - (time.monotonic() - gone_at)))  # the outage itself
+        broker.start()
+        outcomes = [r.get(timeout=120) for r in queued]
+        later = worker.call("tests.recorded_sleep", 0.0, timeout=60)
+        alive = worker.process.poll() is None
     print(f"send_task refused {refused_after:.1f} s after Redis went away")
     assert outcomes == [r.id for r in queued] and later and alive
     assert set(_attempts(admin_conn, outcomes).values()) == {1}
