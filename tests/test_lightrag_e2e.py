@@ -381,7 +381,10 @@ def test_an_unnamed_document_is_tracked_and_not_inserted_twice(manager, tmp_path
     run_async(check())
 
 
-def test_a_document_whose_recovery_anchors_were_lost_is_repaired_and_retried(manager, tmp_path):
+@pytest.mark.parametrize("lost", ["both anchors", "the relation anchor of a doc without edges"])
+def test_a_document_whose_recovery_anchors_were_lost_is_repaired_and_retried(
+    manager, tmp_path, lost
+):
     """A fault between LightRAG's purge of a half-done document and its next merge can leave
     the document marked as having written to the graph with no recovery anchors; LightRAG
     then refuses to purge it. The ingest runs LightRAG's own repair (audit_kg_integrity) and
@@ -399,7 +402,12 @@ def test_a_document_whose_recovery_anchors_were_lost_is_repaired_and_retried(man
             await ingest_once(rag, [DOCS[0]], [FILE_PATHS[0]])
             record = await rag.doc_status.get_by_id(doc_id)
             assert record["metadata"].get("kg_write_state") == "graph_mutation_started"
-            await rag.full_entities.delete([doc_id])  # what the fault left behind
+            if lost == "both anchors":  # what the fault left behind
+                await rag.full_entities.delete([doc_id])
+            else:  # its edges gone (purged) and only their anchor row lost: nothing to audit
+                graph = rag.chunk_entity_relation_graph
+                edges = await graph.get_all_edges()
+                await graph.remove_edges([(e["source"], e["target"]) for e in edges])
             await rag.full_relations.delete([doc_id])
             await rag.doc_status.update_doc_status_fields(
                 doc_id, {"status": DocStatus.FAILED, "error_msg": "cut off mid-merge"}
@@ -407,6 +415,7 @@ def test_a_document_whose_recovery_anchors_were_lost_is_repaired_and_retried(man
             with pytest.raises(DocumentsFailedTransiently, match="recovery anchor"):
                 await ingest_once(rag, [DOCS[0]], [FILE_PATHS[0]])
             assert await rag.full_entities.get_by_id(doc_id) is not None  # rebuilt
+            assert await rag.full_relations.get_by_id(doc_id) is not None
             report = await ingest_once(rag, [DOCS[0]], [FILE_PATHS[0]])  # the retry
             assert report.retried == [doc_id] and report.statuses == {doc_id: "processed"}
         finally:

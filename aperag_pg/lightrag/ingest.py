@@ -175,8 +175,9 @@ async def finish(
         transient = any(_looks_transient(error) for _, error in failed.values()) or (
             trouble_since is not None and database_trouble() > trouble_since
         )
-        if any(ANCHORS_MISSING in (error or "") for _, error in failed.values()):
-            transient = await _rebuild_recovery_anchors(rag) or transient
+        refused = [doc for doc, (_, error) in failed.items() if ANCHORS_MISSING in (error or "")]
+        if refused:
+            transient = await _rebuild_recovery_anchors(rag, refused) or transient
         raise (DocumentsFailedTransiently if transient else DocumentsFailed)(
             f"{len(failed)} of {len(doc_ids)} documents failed in LightRAG's pipeline: {named}. "
             "Fix the cause and send the task again: processed documents are skipped and "
@@ -197,14 +198,23 @@ async def finish(
     return statuses
 
 
-async def _rebuild_recovery_anchors(rag: Any) -> bool:
-    """LightRAG's own remedy for a document it refuses to purge because its recovery anchors
-    are gone (a fault between a purge and the next merge can leave that behind): rebuild
-    them from the graph, so that the retry's purge goes through. True if it repaired."""
+async def _rebuild_recovery_anchors(rag: Any, refused: list[str]) -> bool:
+    """LightRAG's own remedy for documents it refuses to purge because their recovery
+    anchors are gone (a fault between a purge and the next merge can leave that behind):
+    rebuild them from the graph, so that the retry's purge goes through. The audit rebuilds
+    only what the graph still names; an anchor row of ``refused`` that is still missing
+    (its edges were purged with it, say) is written empty, as the audit writes those of a
+    document with no graph contributions (a union: nothing is removed). True if repaired."""
     from lightrag.tools.kg_integrity_repair import audit_kg_integrity
 
     report = await audit_kg_integrity(rag, apply=True)
     repaired = bool(report.get("repaired_docs") or report.get("anchorless_docs"))
+    for doc_id in refused:
+        entities = await rag.full_entities.get_by_id(doc_id)
+        relations = await rag.full_relations.get_by_id(doc_id)
+        if entities is None or relations is None:
+            await rag._union_doc_recovery_anchors(doc_id, [], [])
+            repaired = True
     logger.warning(
         "workspace %s: rebuilt the recovery anchors of %d document(s) LightRAG refused to "
         "purge; the task is retried",
