@@ -67,16 +67,15 @@ def test_a_cancelled_call_that_no_thread_started_never_runs():
 
     async def main():
         blockers = [asyncio.ensure_future(to_thread(block)) for _ in range(threads)]
-        for _ in range(threads):  # every thread busy: the next call waits in the queue
-            await asyncio.get_running_loop().run_in_executor(None, started.acquire)
+        # submitted after every blocker, so it waits in the queue behind them
         queued = asyncio.ensure_future(to_thread(ran.append, "ran"))
-        await asyncio.sleep(0)  # submitted
+        for _ in range(threads):  # every thread busy with a blocker
+            await asyncio.get_running_loop().run_in_executor(None, started.acquire)
         queued.cancel()
-        await asyncio.sleep(0)  # the cancellation's callbacks run (as with run_in_executor)
+        with pytest.raises(asyncio.CancelledError):
+            await queued  # its future's callbacks, the executor's cancel first, have run
         release.set()
         await asyncio.gather(*blockers)
-        with pytest.raises(asyncio.CancelledError):
-            await queued
         # one more call through the same threads: the cancelled one would have run first
         await to_thread(lambda: None)
 
