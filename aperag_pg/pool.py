@@ -9,8 +9,10 @@ closed by the child. The process-wide pool is ``manager.PostgreSQLSyncConnection
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
+import math
 import os
 import random
 import select
@@ -64,6 +66,7 @@ POOL_SIZE, POOL_AVAILABLE, POOL_IN_USE = "pool_size", "pool_available", "pool_in
 REQUESTS_NUM = "requests_num"
 REQUESTS_WAITING = "requests_waiting"
 REQUESTS_WAIT_MS = "requests_wait_ms"
+REQUESTS_WAIT_P99_MS = "requests_wait_p99_ms"  # of the last WAITS_KEPT checkouts, 0 if none waited
 REQUESTS_TIMEOUTS = "requests_timeouts"
 CONNECTIONS_NUM = "connections_num"
 CONNECTIONS_ERRORS = "connections_errors"
@@ -82,6 +85,10 @@ class Discard(enum.Enum):
     CHANGED = RETURNS_CHANGED  # came back with a session setting changed by the caller
     BAD = RETURNS_BAD  # came back closed, mid-transaction, or failing RESET ALL
 
+
+# The waits (0 for a checkout that did not wait) the p99 in stats() is taken over: a
+# bounded record, so the figure follows the pool's recent load at constant memory.
+WAITS_KEPT = 4096
 
 # Each connection lives max_lifetime times a share drawn from this range, so connections
 # opened together (a pool starting, a burst) do not all expire together.
@@ -164,6 +171,7 @@ class SyncConnectionPool:
             + tuple(reason.value for reason in Discard),
             0,
         )
+        self._recent_waits_ms: collections.deque[float] = collections.deque(maxlen=WAITS_KEPT)
         self._next_trim = time.monotonic() + settings.max_idle
         app_name = settings.pool_application_name(self.owner_pid)
         try:
@@ -222,10 +230,15 @@ class SyncConnectionPool:
         logger.info("closed PostgreSQL pool for pid %s", self.owner_pid)
 
     def stats(self) -> dict[str, int]:
-        """Counters named like psycopg_pool's ``get_stats()``."""
+        """Counters named like psycopg_pool's ``get_stats()``, and the p99 of recent waits."""
         with self._cond:
             counters = {name: int(value) for name, value in self._counters.items()}
             in_use = self._in_use
+            waits = sorted(self._recent_waits_ms)
+        # nearest rank, rounded up to whole ms like the other wait counters
+        counters[REQUESTS_WAIT_P99_MS] = (
+            math.ceil(waits[math.ceil(0.99 * len(waits)) - 1]) if waits else 0
+        )
         idle = len(self._pool.idle_connections())
         return {
             POOL_MIN: self.settings.min_connections,
@@ -261,6 +274,7 @@ class SyncConnectionPool:
             self._counters[REQUESTS_NUM] += 1
             if self._in_use < self.settings.max_connections:
                 self._in_use += 1
+                self._recent_waits_ms.append(0.0)
                 return
             started = time.monotonic()
             deadline = started + self.settings.pool_timeout
@@ -275,8 +289,10 @@ class SyncConnectionPool:
                     self._raise_if_closed()
                 self._in_use += 1
             finally:
+                waited_ms = (time.monotonic() - started) * 1000
                 self._counters[REQUESTS_WAITING] -= 1
-                self._counters[REQUESTS_WAIT_MS] += int((time.monotonic() - started) * 1000)
+                self._counters[REQUESTS_WAIT_MS] += int(waited_ms)
+                self._recent_waits_ms.append(waited_ms)
 
     def _release_slot(self, used_ms: float = 0.0) -> None:
         with self._cond:

@@ -12,18 +12,23 @@ The same batch with 1, 2 and 3 hosts: one LightRAG ingest task per workspace (Li
 takes one writer per workspace, so workspaces are what ingestion runs in parallel over),
 then a hybrid query per workspace. Reported: tasks/s and documents/s, each against one
 host; the most server connections PgBouncer had open (sampled all along); PoolTimeouts
-in the workers' logs. Then, with 3 hosts, a visibility timeout of 60 s and a writer-lease
-TTL of 15 s, the host that holds a writer lease is lost at once (SIGKILL to its PID
-namespace) mid-batch: the time until the other hosts have finished every ingest.
+and the p99 wait for a pooled connection of the worst worker process (each logs its
+pool's statistics when it stops); the mean and longest wait of a client for one of
+PgBouncer's server connections. Then, with 3 hosts, a visibility timeout of 60 s and a
+writer-lease TTL of 15 s, the host that holds a writer lease is lost at once (SIGKILL to
+its PID namespace) mid-batch: the time until the other hosts have finished every ingest.
 
     python bench/scale_out.py [--quick]
 """
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -44,8 +49,44 @@ PROCESSES_PER_HOST = 2
 SERVER_POOL = 4  # PgBouncer's server connections, the same for every number of hosts
 
 
-def _server_connections(bouncer: EmbeddedPgBouncer) -> int:
-    return sum(1 for server in bouncer.show("SERVERS") if server["database"] != "pgbouncer")
+class BouncerSampler:
+    """PgBouncer watched from a thread every SAMPLE_S while a batch runs: the most server
+    connections it had open, and the longest any client had been waiting for one."""
+
+    SAMPLE_S = 0.1  # a sampling period: the batch is not waited on with it
+
+    def __init__(self, bouncer: EmbeddedPgBouncer) -> None:
+        self.bouncer = bouncer
+        self.most_servers = 0
+        self.longest_wait_ms = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> BouncerSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.SAMPLE_S):
+            servers = self.bouncer.show("SERVERS")
+            self.most_servers = max(
+                self.most_servers, sum(1 for s in servers if s["database"] != "pgbouncer")
+            )
+            for pool in self.bouncer.show("POOLS"):
+                if pool["database"] != "pgbouncer":
+                    waited = pool["maxwait"] * 1000 + pool["maxwait_us"] / 1000
+                    self.longest_wait_ms = max(self.longest_wait_ms, waited)
+
+
+def _bouncer_totals(bouncer: EmbeddedPgBouncer) -> tuple[int, int]:
+    """PgBouncer's transactions so far, and the microseconds clients spent waiting for a
+    server connection in all."""
+    rows = [row for row in bouncer.show("STATS") if row["database"] != "pgbouncer"]
+    return sum(r["total_xact_count"] for r in rows), sum(r["total_wait_time"] for r in rows)
 
 
 def run_batch(hosts: list, bouncer, workspaces: int, docs: int, first: int) -> dict:
@@ -54,28 +95,26 @@ def run_batch(hosts: list, bouncer, workspaces: int, docs: int, first: int) -> d
     names = [f"so_{uuid.uuid4().hex[:6]}" for _ in range(workspaces)]
     corpus = documents(workspaces * docs, start=first)
     sender = hosts[0]
-    start = time.perf_counter()
-    ingests = [
-        sender.send(
-            "aperag_pg.lightrag_ingest",
-            name,
-            [t for t, _ in corpus[i * docs : (i + 1) * docs]],
-            [p for _, p in corpus[i * docs : (i + 1) * docs]],
-        )
-        for i, name in enumerate(names)
-    ]
-    most = 0
-    while not all(task.ready() for task in ingests):
-        most = max(most, _server_connections(bouncer))
-    ingested = [task.get(timeout=10) for task in ingests]
-    queries = [
-        sender.send("aperag_pg.lightrag_query", name, "What does Bob Smith lead?", "hybrid")
-        for name in names
-    ]
-    while not all(task.ready() for task in queries):
-        most = max(most, _server_connections(bouncer))
-    answered = [task.get(timeout=10) for task in queries]
-    elapsed = time.perf_counter() - start
+    xacts_before, waited_before = _bouncer_totals(bouncer)
+    with BouncerSampler(bouncer) as sampler:
+        start = time.perf_counter()
+        ingests = [
+            sender.send(
+                "aperag_pg.lightrag_ingest",
+                name,
+                [t for t, _ in corpus[i * docs : (i + 1) * docs]],
+                [p for _, p in corpus[i * docs : (i + 1) * docs]],
+            )
+            for i, name in enumerate(names)
+        ]
+        ingested = [task.get(timeout=600) for task in ingests]
+        queries = [
+            sender.send("aperag_pg.lightrag_query", name, "What does Bob Smith lead?", "hybrid")
+            for name in names
+        ]
+        answered = [task.get(timeout=600) for task in queries]
+        elapsed = time.perf_counter() - start
+    xacts, waited = _bouncer_totals(bouncer)
     processed = sum(r["status_counts"].get("processed", 0) for r in ingested)
     if processed != workspaces * docs or not all(r.get("answer") for r in answered):
         raise RuntimeError(f"a batch did not finish its work: {processed} documents processed")
@@ -83,8 +122,24 @@ def run_batch(hosts: list, bouncer, workspaces: int, docs: int, first: int) -> d
         "seconds": elapsed,
         "tasks": len(ingested) + len(answered),
         "docs": processed,
-        "most_servers": most,
+        "most_servers": sampler.most_servers,
+        "bouncer_longest_wait_ms": sampler.longest_wait_ms,
+        "bouncer_mean_wait_ms": (waited - waited_before) / 1000 / max(1, xacts - xacts_before),
     }
+
+
+_CLOSED_POOL = re.compile(r"aperag_pg closed in worker process \d+ \(stats: (\{.*\})\)")
+
+
+def pool_stats_at_exit(logs: list[Path]) -> list[dict]:
+    """The pool statistics each worker process logged when it stopped (those that opened
+    a pool: a prefork worker's main process logs a line too, with none)."""
+    logged = [
+        ast.literal_eval(match)
+        for log in logs
+        for match in _CLOSED_POOL.findall(log.read_text(errors="replace"))
+    ]
+    return [stats for stats in logged if "requests_num" in stats]
 
 
 RECOVERY_SETTINGS = {"CELERY_VISIBILITY_TIMEOUT": "60", "LIGHTRAG_WRITER_LEASE_TTL": "15"}
@@ -138,12 +193,11 @@ def recovery_seconds(env: dict, tmp: Path, settings: PostgresSettings, docs: int
             )
             for i in range(6)
         ]
-        victim = None
-        while victim is None:
-            holders = _lease_namespaces(settings) & set(by_namespace)
-            victim = by_namespace[min(holders)] if holders else None
+        while not (holders := _lease_namespaces(settings) & set(by_namespace)):
             if all(task.ready() for task in tasks):
                 raise RuntimeError("every ingest ended before a host could be lost")
+            time.sleep(0.1)  # a polling period; the clock starts at the loss
+        victim = by_namespace[min(holders)]
         victim.kill_host()
         lost_at = time.perf_counter()
         results = [task.get(timeout=600) for task in tasks]
@@ -193,8 +247,13 @@ def run(quick: bool) -> str:
                     # every process builds its LightRAG instances before the clock starts
                     run_batch(hosts, bouncer, PROCESSES_PER_HOST * count, 1, 50_000 + count * 100)
                     rows[count] = run_batch(hosts, bouncer, workspaces, docs, count * 1000)
-                    logs = "".join(host.log_text() for host in hosts)
-                    rows[count]["pool_timeouts"] = logs.count("PoolTimeout")
+                    logs = [host.log for host in hosts]
+                # the hosts stopped: each worker process logged its pool's statistics
+                processes = pool_stats_at_exit(logs)
+                if len(processes) < count * PROCESSES_PER_HOST:
+                    raise RuntimeError(f"{len(processes)} worker processes logged pool stats")
+                rows[count]["pool_timeouts"] = sum(p["requests_timeouts"] for p in processes)
+                rows[count]["worst_p99_wait_ms"] = max(p["requests_wait_p99_ms"] for p in processes)
             recovery = recovery_seconds(env, Path(tmp), settings, docs)
         finally:
             bouncer.stop()
@@ -214,15 +273,17 @@ def report(rows: dict, workspaces: int, docs: int, recovery: float) -> str:
         f"{docs} documents into each, then a hybrid query on each.",
         "",
         "| hosts | worker processes | seconds | tasks/s | documents/s | vs 1 host | most "
-        "server connections | PoolTimeouts |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "server connections | PoolTimeouts | pool wait p99, worst process | PgBouncer wait "
+        "per transaction, mean | PgBouncer's longest client wait |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for count, row in rows.items():
         lines.append(
             f"| {count} | {count * PROCESSES_PER_HOST} | {row['seconds']:.1f} | "
             f"{row['tasks'] / row['seconds']:.2f} | {row['docs'] / row['seconds']:.2f} | "
             f"{one['seconds'] / row['seconds']:.2f}x | {row['most_servers']} | "
-            f"{row['pool_timeouts']} |"
+            f"{row['pool_timeouts']} | {row['worst_p99_wait_ms']} ms | "
+            f"{row['bouncer_mean_wait_ms']:.2f} ms | {row['bouncer_longest_wait_ms']:.0f} ms |"
         )
     speedups = {count: one["seconds"] / row["seconds"] for count, row in rows.items()}
 

@@ -84,6 +84,7 @@ def test_exhausted_pool_waits_then_times_out(manager, base_settings):
     stats = manager.stats()
     assert stats["requests_timeouts"] == 1
     assert stats["requests_wait_ms"] >= 450
+    assert stats["requests_wait_p99_ms"] >= 450
     assert_consistent(stats)
 
 
@@ -103,6 +104,11 @@ def test_waiting_caller_gets_the_released_connection(manager, base_settings):
     t.join()
     stats = manager.stats()
     assert stats["requests_timeouts"] == 0 and stats["requests_waiting"] == 0
+    assert stats["requests_wait_p99_ms"] >= 1  # one of two checkouts waited
+    for _ in range(200):
+        backend_pid()
+    # one wait in 202 checkouts is under 1 %: the p99 is of checkouts, not the worst wait
+    assert manager.stats()["requests_wait_p99_ms"] == 0
 
 
 def test_terminated_backends_are_replaced(manager, base_settings, admin_conn):
@@ -353,6 +359,7 @@ def test_stats_names_and_consistency(manager):
         "requests_num",
         "requests_waiting",
         "requests_wait_ms",
+        "requests_wait_p99_ms",
         "requests_timeouts",
         "connections_num",
         "connections_lost",
@@ -362,6 +369,7 @@ def test_stats_names_and_consistency(manager):
     ):
         assert isinstance(stats[name], int), name
     assert stats["requests_num"] == 6
+    assert stats["requests_wait_p99_ms"] == 0  # nobody waited
     assert 50 <= stats["usage_ms"] < 5000
     assert_consistent(stats)
 
