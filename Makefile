@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-EXTRAS ?= dev,bench,lightrag,langgraph
+EXTRAS ?= dev,bench,lightrag,webui,langgraph
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 SERVICES_DIR ?= run/services
@@ -18,7 +18,7 @@ WORKER_START_TIMEOUT ?= 60
 STARTED = $(PY) -m devtools.worker_wait --pidfile $(RUN_DIR)/$(WORKER_NAME).pid \
 	--logfile $(RUN_DIR)/$(WORKER_NAME).log --timeout $(WORKER_START_TIMEOUT) --
 
-.PHONY: install test test-fast demo bench lint format worker worker-start worker-stop worker-restart \
+.PHONY: install test test-fast demo webui bench lint format worker worker-start worker-stop worker-restart \
 	worker-status services-up services-down clean
 
 $(STAMP): setup.cfg pyproject.toml
@@ -38,6 +38,11 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m devtools.demo --stand-ins-unless-configured
+
+# LightRAG's server and WebUI on what the workers (or `make demo`) built: WORKSPACE=name to
+# choose the workspace, WEBUI_PORT (9621), WEBUI_HOST (127.0.0.1).
+webui: $(STAMP)
+	$(PY) -m devtools.webui --services-dir $(SERVICES_DIR)
 
 bench: $(STAMP)
 	$(PY) bench/task_overhead.py

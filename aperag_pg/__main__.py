@@ -1,4 +1,5 @@
-"""Command line: ``python -m aperag_pg doctor | init-schema | stats | graph import | graph export``.
+"""Command line: ``python -m aperag_pg doctor | init-schema | stats | webui | graph import |
+graph export``.
 
 Settings come from POSTGRES_* (or POSTGRES_DSN / DATABASE_URL) and ``.env``, as for
 the workers.
@@ -11,7 +12,7 @@ import sys
 from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
-from .errors import AperagPGError, GraphMLError
+from .errors import AperagPGError, ConfigError, GraphMLError
 from .settings import PostgresSettings, redact_urls
 
 if TYPE_CHECKING:
@@ -112,6 +113,18 @@ def stats(settings: PostgresSettings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def webui(_settings: PostgresSettings, _args: argparse.Namespace) -> int:
+    """LightRAG's API server and WebUI on the workers' tables, until interrupted."""
+    if find_spec("lightrag.api") is None or find_spec("fastapi") is None:
+        raise ConfigError(
+            "the WebUI needs LightRAG's server: pip install 'aperag_pg[lightrag,webui]' "
+            "(lightrag-hku[api])."
+        )
+    from .lightrag.server import serve
+
+    return serve()
+
+
 def graph_import(settings: PostgresSettings, args: argparse.Namespace) -> int:
     """Read a NetworkXStorage GraphML file into the graph tables, merging into what is there."""
     store = _graph_store(settings, args)
@@ -178,6 +191,7 @@ COMMANDS = {
     "doctor": doctor,
     "init-schema": init_schema,
     "stats": stats,
+    "webui": webui,
     "graph import": graph_import,
     "graph export": graph_export,
 }
@@ -198,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also create the LangGraph memory store's vector table (PGSyncStore index dims)",
     )
     sub.add_parser("stats", help="connections per worker process and table sizes")
+    sub.add_parser(
+        "webui",
+        help="LightRAG's server and WebUI on the workers' tables (WEBUI_HOST, WEBUI_PORT, "
+        "WORKSPACE; extra 'webui')",
+    )
     graph = sub.add_parser("graph", help="move a LightRAG graph between GraphML and the tables")
     graph_sub = graph.add_subparsers(dest="graph_command", required=True)
     for name, help_text in (

@@ -86,6 +86,18 @@ CHECKPOINT_HISTORY_TTL_DAYS = "CHECKPOINT_HISTORY_TTL_DAYS"
 # How often Celery beat sends aperag_pg.sweep_store (expired LangGraph memory items).
 STORE_SWEEP_INTERVAL_MINUTES = "STORE_SWEEP_INTERVAL_MINUTES"
 DEFAULT_STORE_SWEEP_INTERVAL_MINUTES = 5.0
+# LightRAG's server and WebUI on the workers' tables (aperag_pg.lightrag.server): where it
+# listens, which workspace it shows, and LightRAG's own authentication, required off
+# loopback (accounts and the secret that signs their tokens, or one API key).
+WEBUI_HOST = "WEBUI_HOST"
+DEFAULT_WEBUI_HOST = "127.0.0.1"
+WEBUI_PORT = "WEBUI_PORT"
+DEFAULT_WEBUI_PORT = 9621  # LightRAG server's own default
+WORKSPACE = "WORKSPACE"
+AUTH_ACCOUNTS = "AUTH_ACCOUNTS"
+TOKEN_SECRET = "TOKEN_SECRET"
+LIGHTRAG_API_KEY = "LIGHTRAG_API_KEY"
+WEBUI_VARIABLES = (WEBUI_HOST, WEBUI_PORT, WORKSPACE, AUTH_ACCOUNTS, TOKEN_SECRET, LIGHTRAG_API_KEY)
 # Alternatives to the individual POSTGRES_* fields (see PostgresSettings.from_env).
 POSTGRES_ALIASES = ("POSTGRES_DB", "POSTGRES_DSN", "DATABASE_URL")
 
@@ -172,6 +184,7 @@ def known_variables() -> set[str]:
     names.add(LIGHTRAG_WRITER_LEASE_TTL)
     names.add(CELERY_VISIBILITY_TIMEOUT)
     names.update(MODEL_VARIABLES)
+    names.update(WEBUI_VARIABLES)
     names.update((CHECKPOINT_THREAD_TTL_DAYS, CHECKPOINT_HISTORY_TTL_DAYS))
     names.add(STORE_SWEEP_INTERVAL_MINUTES)
     return names

@@ -55,7 +55,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from common import benchmark_postgres, machine_line, run_benchmark, xact_commit  # noqa: E402
 
 from aperag_pg.lightrag import register  # noqa: E402
-from aperag_pg.lightrag.tasks import one_writer  # noqa: E402
+from aperag_pg.lightrag.writer import one_writer  # noqa: E402
 from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 from aperag_pg.settings import PostgresSettings  # noqa: E402
 from aperag_pg.standins import embed_texts, lightrag_standins, standin_llm  # noqa: E402

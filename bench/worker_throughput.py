@@ -26,7 +26,7 @@ from common import benchmark_services, machine_line, run_benchmark  # noqa: E402
 
 from aperag_pg.leases import live_holders  # noqa: E402
 from aperag_pg.lightrag.preflight import check_vector_tables  # noqa: E402
-from aperag_pg.lightrag.tasks import WRITER_LEASE_PREFIX  # noqa: E402
+from aperag_pg.lightrag.writer import WRITER_LEASE_PREFIX  # noqa: E402
 from aperag_pg.settings import PostgresSettings  # noqa: E402
 from devtools.corpus import documents  # noqa: E402
 from devtools.services import celery_worker  # noqa: E402

@@ -27,9 +27,9 @@ from typing import Any
 
 from aperag_pg.environment import EMBEDDING_BINDING, LIGHTRAG_FACTORY, LLM_BINDING, OPENAI_API_KEY
 from aperag_pg.errors import ConfigError
+from aperag_pg.lightrag.instance import DEFAULT_STORAGES
 from aperag_pg.lightrag.models import STANDIN, configured_models
 from aperag_pg.lightrag.selection import lightrag_storage_kwargs
-from aperag_pg.lightrag.tasks import DEFAULT_STORAGES
 from aperag_pg.manager import PostgreSQLSyncConnectionManager
 from aperag_pg.settings import PostgresSettings, load_environment
 from aperag_pg.stores.graph import GraphStore

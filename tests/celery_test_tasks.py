@@ -72,7 +72,7 @@ def fenced_writer(self, workspace: str, seconds: float) -> int:
     does) for ``seconds``; returns how many it wrote. No retry: a lost lease fails it."""
     import time
 
-    from aperag_pg.lightrag.tasks import one_writer
+    from aperag_pg.lightrag.writer import one_writer
     from aperag_pg.stores.kv import KVStore
 
     kv = KVStore("full_docs", workspace)

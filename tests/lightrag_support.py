@@ -144,7 +144,7 @@ def postgres_env(settings: PostgresSettings):
 def workspace_writers(admin_conn) -> list[int]:
     """The worker processes holding a LightRAG workspace's writer lease now."""
     from aperag_pg.leases import live_holders
-    from aperag_pg.lightrag.tasks import WRITER_LEASE_PREFIX
+    from aperag_pg.lightrag.writer import WRITER_LEASE_PREFIX
 
     with admin_conn.cursor() as cur:
         return [pid for _, pid in live_holders(cur, WRITER_LEASE_PREFIX)]
@@ -154,3 +154,14 @@ def first_writer(admin_conn) -> int | None:
     """A worker process holding a workspace's writer lease now, or None."""
     writers = workspace_writers(admin_conn)
     return writers[0] if writers else None
+
+
+def status_counts(admin_conn, workspace: str) -> dict[str, int]:
+    """A workspace's documents by status, LightRAG's duplicate records ("dup-") apart."""
+    with admin_conn.cursor() as cur:
+        cur.execute(
+            "SELECT CASE WHEN id LIKE 'dup-%%' THEN 'dup' ELSE status END, count(*) "
+            "FROM lightrag_doc_status WHERE workspace = %s GROUP BY 1",
+            (workspace,),
+        )
+        return dict(cur.fetchall())

@@ -15,7 +15,7 @@ from devtools.corpus import documents
 from devtools.services import celery_worker
 
 from .conftest import REPO_ROOT, worker_environment
-from .lightrag_support import new_workspace
+from .lightrag_support import new_workspace, status_counts
 
 INGEST = "aperag_pg.lightrag_ingest"
 
@@ -40,16 +40,6 @@ def _holders(admin_conn) -> dict[str, str]:
         cur.execute(
             "SELECT name, holder FROM aperag_pg_leases "
             "WHERE starts_with(name, 'lightrag-writer:') AND expires_at > clock_timestamp()"
-        )
-        return dict(cur.fetchall())
-
-
-def _status_counts(admin_conn, workspace: str) -> dict[str, int]:
-    with admin_conn.cursor() as cur:
-        cur.execute(
-            "SELECT CASE WHEN id LIKE 'dup-%%' THEN 'dup' ELSE status END, count(*) "
-            "FROM lightrag_doc_status WHERE workspace = %s GROUP BY 1",
-            (workspace,),
         )
         return dict(cur.fetchall())
 
@@ -104,7 +94,7 @@ def test_two_hosts_with_one_hostname_take_turns_on_a_workspace(
     # the case that matters: a holder on one host whose pid no process has on the other
     assert any(ns == a_namespace and int(pid) not in b_pids for _, pid, _, ns, _ in holders)
     assert all(r["status_counts"].get("processed") for r in results)
-    assert _status_counts(admin_conn, workspace) == {"processed": 12}
+    assert status_counts(admin_conn, workspace) == {"processed": 12}
     assert "LeaseLost" not in logs and "Traceback" not in logs
 
 
@@ -177,7 +167,7 @@ def test_a_lost_host_s_ingests_are_finished_by_the_others(
     assert len(started) == len(threads)
     for workspace, result in zip(workspaces, ingested, strict=True):
         assert set(result["statuses"].values()) == {"processed"}
-        assert _status_counts(admin_conn, workspace) == {"processed": 3}
+        assert status_counts(admin_conn, workspace) == {"processed": 3}
     for state in resumed:
         steps = [entry.split("@")[0] for entry in state["state"]["log"]]
         assert steps == ["draft", "review", "publish"] and state["next"] == []

@@ -144,7 +144,7 @@ def test_a_workspace_named_like_a_lock_blocks_nothing_else(manager, admin_conn):
     """The writer lease of a workspace named like the DDL lock is not that lock: an ingest
     never holds up the package's DDL (CREATE EXTENSION, tables)."""
     from aperag_pg import locks
-    from aperag_pg.lightrag.tasks import one_writer
+    from aperag_pg.lightrag.writer import one_writer
 
     for workspace in ("pgvector", locks._DDL_NAME):
         with one_writer(workspace), admin_conn.cursor() as cur:

@@ -80,7 +80,8 @@ def check_vector_tables(
     )
 
 
-def _check_configured_database() -> list[str]:
+def check_configured_database() -> list[str]:
+    """``check_vector_tables`` on the database POSTGRES_* names."""
     settings = PostgresSettings.from_env()
     conn = psycopg2.connect(**settings.connect_kwargs(application_name="aperag_pg_preflight"))
     conn.autocommit = True
@@ -96,7 +97,7 @@ def check_at_worker_start() -> None:
     check against. Runs in the worker's main process (``aperag_pg.worker.startup_check``),
     before any child takes a task."""
     try:
-        problems = _check_configured_database()
+        problems = check_configured_database()
     except ModelsNotConfigured as exc:
         logger.warning("the LightRAG tasks will refuse to run: %s", exc)
         return
@@ -111,13 +112,16 @@ def check_at_worker_start() -> None:
         logger.warning("vector tables not checked: %s", first_line(exc))
         return
     if problems:
-        _refuse_to_start(
-            EmbeddingDimensionMismatch(
-                "; ".join(problems) + ". Fix: set EMBEDDING_DIM (and EMBEDDING_MODEL) to what "
-                "the tables were made with, or drop those tables (or use another "
-                "POSTGRES_SCHEMA) to start over with this model. Nothing was written."
-            )
-        )
+        _refuse_to_start(dimension_mismatch(problems))
+
+
+def dimension_mismatch(problems: list[str]) -> EmbeddingDimensionMismatch:
+    """The error that stops a process at start over ``dimension_problems``."""
+    return EmbeddingDimensionMismatch(
+        "; ".join(problems) + ". Fix: set EMBEDDING_DIM (and EMBEDDING_MODEL) to what "
+        "the tables were made with, or drop those tables (or use another "
+        "POSTGRES_SCHEMA) to start over with this model. Nothing was written."
+    )
 
 
 def _refuse_to_start(error: Exception) -> NoReturn:

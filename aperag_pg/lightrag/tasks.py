@@ -18,40 +18,24 @@ from __future__ import annotations
 import hashlib
 import os
 import reprlib
-import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from celery import shared_task
 
-from ..environment import LIGHTRAG_WORKING_DIR, writer_lease_ttl
-from ..leases import hold_lease
 from ..manager import PostgreSQLSyncConnectionManager
-from ..settings import load_environment
-from ..stores.base import workspace_fence
 from ..worker import database_time, run_async
 from . import lifecycle
 from .ingest import ingest_once
-from .models import lightrag_arguments
-from .registry import FACADES
-from .selection import lightrag_storage_kwargs
+from .instance import instance_arguments
+from .writer import one_writer
 
 # Least recently used instances are finalized past this many, so a worker serving many
 # tenants does not keep every tenant's LightRAG (and its in-memory graph) forever.
 MAX_INSTANCES = 32
 _instances: OrderedDict[tuple[int, str], Any] = OrderedDict()
 _lock = threading.Lock()
-
-DEFAULT_STORAGES = {
-    "kv_storage": FACADES["KV_STORAGE"],
-    "vector_storage": FACADES["VECTOR_STORAGE"],
-    "doc_status_storage": FACADES["DOC_STATUS_STORAGE"],
-    "graph_storage": FACADES["GRAPH_STORAGE"],
-}
 
 
 def rag_for(workspace: str) -> Any:
@@ -74,18 +58,7 @@ def rag_for(workspace: str) -> Any:
 def _build(workspace: str) -> Any:
     from lightrag import LightRAG
 
-    env = load_environment()
-    # Keyed by host and pid: scaled containers share pid numbers, and may share a volume.
-    process_key = f"{socket.gethostname()}-{os.getpid()}"
-    working_dir = Path(env.get(LIGHTRAG_WORKING_DIR) or "run/lightrag") / process_key
-    working_dir.mkdir(parents=True, exist_ok=True)
-    rag = LightRAG(
-        working_dir=str(working_dir),
-        workspace=workspace,
-        vector_db_storage_cls_kwargs={"cosine_better_than_threshold": 0.2},
-        **{**DEFAULT_STORAGES, **lightrag_storage_kwargs()},
-        **lightrag_arguments(),
-    )
+    rag = LightRAG(**instance_arguments(workspace))
     run_async(rag.initialize_storages())
     return rag
 
@@ -97,33 +70,6 @@ def _process_report(rag: Any, usage: dict[str, int]) -> dict[str, Any]:
         "pool": PostgreSQLSyncConnectionManager.stats(),
         **usage,
     }
-
-
-@contextmanager
-def one_writer(workspace: str) -> Iterator[None]:
-    """Hold the workspace's writer lease across all worker processes and hosts.
-
-    LightRAG's pipeline assumes one writer per workspace: its "busy" flag lives in the
-    process, and every ingest processes all pending documents of the workspace, so two
-    processes would process the same documents twice. A lease (``leases.py``), not a
-    lock held by an open transaction, so that an ingest pins no server connection
-    behind PgBouncer.
-    """
-    settings = PostgreSQLSyncConnectionManager.settings()
-    with hold_lease(
-        writer_lease(workspace),
-        ttl=writer_lease_ttl(load_environment()),
-        fence=workspace_fence(settings.schema, workspace),
-    ):
-        yield
-
-
-WRITER_LEASE_PREFIX = "lightrag-writer:"
-
-
-def writer_lease(workspace: str) -> str:
-    """The name of a workspace's writer lease."""
-    return WRITER_LEASE_PREFIX + workspace
 
 
 def _documents_of(_task: Any, args: tuple, kwargs: dict) -> str:

@@ -1,0 +1,151 @@
+"""LightRAG's own server and WebUI on the workers' tables (``python -m aperag_pg webui``):
+its settings, its start-up refusals, and its one writer beside the Celery workers."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import pytest
+
+from aperag_pg.errors import ConfigError, InvalidInput
+from aperag_pg.lightrag.instance import check_workspace_name, instance_arguments
+from aperag_pg.lightrag.server import WebUISettings
+from devtools.corpus import documents
+from devtools.services import celery_worker, free_port
+from devtools.webui import running_webui
+
+from .conftest import REPO_ROOT
+from .lightrag_support import new_workspace, status_counts, workspace_writers
+from .polling import wait_until
+
+
+def _http(server, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+    """(status, decoded JSON body) of a request to the server."""
+    request = urllib.request.Request(
+        server.base_url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+def test_the_webui_listens_on_loopback_port_9621_on_the_default_workspace():
+    webui = WebUISettings.from_env({})
+    assert (webui.host, webui.port, webui.workspace) == ("127.0.0.1", 9621, "default")
+    assert webui.url == "http://127.0.0.1:9621/webui/"
+    assert WebUISettings.from_env({"POSTGRES_WORKSPACE": "team_a"}).workspace == "team_a"
+    assert WebUISettings.from_env({"WORKSPACE": "b", "POSTGRES_WORKSPACE": "a"}).workspace == "b"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "webui.internal"])
+def test_off_loopback_the_webui_needs_lightrag_authentication(host):
+    with pytest.raises(ConfigError) as refused:
+        WebUISettings.from_env({"WEBUI_HOST": host})
+    for name in ("AUTH_ACCOUNTS", "TOKEN_SECRET", "LIGHTRAG_API_KEY", "127.0.0.1"):
+        assert name in str(refused.value)
+    with pytest.raises(ConfigError):  # accounts without the secret that signs their tokens
+        WebUISettings.from_env({"WEBUI_HOST": host, "AUTH_ACCOUNTS": "admin:pw"})
+    assert WebUISettings.from_env({"WEBUI_HOST": host, "LIGHTRAG_API_KEY": "k"}).host == host
+    accounts = {"WEBUI_HOST": host, "AUTH_ACCOUNTS": "admin:pw", "TOKEN_SECRET": "s"}
+    assert WebUISettings.from_env(accounts).host == host
+
+
+def test_a_bad_port_is_refused_by_name():
+    with pytest.raises(ConfigError, match="WEBUI_PORT='http'"):
+        WebUISettings.from_env({"WEBUI_PORT": "http"})
+
+
+def test_a_workspace_the_server_would_rename_is_refused_with_the_name_to_use():
+    with pytest.raises(ConfigError) as refused:
+        WebUISettings.from_env({"WORKSPACE": "team-a"})
+    assert "WORKSPACE='team-a'" in str(refused.value) and "'team_a'" in str(refused.value)
+    # the workers' instances refuse it too, before LightRAG is built on it
+    with pytest.raises(InvalidInput, match="'team_a'"):
+        instance_arguments("team-a")
+    assert check_workspace_name("Team_A_2") == "Team_A_2"
+
+
+# -- the server on the workers' tables ----------------------------------------------------
+
+
+def _processing_counts(*logs: str) -> Counter:
+    """How often LightRAG began processing each document, over the processes' logs."""
+    return Counter(id_ for log in logs for id_ in re.findall(r"Processing d-id: (doc-\w+)", log))
+
+
+def test_a_webui_upload_during_a_worker_ingest_runs_no_second_pipeline(
+    service_env, admin_conn, tmp_path
+):
+    """The server's pipeline holds the workspace's writer lease as the workers' does: an
+    upload sent while a worker ingests waits for it, the WebUI shows the worker's ingest
+    as busy meanwhile, and every document is processed once."""
+    workspace = new_workspace("webui")
+    env = {
+        **service_env,
+        "LIGHTRAG_FACTORY": "devtools.slow_models:lightrag_arguments",
+        "STANDIN_LLM_DELAY_S": "0.3",
+        "LIGHTRAG_WORKING_DIR": str(tmp_path / "rag"),
+        "WORKSPACE": workspace,
+    }
+    corpus = documents(12, start=7000)
+    by_worker, by_webui = corpus[:8], corpus[8:]
+    with (
+        celery_worker(env, tmp_path, concurrency=1, cwd=REPO_ROOT) as worker,
+        running_webui(env, tmp_path, free_port()) as server,
+    ):
+        ingest = worker.send(
+            "aperag_pg.lightrag_ingest",
+            workspace,
+            [t for t, _ in by_worker],
+            [p for _, p in by_worker],
+        )
+        wait_until(lambda: workspace_writers(admin_conn), "the worker holds the writer lease", 60)
+        wait_until(
+            lambda: _http(server, "GET", "/health")[1]["pipeline_busy"],
+            "the WebUI shows the worker's ingest as busy",
+        )
+        status, _ = _http(
+            server,
+            "POST",
+            "/documents/texts",
+            {"texts": [t for t, _ in by_webui], "file_sources": [p for _, p in by_webui]},
+        )
+        assert status == 200
+        assert not ingest.ready()  # the upload came while the worker still ingested
+        ingest.get(timeout=180)
+        wait_until(
+            lambda: status_counts(admin_conn, workspace) == {"processed": 12},
+            "the uploaded documents are processed too",
+            120,
+        )
+        logs = (worker.log_text(), server.log_text())
+    counts = _processing_counts(*logs)
+    assert len(counts) == 12 and set(counts.values()) == {1}, counts
+
+
+def test_an_unauthenticated_write_is_refused_off_loopback(service_env, tmp_path):
+    env = {
+        **service_env,
+        "WEBUI_HOST": "0.0.0.0",
+        "LIGHTRAG_API_KEY": "test-key",
+        "LIGHTRAG_WORKING_DIR": str(tmp_path / "rag"),
+        "WORKSPACE": new_workspace("auth"),
+    }
+    with running_webui(env, tmp_path, free_port()) as server:
+        text = {"text": "Alice Johnson leads Acme Robotics.", "file_source": "a.txt"}
+        refused, _ = _http(server, "POST", "/documents/text", text)
+        assert refused in (401, 403)
+        accepted, _ = _http(server, "POST", "/documents/text", text, {"X-API-Key": "test-key"})
+        assert accepted == 200
