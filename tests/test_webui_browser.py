@@ -91,12 +91,12 @@ def test_the_webui_shows_what_a_worker_built(service_env, tmp_path):
         expect(picker).to_have_text(ENTITY)
         expect(node_count).to_have_text(f"node: {len(expected['nodes'])}")
         expect(edge_count).to_have_text(f"edge: {len(expected['edges'])}")
+        page.screenshot(path=str(tmp_path / "webui-graph.png"))
 
         search = graph_tab.get_by_role("combobox", name="Search nodes in page...")
         search.fill(neighbour)
         found = graph_tab.get_by_role("listbox", name="Suggestions").get_by_role("option")
         expect(found.filter(has_text=neighbour)).to_have_count(1)
-        page.screenshot(path=str(tmp_path / "webui-graph.png"))
         browser.close()
     assert problems == []
-    assert (tmp_path / "webui-documents.png").stat().st_size > 0
+    assert all((tmp_path / f"webui-{tab}.png").stat().st_size for tab in ("documents", "graph"))
