@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ..leases import Holder
+from .lifecycle import WORKSPACE_STORAGES
 from .writer import one_writer, writer_now
 
 logger = logging.getLogger(__name__)
@@ -46,21 +47,6 @@ WRITE_OPERATIONS = (
     "adelete_by_relation",
     "amerge_entities",
 )
-# The storages whose drop() the "clear documents" route calls directly.
-DROPPED_STORAGES = (
-    "full_docs",
-    "text_chunks",
-    "full_entities",
-    "full_relations",
-    "entity_chunks",
-    "relation_chunks",
-    "entities_vdb",
-    "relationships_vdb",
-    "chunks_vdb",
-    "chunk_entity_relation_graph",
-    "doc_status",
-    "llm_response_cache",
-)
 WATCH_INTERVAL_S = 2.0  # how soon the WebUI sees a worker's hold begin and end
 WORKER_JOB = "Celery worker writing"
 
@@ -81,7 +67,7 @@ class ServerWriter:
         """Wrap the instance's write operations, and its storages' drop()."""
         for name in WRITE_OPERATIONS:
             setattr(self.rag, name, self._guarded(getattr(self.rag, name)))
-        for name in DROPPED_STORAGES:
+        for name in WORKSPACE_STORAGES:  # the "clear documents" route drops them directly
             storage = getattr(self.rag, name, None)
             if storage is not None:
                 storage.drop = self._guarded(storage.drop)
