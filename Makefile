@@ -37,7 +37,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not processes"
 
 demo: $(STAMP)
-	$(PY) -m devtools.demo --stand-ins-unless-configured
+	$(PY) -m devtools.demo --stand-ins-unless-configured --services-dir $(SERVICES_DIR)
 
 # LightRAG's server and WebUI on what the workers (or `make demo`) built: WORKSPACE=name to
 # choose the workspace, WEBUI_PORT (9621), WEBUI_HOST (127.0.0.1).

@@ -1,11 +1,14 @@
 """``make demo``: a prefork Celery worker doing real work on aperag_pg's per-process pools.
 
 Starts PostgreSQL (with pgvector) and Redis locally unless POSTGRES_* / REDIS_URL point
-at running ones, starts ``celery -A config.celery worker --pool=prefork``, and submits a
-batch: documents ingested through LightRAG on the PGSync storages, queries in every
-mode, and LangGraph workflows that stop at a human review and are resumed from their
-checkpoints, often in another worker process. It shows live progress, prints a summary
-and stops everything. LightRAG runs on the models LLM_BINDING and friends name; with
+at running ones (the local ones keep their data under run/services, as `make services-up`
+does, and are stopped again at the end if the demo started them), starts
+``celery -A config.celery worker --pool=prefork``, and submits a batch: documents ingested
+through LightRAG on the PGSync storages, queries in every mode, and LangGraph workflows
+that stop at a human review and are resumed from their checkpoints, often in another
+worker process. It shows live progress, prints a summary, stops everything, and says how
+to see the graph it built in LightRAG's WebUI (`make webui` shows the last demo's
+workspace). LightRAG runs on the models LLM_BINDING and friends name; with
 --stand-ins-unless-configured (as `make demo` runs it) and no model variable set, on the
 offline stand-ins, asked for by name (LLM_BINDING=standin).
 """
@@ -25,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aperag_pg.environment import EMBEDDING_BINDING, LIGHTRAG_FACTORY, LLM_BINDING, OPENAI_API_KEY
+from aperag_pg.environment import (
+    DEFAULT_WEBUI_PORT,
+    EMBEDDING_BINDING,
+    LIGHTRAG_FACTORY,
+    LLM_BINDING,
+    OPENAI_API_KEY,
+)
 from aperag_pg.errors import ConfigError
 from aperag_pg.lightrag.instance import DEFAULT_STORAGES
 from aperag_pg.lightrag.models import STANDIN, configured_models
@@ -38,11 +47,14 @@ from .corpus import documents
 from .services import (
     celery_worker,
     connections_per_process,
+    kept_services,
     local_services,
     wait_for_no_connections,
 )
+from .webui import record_demo
 
 MODES = ("local", "global", "hybrid", "naive", "mix")
+WEBUI_URL = f"http://127.0.0.1:{DEFAULT_WEBUI_PORT}/webui/"
 AUTHORS = 4  # the demo's workflows share this many authors (long-term memory per author)
 
 
@@ -219,6 +231,11 @@ def demo_models(stand_ins_unless_configured: bool) -> dict[str, str]:
     return {LLM_BINDING: STANDIN}
 
 
+def named_services() -> bool:
+    """Whether POSTGRES_* name a PostgreSQL of the user's (else the local one is used)."""
+    return any(os.environ.get(v) for v in ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL"))
+
+
 def run(
     docs: int,
     per_task: int,
@@ -226,6 +243,7 @@ def run(
     workflows: int,
     concurrency: int,
     stand_ins_unless_configured: bool = False,
+    services_dir: Path = Path("run/services"),
 ) -> int:
     models = demo_models(stand_ins_unless_configured)
     _, label = configured_models({**os.environ, **models})
@@ -233,10 +251,15 @@ def run(
     with tempfile.TemporaryDirectory(prefix="apg-demo-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
         tmp.chmod(0o755)
+        # The local services keep what the demo builds, for `make webui` to show afterwards.
+        services = (
+            local_services(tmp, "aperag_demo") if named_services() else kept_services(services_dir)
+        )
         env = {
             **os.environ,
-            **stack.enter_context(local_services(tmp, "aperag_demo")),
+            **stack.enter_context(services),
             **models,
+            **{k: os.environ[k] for k in ("REDIS_URL",) if os.environ.get(k)},
             "PYTHONPATH": os.getcwd(),
             "LIGHTRAG_WORKING_DIR": str(tmp / "lightrag"),
         }
@@ -258,6 +281,11 @@ def run(
         exit_code = worker.warm_shutdown()
         left = wait_for_no_connections(settings, set(connections))
     summarize(progress, elapsed, connections, exit_code, left, label, storages, graph_size)
+    if named_services():
+        print(f"\nSee the graph it built: WORKSPACE={workspace} make webui (same POSTGRES_*).")
+    else:
+        record_demo(services_dir, workspace, models)
+        print(f"\nSee the graph it built in LightRAG's WebUI: make webui, then open {WEBUI_URL}")
     return 0 if exit_code == 0 and not left else 1
 
 
@@ -273,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run LightRAG on the offline stand-ins when no model is configured",
     )
+    parser.add_argument("--services-dir", type=Path, default=Path("run/services"))
     args = parser.parse_args(argv)
     try:
         return run(
@@ -282,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             args.workflows,
             args.concurrency,
             args.stand_ins_unless_configured,
+            args.services_dir,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

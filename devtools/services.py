@@ -572,6 +572,31 @@ def services_up(directory: Path, database: str = "aperag") -> dict[str, str]:
     return {**pg.env(database), "REDIS_URL": redis_server.url}
 
 
+def services_running(directory: Path) -> bool:
+    """Whether the local PostgreSQL and Redis under ``directory`` both run now."""
+    state_file = directory / _STATE
+    if not state_file.exists():
+        return False
+    state = json.loads(state_file.read_text())
+    redis_pid = EmbeddedRedis(directory / "redis", port=state.get("redis_port"))._pid()
+    postgres = EmbeddedPostgres(directory / "postgres", port=state.get("pg_port"))
+    return postgres.is_running() and redis_pid is not None and _alive(redis_pid)
+
+
+@contextmanager
+def kept_services(directory: Path, database: str = "aperag") -> Iterator[dict[str, str]]:
+    """The local services that keep their data under ``directory`` (`make services-up`'s),
+    started unless they run; stopped on exit if they were started here. Yields their
+    variables."""
+    were_running = services_running(directory)
+    env = services_up(directory, database)
+    try:
+        yield env
+    finally:
+        if not were_running:
+            services_down(directory)
+
+
 def services_down(directory: Path) -> None:
     state_file = directory / _STATE
     if not state_file.exists():

@@ -2,7 +2,7 @@
 
 ``make webui`` runs ``python -m devtools.webui``: on the services POSTGRES_* / REDIS_URL
 name, or else the local ones `make demo` and `make services-up` keep under run/services
-(started again if they are down), showing the workspace WORKSPACE= names, else
+(started for the while if they are down), showing the workspace WORKSPACE= names, else
 POSTGRES_WORKSPACE, else the one `make demo` built last, else "default"; with the demo's
 offline stand-ins when no model is configured and the demo ran on them. The server itself
 is ``python -m aperag_pg webui`` (``aperag_pg.lightrag.server``).
@@ -20,14 +20,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from aperag_pg.environment import LLM_BINDING, WORKSPACE
 from aperag_pg.settings import load_environment
 
-from .services import services_up
+from .services import kept_services
 
 READY = "LightRAG WebUI on workspace"
 DEMO_RECORD = "demo.json"  # in the services directory: the last demo's workspace and models
@@ -49,18 +49,23 @@ class RunningWebUI:
 
 @contextmanager
 def running_webui(
-    env: Mapping[str, str], log_dir: Path, port: int, timeout: float = 90
+    env: Mapping[str, str],
+    log_dir: Path,
+    port: int,
+    timeout: float = 90,
+    command: tuple[str, ...] = ("-m", "aperag_pg", "webui"),
+    cwd: Path | None = None,
 ) -> Iterator[RunningWebUI]:
-    """``python -m aperag_pg webui`` on ``port`` with ``env``, until it prints its URL;
-    interrupted (a clean shutdown) on exit."""
+    """``python -m aperag_pg webui`` (or ``python <command>``) on ``port`` with ``env``,
+    until it prints its URL; interrupted (a clean shutdown) on exit."""
     log = log_dir / f"webui-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "aperag_pg", "webui"],
+            [sys.executable, *command],
             env={**env, "WEBUI_PORT": str(port)},
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=log_dir,
+            cwd=cwd or log_dir,
         )
     server = RunningWebUI(process, port, log)
     try:
@@ -87,32 +92,31 @@ def record_demo(services_dir: Path, workspace: str, models: Mapping[str, str]) -
     (services_dir / DEMO_RECORD).write_text(json.dumps({"workspace": workspace, **models}))
 
 
-def webui_environment(services_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """The variables `make webui` adds: the local services unless POSTGRES_* name others,
-    the demo's workspace and stand-ins unless WORKSPACE or the models are set."""
+def demo_choices(services_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The last demo's workspace and stand-ins, for what ``environ`` leaves unset."""
     env = load_environment(environ)
-    added: dict[str, str] = {}
-    if not any(env.get(v) for v in ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL")):
-        added.update(services_up(services_dir))
     record = services_dir / DEMO_RECORD
     demo = json.loads(record.read_text()) if record.exists() else {}
+    chosen: dict[str, str] = {}
     if not (env.get(WORKSPACE) or env.get("POSTGRES_WORKSPACE")) and demo.get("workspace"):
-        added[WORKSPACE] = demo["workspace"]
+        chosen[WORKSPACE] = demo["workspace"]
     models_set = any(env.get(v) for v in (LLM_BINDING, "OPENAI_API_KEY", "LIGHTRAG_FACTORY"))
     if not models_set and demo.get(LLM_BINDING):
-        added[LLM_BINDING] = demo[LLM_BINDING]
-    return added
+        chosen[LLM_BINDING] = demo[LLM_BINDING]
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.webui", description=__doc__)
-    parser.add_argument("--services-dir", default="run/services")
+    parser.add_argument("--services-dir", default="run/services", type=Path)
     args = parser.parse_args(argv)
-    added = webui_environment(Path(args.services_dir), os.environ)
-    os.environ.update(added)
     from aperag_pg.__main__ import main as aperag_pg_main
 
-    return aperag_pg_main(["webui"])
+    with ExitStack() as stack:
+        if not any(os.environ.get(v) for v in ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL")):
+            os.environ.update(stack.enter_context(kept_services(args.services_dir)))
+        os.environ.update(demo_choices(args.services_dir, os.environ))
+        return aperag_pg_main(["webui"])
 
 
 if __name__ == "__main__":

@@ -4,9 +4,13 @@ its settings, its start-up refusals, and its one writer beside the Celery worker
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 
 import pytest
@@ -15,10 +19,10 @@ from aperag_pg.errors import ConfigError, InvalidInput
 from aperag_pg.lightrag.instance import check_workspace_name, instance_arguments
 from aperag_pg.lightrag.server import WebUISettings
 from devtools.corpus import documents
-from devtools.services import celery_worker, free_port
+from devtools.services import celery_worker, free_port, services_running
 from devtools.webui import running_webui
 
-from .conftest import REPO_ROOT
+from .conftest import MODEL_AND_SERVICE_PREFIXES, REPO_ROOT
 from .lightrag_support import new_workspace, status_counts, workspace_writers
 from .polling import wait_until
 
@@ -149,3 +153,36 @@ def test_an_unauthenticated_write_is_refused_off_loopback(service_env, tmp_path)
         assert refused in (401, 403)
         accepted, _ = _http(server, "POST", "/documents/text", text, {"X-API-Key": "test-key"})
         assert accepted == 200
+
+
+@pytest.mark.processes
+def test_make_webui_after_make_demo_shows_what_the_demo_built(tmp_root, tmp_path):
+    """`make demo` then `make webui` on a machine with no services and no model set: the
+    demo keeps its data in the local services, and the WebUI shows its workspace."""
+    services_dir = tmp_root / f"services-{uuid.uuid4().hex[:6]}"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(MODEL_AND_SERVICE_PREFIXES) and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    env.update(PYTHONPATH=str(REPO_ROOT), LIGHTRAG_WORKING_DIR=str(tmp_path / "rag"))
+    demo = subprocess.run(
+        [sys.executable, "-m", "devtools.demo", "--stand-ins-unless-configured"]
+        + ["--docs", "10", "--docs-per-task", "5", "--queries", "5", "--workflows", "2"]
+        + ["--services-dir", str(services_dir)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "make webui, then open http://127.0.0.1:9621/webui/" in demo.stdout
+    assert not services_running(services_dir)  # the demo stopped what it started
+    command = ("-m", "devtools.webui", "--services-dir", str(services_dir))
+    with running_webui(env, tmp_path, free_port(), command=command, cwd=REPO_ROOT) as server:
+        workspace = re.search(r"workspace '(demo_\w+)'", server.log_text()).group(1)
+        assert _http(server, "GET", "/health")[1]["configuration"]["workspace"] == workspace
+        counts = _http(server, "GET", "/documents/status_counts")[1]["status_counts"]
+        assert counts == {"processed": 10, "all": 10}
+    assert not services_running(services_dir)  # make webui stopped what it started

@@ -205,6 +205,8 @@ def serve(environ: Mapping[str, str] | None = None) -> int:
 
     try:
         Announcing(uvicorn.Config(app, host=webui.host, port=webui.port, log_config=None)).run()
+    except KeyboardInterrupt:  # a second Ctrl-C: uvicorn stops at once
+        return 130
     finally:
         PostgreSQLSyncConnectionManager.close()
     return 0
