@@ -18,6 +18,7 @@ import pytest
 from aperag_pg.errors import ConfigError, InvalidInput
 from aperag_pg.lightrag.instance import check_workspace_name, instance_arguments
 from aperag_pg.lightrag.server import WebUISettings
+from aperag_pg.lightrag.tasks import context_digest
 from devtools.corpus import documents
 from devtools.services import celery_worker, free_port, services_running
 from devtools.webui import running_webui
@@ -186,3 +187,75 @@ def test_make_webui_after_make_demo_shows_what_the_demo_built(tmp_root, tmp_path
         counts = _http(server, "GET", "/documents/status_counts")[1]["status_counts"]
         assert counts == {"processed": 10, "all": 10}
     assert not services_running(services_dir)  # make webui stopped what it started
+
+
+def test_the_webui_refuses_to_start_on_vector_tables_of_another_dimension(
+    service_env, base_settings, manager, tmp_path
+):
+    """The server would otherwise make new, empty vector tables for its dimension (their
+    names carry the model and the dimension) and find nothing: it says so instead."""
+    from aperag_pg.standins import EMBEDDING_MODEL
+    from aperag_pg.stores.vector import VectorStore
+    from aperag_pg.stores.vector_tables import vector_table_name
+
+    from .test_store_vector import row
+
+    schema = f"webui_dim_{uuid.uuid4().hex[:6]}"
+    manager.close()
+    manager.initialize(base_settings.replace(schema=schema))
+    table = vector_table_name("chunks", EMBEDDING_MODEL, 32)
+    store = VectorStore("chunks", table, 32, 0.2)
+    store.ensure_tables()
+    store.upsert({"chunk-1": row("chunks", [0.5] * 32)})
+    env = {**service_env, "POSTGRES_SCHEMA": schema, "LIGHTRAG_WORKING_DIR": str(tmp_path)}
+    with pytest.raises(RuntimeError) as refused:
+        with running_webui(env, tmp_path, free_port()):
+            pass
+    message = str(refused.value)
+    assert "the WebUI server exited" in message
+    assert f"{table.lower()} holds 32-dimensional vectors" in message and "is 64" in message
+
+
+def test_the_webui_answers_from_the_workers_context_and_the_workers_see_its_documents(
+    service_env, tmp_path
+):
+    workspace = new_workspace("parity")
+    env = {**service_env, "LIGHTRAG_WORKING_DIR": str(tmp_path / "rag"), "WORKSPACE": workspace}
+    corpus = documents(8, start=9100)
+    question = "How is Acme Robotics connected to its partners?"
+    with (
+        celery_worker(env, tmp_path, concurrency=1, cwd=REPO_ROOT) as worker,
+        running_webui(env, tmp_path, free_port()) as server,
+    ):
+        worker.call(
+            "aperag_pg.lightrag_ingest",
+            workspace,
+            [t for t, _ in corpus],
+            [p for _, p in corpus],
+            timeout=180,
+        )
+        for mode in ("local", "global", "hybrid", "naive", "mix"):
+            ours = worker.call("aperag_pg.lightrag_query", workspace, question, mode)
+            status, body = _http(
+                server,
+                "POST",
+                "/query",
+                {"query": question, "mode": mode, "only_need_context": True},
+            )
+            assert status == 200
+            assert context_digest(body["response"]) == ours["context_digest"], mode
+        text = "Hannah Young opens the Oslo office of Hooli Analytics."
+        assert (
+            _http(server, "POST", "/documents/text", {"text": text, "file_source": "o.txt"})[0]
+            == 200
+        )
+        seen = wait_until(
+            lambda: [
+                d
+                for d in worker.call("aperag_pg.lightrag_status", workspace)["documents"]
+                if d.get("file_path") == "o.txt" and d.get("status") == "processed"
+            ],
+            "the workers see the document the WebUI inserted, processed",
+            60,
+        )
+        assert len(seen) == 1
