@@ -1,5 +1,7 @@
 # aperag_pg Celery worker image: the package with its `lightrag` and `langgraph` extras,
 # the Celery app in config/, run as an unprivileged user. See docs/DEPLOYMENT.md.
+# With --build-arg EXTRAS=lightrag,langgraph,webui it also runs LightRAG's WebUI
+# (`python -m aperag_pg webui`, the compose file's webui service).
 #
 #   docker build -t aperag-pg:local .
 #   docker run --rm -e POSTGRES_HOST=... -e POSTGRES_PASSWORD=... -e REDIS_URL=... aperag-pg:local
@@ -15,8 +17,9 @@ WORKDIR /app
 # 1. Dependencies. Only the package metadata is copied, so this (slow) layer is rebuilt
 #    only when setup.cfg, pyproject.toml or README.md change, not on every code change.
 #    Without the code the build produces an empty aperag_pg distribution; step 2 replaces it.
+ARG EXTRAS=lightrag,langgraph
 COPY setup.cfg pyproject.toml README.md ./
-RUN pip install ".[lightrag,langgraph]" \
+RUN pip install ".[${EXTRAS}]" \
     && rm -rf build aperag_pg.egg-info
 
 # 2. The code: the package (installed into site-packages) and the Celery app (config/,

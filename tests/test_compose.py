@@ -107,6 +107,8 @@ def connections_needed(services: dict[str, Any]) -> tuple[int, str]:
             "CELERY_WORKER_CONCURRENCY"
         )
         assert concurrency, f"{name}: no CELERY_WORKER_CONCURRENCY, so the count is the host's"
+        if "webui" in (service.get("command") or []):  # one server process, no Celery
+            concurrency = "1"
         per_process = PostgresSettings.from_env(env, dotenv_path=os.devnull).max_connections
         replicas = int(with_defaults((service.get("deploy") or {}).get("replicas", 1)))
         needed += replicas * int(concurrency) * per_process
@@ -245,3 +247,19 @@ def test_worker_environment_is_valid_settings(compose):
     assert (settings.host, settings.port) == ("postgres", 5432), (
         f"the worker connects to {settings.host}:{settings.port}, not the postgres service"
     )
+
+
+# -- the WebUI ------------------------------------------------------------------------------
+
+
+def test_the_webui_service_needs_lightrag_authentication(compose):
+    from aperag_pg.errors import ConfigError
+    from aperag_pg.lightrag.server import WebUISettings
+
+    webui = compose["services"]["webui"]
+    env = {k: with_defaults(v) for k, v in environment(webui).items()}
+    with pytest.raises(ConfigError, match="AUTH_ACCOUNTS"):  # as deployed with nothing set
+        WebUISettings.from_env(env)
+    assert WebUISettings.from_env({**env, "LIGHTRAG_API_KEY": "k"}).host == "0.0.0.0"
+    assert all(with_defaults(p).startswith("127.0.0.1:") for p in webui["ports"])
+    assert {"lightrag", "langgraph", "webui"} <= set(webui["build"]["args"]["EXTRAS"].split(","))
