@@ -55,13 +55,15 @@ def running_webui(
     timeout: float = 90,
     command: tuple[str, ...] = ("-m", "aperag_pg", "webui"),
     cwd: Path | None = None,
+    wrapper: tuple[str, ...] = (),
 ) -> Iterator[RunningWebUI]:
-    """``python -m aperag_pg webui`` (or ``python <command>``) on ``port`` with ``env``,
-    until it prints its URL; interrupted (a clean shutdown) on exit."""
+    """``python -m aperag_pg webui`` (or ``python <command>``, run by ``wrapper`` if given,
+    which must exec it) on ``port`` with ``env``, until it prints its URL; interrupted (a
+    clean shutdown) on exit."""
     log = log_dir / f"webui-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, *command],
+            [*wrapper, sys.executable, *command],
             env={**env, "WEBUI_PORT": str(port)},
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -183,10 +183,22 @@ def test_make_webui_after_make_demo_shows_what_the_demo_built(tmp_root, tmp_path
     command = ("-m", "devtools.webui", "--services-dir", str(services_dir))
     with running_webui(env, tmp_path, free_port(), command=command, cwd=REPO_ROOT) as server:
         workspace = re.search(r"workspace '(demo_\w+)'", server.log_text()).group(1)
-        assert _http(server, "GET", "/health")[1]["configuration"]["workspace"] == workspace
+        configuration = _http(server, "GET", "/health")[1]["configuration"]
+        assert configuration["workspace"] == workspace
+        # the models are the demo's stand-ins, and /health says so
+        assert (configuration["llm_binding"], configuration["embedding_binding"]) == (
+            "standin",
+            "standin",
+        )
         counts = _http(server, "GET", "/documents/status_counts")[1]["status_counts"]
         assert counts == {"processed": 10, "all": 10}
     assert not services_running(services_dir)  # make webui stopped what it started
+    # offline: in a network namespace of its own, with loopback only
+    offline = ("unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"')
+    with running_webui(
+        env, tmp_path, free_port(), command=command, cwd=REPO_ROOT, wrapper=offline
+    ) as server:
+        assert f"workspace '{workspace}'" in server.log_text()
 
 
 def test_the_webui_refuses_to_start_on_vector_tables_of_another_dimension(

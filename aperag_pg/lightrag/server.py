@@ -42,6 +42,7 @@ from ..errors import ConfigError, InvalidInput
 from ..manager import PostgreSQLSyncConnectionManager
 from ..settings import PostgresSettings, load_environment
 from ..stores.base import DEFAULT_WORKSPACE
+from .bindings import chosen_bindings
 from .instance import DEFAULT_WORKING_DIR, check_workspace_name, instance_arguments
 from .models import configured_models
 from .preflight import check_configured_database, dimension_mismatch
@@ -53,6 +54,7 @@ SERVER_BINDINGS = ("lollms", "ollama", "openai", "azure_openai", "bedrock", "gem
 # What the server passes to LightRAG that the workers' instances have no use for but the
 # server's own routes read back (its Ollama-compatible /api names itself from it).
 SERVER_ONLY_ARGUMENTS = ("ollama_server_infos",)
+BINDING_VARIABLES = ("LLM_BINDING", "EMBEDDING_BINDING")
 STORAGE_VARIABLES = {
     "kv_storage": "LIGHTRAG_KV_STORAGE",
     "vector_storage": "LIGHTRAG_VECTOR_STORAGE",
@@ -127,10 +129,20 @@ def server_environment(
         "INPUT_DIR": os.path.join(base, "webui-inputs"),
         **{STORAGE_VARIABLES[k]: arguments[k] for k in STORAGE_VARIABLES},
     }
-    for variable in ("LLM_BINDING", "EMBEDDING_BINDING"):
-        if (env.get(variable) or "").strip() not in SERVER_BINDINGS:
+    for variable, binding in zip(BINDING_VARIABLES, chosen_bindings(env), strict=True):
+        if binding not in SERVER_BINDINGS:
             server[variable] = "openai"
     return server
+
+
+def _show_the_workers_bindings(args: Any, env: Mapping[str, str]) -> None:
+    """What /health reports: the bindings the workers' models come from, where the server's
+    parser was given another name."""
+    for variable, binding in zip(BINDING_VARIABLES, chosen_bindings(env), strict=True):
+        if binding not in SERVER_BINDINGS:
+            role = variable.lower()
+            setattr(args, role, binding)
+            setattr(args, f"{role}_host", None)
 
 
 def like_the_workers(
@@ -170,6 +182,7 @@ def create_app(webui: WebUISettings, environ: Mapping[str, str] | None = None) -
     writers: list[ServerWriter] = []
     lightrag_server.LightRAG = like_the_workers(arguments, writers)
     app = lightrag_server.create_app(args)
+    _show_the_workers_bindings(args, env)
     _watch_writers_while_serving(app, writers)
     return app
 
