@@ -45,20 +45,20 @@ webui: $(STAMP)
 	$(PY) -m devtools.webui --services-dir $(SERVICES_DIR)
 
 bench: $(STAMP)
-	$(PY) bench/task_overhead.py
-	$(PY) bench/stores.py
-	$(PY) bench/vectors.py
-	$(PY) bench/ingest.py
-	$(PY) bench/query.py
-	$(PY) bench/checkpoint.py
-	$(PY) bench/store.py
-	$(PY) bench/fencing.py
-	$(PY) bench/graph.py
-	$(PY) bench/graph.py --fresh-hub
-	$(PY) bench/worker_throughput.py
-	$(PY) bench/scale_out.py
-	$(PY) bench/chaos.py
-	$(PY) bench/soak.py
+	$(PY) -m bench.task_overhead
+	$(PY) -m bench.stores
+	$(PY) -m bench.vectors
+	$(PY) -m bench.ingest
+	$(PY) -m bench.query
+	$(PY) -m bench.checkpoint
+	$(PY) -m bench.memory_store
+	$(PY) -m bench.fencing
+	$(PY) -m bench.graph
+	$(PY) -m bench.graph --fresh-hub
+	$(PY) -m bench.worker_throughput
+	$(PY) -m bench.scale_out
+	$(PY) -m bench.chaos
+	$(PY) -m bench.soak
 
 lint: $(STAMP)
 	$(PY) -m ruff check aperag_pg config tests bench devtools

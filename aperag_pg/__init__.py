@@ -1,8 +1,9 @@
 """aperag_pg: a synchronous PostgreSQL layer for Celery workers.
 
-One thread-safe psycopg2 pool per worker process, LightRAG storages on it
-(``aperag_pg.lightrag``, extra ``lightrag``) and a LangGraph checkpointer
-(``aperag_pg.checkpoint``, extra ``langgraph``)::
+One thread-safe psycopg2 pool per worker process, and on it LightRAG's storages
+(``aperag_pg.lightrag``, extra ``lightrag``; its WebUI with extra ``webui``), a LangGraph
+checkpointer (``aperag_pg.checkpoint``) and a LangGraph long-term memory store
+(``aperag_pg.memory``, both extra ``langgraph``)::
 
     from aperag_pg import PostgreSQLSyncConnectionManager, install_worker_signals
 

@@ -48,12 +48,12 @@ def doctor(settings: PostgresSettings, _args: argparse.Namespace) -> int:
 
 def init_schema(settings: PostgresSettings, args: argparse.Namespace) -> int:
     """Create every table the workers would create on first use, now."""
-    from .leases import ensure_lease_table
     from .manager import PostgreSQLSyncConnectionManager
     from .schema import ensure_schema
     from .stores.doc_status import DocStatusStore
     from .stores.graph import GraphStore
     from .stores.kv import KV_NAMESPACES, KVStore
+    from .stores.leases import ensure_lease_table
     from .stores.vector import VectorStore
     from .stores.vector_tables import VECTOR_NAMESPACES, vector_table_name
 
@@ -129,7 +129,7 @@ def graph_import(settings: PostgresSettings, args: argparse.Namespace) -> int:
     """Read a NetworkXStorage GraphML file into the graph tables, merging into what is there."""
     store = _graph_store(settings, args)
     try:
-        from .graphml import import_graphml
+        from .stores.graphml import import_graphml
 
         summary = import_graphml(
             store, args.graphml, batch_size=args.batch_size, progress=_progress
@@ -144,7 +144,7 @@ def graph_export(settings: PostgresSettings, args: argparse.Namespace) -> int:
     """Write a workspace's graph as the GraphML file NetworkXStorage would keep."""
     store = _graph_store(settings, args)
     try:
-        from .graphml import export_graphml
+        from .stores.graphml import export_graphml
 
         summary = export_graphml(store, args.graphml)
     finally:

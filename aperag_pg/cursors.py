@@ -12,11 +12,14 @@ import enum
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
+from .errors import SchemaError, first_line
 from .manager import PostgreSQLSyncConnectionManager
 from .pool import raise_if_aborted
 
@@ -131,3 +134,50 @@ class _BeginsWithFirstStatement:
 @functools.cache
 def _begins_with_first_statement(factory: type) -> type:
     return type(f"Snapshot{factory.__name__}", (_BeginsWithFirstStatement, factory), {})
+
+
+class DictRowCursor(psycopg2.extensions.cursor):
+    """A cursor whose rows are plain dicts. psycopg2's RealDictCursor fills each row key
+    by key in Python, which for a page of rows costs more than the query itself.
+    """
+
+    def fetchone(self) -> dict[str, Any] | None:
+        row = super().fetchone()
+        return None if row is None else dict(zip(self._names(), row, strict=True))
+
+    def fetchmany(self, size: int | None = None) -> list[dict[str, Any]]:
+        rows = super().fetchmany(size) if size is not None else super().fetchmany()
+        return self._dicts(rows)
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        return self._dicts(super().fetchall())
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.fetchall())
+
+    def _names(self) -> list[str]:
+        return [column.name for column in self.description]
+
+    def _dicts(self, rows: list[tuple]) -> list[dict[str, Any]]:
+        names = self._names()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+@dataclass(frozen=True)
+class MissingTables:
+    """What a wing's cursor says when its tables (or functions) are not there yet: the
+    objects, and the call that makes them."""
+
+    what: str  # e.g. "the LangGraph store tables"
+    fix: str  # e.g. "call PGSyncStore.setup() once"
+
+    @contextmanager
+    def explained(self, schema: str) -> Iterator[None]:
+        """Turn "no such table / function" into SchemaError naming the fix."""
+        try:
+            yield
+        except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedFunction) as exc:
+            raise SchemaError(
+                f"{self.what} are missing in schema {schema!r} ({first_line(exc)}). "
+                f"Fix: {self.fix}."
+            ) from exc

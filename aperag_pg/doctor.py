@@ -15,9 +15,9 @@ import psycopg2
 
 from .connect_errors import cannot_connect
 from .errors import first_line
-from .leases import FENCE_SIGNATURE
-from .leases import TABLE as LEASES_TABLE
 from .settings import PostgresSettings, redact_urls
+from .stores.leases import FENCE_SIGNATURE
+from .stores.leases import TABLE as LEASES_TABLE
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_SERVER_VERSION = 130000  # PostgreSQL 13: what pgvector 0.8 and the SQL here need

@@ -14,7 +14,14 @@ from typing import Any
 import psycopg2.extras
 
 from .errors import PoolClosed
-from .pool import POOL_AVAILABLE, POOL_SIZE, SyncConnectionPool
+from .pool import (
+    CONNECTIONS_ERRORS,
+    CONNECTIONS_LOST,
+    POOL_AVAILABLE,
+    POOL_SIZE,
+    REQUESTS_TIMEOUTS,
+    SyncConnectionPool,
+)
 from .settings import PostgresSettings
 
 
@@ -105,6 +112,15 @@ class PostgreSQLSyncConnectionManager:
         if pool is None:
             return {"pid": os.getpid(), POOL_SIZE: 0, POOL_AVAILABLE: 0}
         return pool.stats()
+
+    @classmethod
+    def trouble(cls) -> int:
+        """Connections this process lost or could not open, and waits for one that timed
+        out, so far: a rise across some work means the database gave trouble meanwhile."""
+        stats = cls.stats()
+        return sum(
+            stats.get(key, 0) for key in (CONNECTIONS_LOST, CONNECTIONS_ERRORS, REQUESTS_TIMEOUTS)
+        )
 
     @classmethod
     def settings(cls) -> PostgresSettings:

@@ -11,26 +11,22 @@ At the end it checks what the chaos test checks: every task succeeded (retries
 allowed), every document processed exactly once, no ``dup-`` record, every workflow at
 its end, and no connection left after a warm shutdown.
 
-    python bench/chaos.py [--quick]
+    python -m bench.chaos [--quick]
 """
 
 from __future__ import annotations
 
 import os
 import random
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import machine_line, run_benchmark  # noqa: E402
-from load import IN_FLIGHT, REPO, SteadyLoad, worker_env  # noqa: E402
-
-from devtools.chaos import FAULTS, ChaosTarget, closed_pool_stats  # noqa: E402
-from devtools.services import EmbeddedRedis, celery_worker  # noqa: E402
+from bench.common import machine_line, run_benchmark
+from bench.load import IN_FLIGHT, REPO, SteadyLoad, worker_env
+from devtools.chaos import FAULTS, ChaosTarget, closed_pool_stats
+from devtools.services import EmbeddedRedis, celery_worker
 
 FAULT_GAP = (3.0, 6.0)  # seconds between faults, drawn at random
 

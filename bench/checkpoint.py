@@ -12,17 +12,15 @@ scalars, and one pending write per checkpoint.
   list       a whole 200-checkpoint thread, and a whole 2,000-checkpoint thread
   get_tuple  the latest checkpoint of the 2,000-checkpoint thread (cost vs thread length)
 
-    python bench/checkpoint.py [--quick]
+    python -m bench.checkpoint [--quick]
 """
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.base.id import uuid6
@@ -30,9 +28,10 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import (  # noqa: E402
+from aperag_pg.checkpoint import PGSyncCheckpointSaver
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.worker import cleanup_worker_postgres
+from bench.common import (
     benchmark_postgres,
     comparison_header,
     comparison_row,
@@ -40,10 +39,6 @@ from common import (  # noqa: E402
     machine_line,
     run_benchmark,
 )
-
-from aperag_pg.checkpoint import PGSyncCheckpointSaver  # noqa: E402
-from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
-from aperag_pg.worker import cleanup_worker_postgres  # noqa: E402
 
 THREADS = 20
 OUR_SCHEMA = "bench_aperag"  # PostgresSaver uses unqualified names, so it gets "public"

@@ -9,28 +9,23 @@ costs no round trip more than unfenced (n statements + COMMIT), and a one-statem
 in). Each operation runs ``n`` times per side, the sides alternating in blocks so that
 neither always runs first.
 
-    python bench/fencing.py [--quick]
+    python -m bench.fencing [--quick]
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import benchmark_postgres, machine_line, run_benchmark, time_calls  # noqa: E402
-
-from aperag_pg.leases import hold_lease  # noqa: E402
-from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
-from aperag_pg.stores.base import workspace_fence  # noqa: E402
-from aperag_pg.stores.doc_status import DocStatusStore  # noqa: E402
-from aperag_pg.stores.graph import GraphStore  # noqa: E402
-from aperag_pg.stores.kv import KVStore  # noqa: E402
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.stores.base import workspace_fence
+from aperag_pg.stores.doc_status import DocStatusStore
+from aperag_pg.stores.graph import GraphStore
+from aperag_pg.stores.kv import KVStore
+from aperag_pg.stores.leases import hold_lease
+from bench.common import benchmark_postgres, machine_line, run_benchmark, time_calls
 
 SIDES = ("unfenced", "fenced")
 

@@ -24,8 +24,8 @@ Celery task runs async code: ours shares one storage across those loops;
 PGTableGraphStorage is re-created per task (initialize/finalize, a new asyncpg pool each
 time) or shared across the loops; NetworkX is shared (in memory).
 
-    python bench/graph.py [--quick]
-    python bench/graph.py --fresh-hub [EDGES] [--quick]
+    python -m bench.graph [--quick]
+    python -m bench.graph --fresh-hub [EDGES] [--quick]
 
 ``--fresh-hub`` measures only a traversal from a freshly written hub (30,000 edges by
 default) in tables never analyzed, then after ANALYZE, and a fifth of that hub without
@@ -50,12 +50,10 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import (  # noqa: E402
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
+from bench.common import (
     benchmark_postgres,
     machine_line,
     percentile,
@@ -63,8 +61,6 @@ from common import (  # noqa: E402
     time_calls,
     write_section,
 )
-
-from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
 
 N_NODES, N_EDGES, N_HUBS, HUB_DEGREE = 10_000, 30_000, 5, 1_000
 N_SEEDS, N_MERGES, MAX_NODES = 40, 200, 1_000
@@ -806,7 +802,7 @@ def fresh_hub_report(edges: int) -> str:
 
 
 if __name__ == "__main__":
-    if "--fresh-hub" in sys.argv:  # only this part: python bench/graph.py --fresh-hub [N]
+    if "--fresh-hub" in sys.argv:  # only this part: python -m bench.graph --fresh-hub [N]
         args = [a for a in sys.argv[sys.argv.index("--fresh-hub") + 1 :] if a.isdigit()]
         report = fresh_hub_report(int(args[0]) if args else N_EDGES)
         print(report)

@@ -26,7 +26,7 @@ per embedding request and 200 ms per LLM request (an ``asyncio.sleep`` in this p
 where a hosted model's latency would be), to see whether the storages still matter when
 the models set the pace.
 
-    python bench/ingest.py [--quick]
+    python -m bench.ingest [--quick]
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import asyncio
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -43,25 +42,21 @@ import weakref
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import psycopg2.extras
 from pgvector.psycopg2 import register_vector
 from psycopg2 import sql
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import benchmark_postgres, machine_line, run_benchmark, xact_commit  # noqa: E402
-
-from aperag_pg.lightrag import register  # noqa: E402
-from aperag_pg.lightrag.writer import one_writer  # noqa: E402
-from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
-from aperag_pg.settings import PostgresSettings  # noqa: E402
-from aperag_pg.standins import embed_texts, lightrag_standins, standin_llm  # noqa: E402
-from aperag_pg.stores.base import utc_now  # noqa: E402
-from aperag_pg.stores.vector import VectorStore  # noqa: E402
-from devtools.corpus import documents  # noqa: E402
+from aperag_pg.lightrag import register
+from aperag_pg.lightrag.standins import embed_texts, lightrag_standins, standin_llm
+from aperag_pg.lightrag.writer import one_writer
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.settings import PostgresSettings
+from aperag_pg.stores.base import utc_now
+from aperag_pg.stores.vector import VectorStore
+from bench.common import benchmark_postgres, machine_line, run_benchmark, xact_commit
+from devtools.corpus import documents
 
 VECTOR_DIM = 1536  # text-embedding-3-small's size; never the stand-ins' 64
 BATCH = 20  # documents per ainsert

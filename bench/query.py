@@ -26,7 +26,7 @@ Three passes over the questions:
      on a separate connection once every backend has flushed its statistics) and this
      process's CPU time.
 
-    python bench/query.py [--quick]
+    python -m bench.query [--quick]
 """
 
 from __future__ import annotations
@@ -34,17 +34,15 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import sys
 import time
 from importlib.metadata import version
-from pathlib import Path
 
 import psycopg2
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import STATS_SETTLE_S, machine_line, percentile, run_benchmark, xact_commit  # noqa: E402
-from ingest import (  # noqa: E402
+from aperag_pg.lightrag.tasks import context_digest
+from aperag_pg.settings import PostgresSettings
+from bench.common import STATS_SETTLE_S, machine_line, percentile, run_benchmark, xact_commit
+from bench.ingest import (
     CHUNK_BYTES,
     VECTOR_DIM,
     checked,
@@ -53,10 +51,7 @@ from ingest import (  # noqa: E402
     insert_all,
     lightrag_postgres,
 )
-
-from aperag_pg.lightrag.tasks import context_digest  # noqa: E402
-from aperag_pg.settings import PostgresSettings  # noqa: E402
-from devtools.corpus import CITIES, COMPANIES, PEOPLE, TOPICS, documents  # noqa: E402
+from devtools.corpus import CITIES, COMPANIES, PEOPLE, TOPICS, documents
 
 MODES = ("naive", "local", "global", "hybrid", "mix")
 SIDES = ("ours", "asyncpg")

@@ -18,7 +18,7 @@ PgBouncer's server connections. Then, with 3 hosts, a visibility timeout of 60 s
 writer-lease TTL of 15 s, the host that holds a writer lease is lost at once (SIGKILL to
 its PID namespace) mid-batch: the time until the other hosts have finished every ingest.
 
-    python bench/scale_out.py [--quick]
+    python -m bench.scale_out [--quick]
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -34,14 +33,11 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import benchmark_services, machine_line, run_benchmark  # noqa: E402
-
-from aperag_pg.settings import PostgresSettings  # noqa: E402
-from devtools.corpus import documents  # noqa: E402
-from devtools.pgbouncer import EmbeddedPgBouncer  # noqa: E402
-from devtools.services import celery_worker  # noqa: E402
+from aperag_pg.settings import PostgresSettings
+from bench.common import benchmark_services, machine_line, run_benchmark
+from devtools.corpus import documents
+from devtools.pgbouncer import EmbeddedPgBouncer
+from devtools.services import celery_worker
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTS = (1, 2, 3)

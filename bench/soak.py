@@ -9,7 +9,7 @@ its pool counters, and the p50/p99 latency (send to result) of the tasks done th
 minute. The target is flat memory and connections after warm-up; the report gives the
 growth per hour fitted over the samples after the first third of the run.
 
-    python bench/soak.py [--minutes N] [--quick]
+    python -m bench.soak [--minutes N] [--quick]
 """
 
 from __future__ import annotations
@@ -17,19 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import benchmark_services, machine_line, percentile, write_section  # noqa: E402
-from load import IN_FLIGHT, REPO, SteadyLoad, worker_env  # noqa: E402
-
-from aperag_pg.settings import PostgresSettings  # noqa: E402
-from devtools.services import celery_worker, connections_per_process  # noqa: E402
+from aperag_pg.settings import PostgresSettings
+from bench.common import benchmark_services, machine_line, percentile, write_section
+from bench.load import IN_FLIGHT, REPO, SteadyLoad, worker_env
+from devtools.services import celery_worker, connections_per_process
 
 CORPUS = 400
 

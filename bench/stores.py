@@ -8,7 +8,7 @@ top-10 query, doc-status counts and a paginated listing. Two patterns:
   (b) one ``asyncio.run`` per simulated task, the way Celery runs async code, with the
       storages either shared across those loops or re-created (initialize/finalize) per task.
 
-    python bench/stores.py [--quick]
+    python -m bench.stores [--quick]
 """
 
 from __future__ import annotations
@@ -19,27 +19,22 @@ import logging
 import math
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import numpy as np
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import (  # noqa: E402
+from aperag_pg.lightrag import register
+from aperag_pg.lightrag.standins import embed_texts, lightrag_standins
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
+from bench.common import (
     benchmark_postgres,
     machine_line,
     run_benchmark,
 )
-
-from aperag_pg.lightrag import register  # noqa: E402
-from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
-from aperag_pg.standins import embed_texts, lightrag_standins  # noqa: E402
 
 SIDES = {
     "aperag_pg": ("PGSyncKVStorage", "PGSyncVectorStorage", "PGSyncDocStatusStorage"),

@@ -17,26 +17,21 @@ Every "task" runs one ``SELECT 1``, the way a Celery task would at its start:
 The floor is the raw round trip of ``SELECT 1`` on an already open psycopg2
 connection. All run against the same server in the same run.
 
-    python bench/task_overhead.py [--quick]
+    python -m bench.task_overhead [--quick]
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import asyncpg
 import psycopg2
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import benchmark_postgres, machine_line, run_benchmark, summary, time_calls  # noqa: E402
-
-from aperag_pg.cursors import Mode, cursor  # noqa: E402
-from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
-from aperag_pg.threads import to_thread  # noqa: E402
-from aperag_pg.worker import cleanup_worker_postgres, run_async  # noqa: E402
+from aperag_pg.cursors import Mode, cursor
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.threads import to_thread
+from aperag_pg.worker import cleanup_worker_postgres, run_async
+from bench.common import benchmark_postgres, machine_line, run_benchmark, summary, time_calls
 
 
 def select_one_on_our_pool() -> None:

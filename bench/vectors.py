@@ -19,7 +19,7 @@ own with its HNSW index, in one long-lived event loop:
 Wall time is the median of the runs; client CPU is this process's CPU time for the call
 (the Python work a worker's other tasks wait for).
 
-    python bench/vectors.py [--quick]
+    python -m bench.vectors [--quick]
 """
 
 from __future__ import annotations
@@ -30,11 +30,9 @@ import logging
 import os
 import statistics
 import struct
-import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import psycopg2
@@ -42,15 +40,12 @@ import psycopg2.extras
 from pgvector.psycopg2 import register_vector
 from psycopg2 import sql
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import benchmark_postgres, machine_line, run_benchmark  # noqa: E402
-
-from aperag_pg.lightrag import register  # noqa: E402
-from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
-from aperag_pg.standins import lightrag_standins  # noqa: E402
-from aperag_pg.stores.binary_copy import SIGNATURE, TRAILER, vector_fields  # noqa: E402
-from aperag_pg.stores.vector_tables import safe_index_name  # noqa: E402
+from aperag_pg.lightrag import register
+from aperag_pg.lightrag.standins import lightrag_standins
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.stores.binary_copy import SIGNATURE, TRAILER, vector_fields
+from aperag_pg.stores.vector_tables import safe_index_name
+from bench.common import benchmark_postgres, machine_line, run_benchmark
 
 SIDES = ("ours", "asyncpg", "text", "floor")
 QUERY_SIDES = ("ours", "asyncpg", "two binds", "one bind", "one bind + iterative")

@@ -4,7 +4,7 @@ The same batch each time, on the same PostgreSQL and Redis: LightRAG ingest task
 (5 documents each, offline stand-in models) and queries on the PGSync storages, plus
 LangGraph workflows started and resumed from their checkpoints, and pool probes.
 
-    python bench/worker_throughput.py [--quick]
+    python -m bench.worker_throughput [--quick]
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -20,16 +19,13 @@ from pathlib import Path
 
 import psycopg2
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import benchmark_services, machine_line, run_benchmark  # noqa: E402
-
-from aperag_pg.leases import live_holders  # noqa: E402
-from aperag_pg.lightrag.preflight import check_vector_tables  # noqa: E402
-from aperag_pg.lightrag.writer import WRITER_LEASE_PREFIX  # noqa: E402
-from aperag_pg.settings import PostgresSettings  # noqa: E402
-from devtools.corpus import documents  # noqa: E402
-from devtools.services import celery_worker  # noqa: E402
+from aperag_pg.lightrag.preflight import check_vector_tables
+from aperag_pg.lightrag.writer import WRITER_LEASE_PREFIX
+from aperag_pg.settings import PostgresSettings
+from aperag_pg.stores.leases import live_holders
+from bench.common import benchmark_services, machine_line, run_benchmark
+from devtools.corpus import documents
+from devtools.services import celery_worker
 
 REPO = Path(__file__).resolve().parent.parent
 PROCESSES = (1, 2, 4)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from aperag_pg.standins import lightrag_standins
+from aperag_pg.lightrag.standins import lightrag_standins
 
 
 def lightrag_arguments() -> dict:

@@ -15,9 +15,9 @@ import sys
 
 
 def hold(name: str) -> None:
-    from aperag_pg.leases import hold_lease
     from aperag_pg.manager import PostgreSQLSyncConnectionManager
     from aperag_pg.settings import PostgresSettings
+    from aperag_pg.stores.leases import hold_lease
 
     PostgreSQLSyncConnectionManager.initialize(PostgresSettings.from_env())
     with hold_lease(name, ttl=60) as lease:

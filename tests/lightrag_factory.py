@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aperag_pg.standins import lightrag_standins
+from aperag_pg.lightrag.standins import lightrag_standins
 
 
 def build() -> dict:
@@ -19,7 +19,7 @@ def unnamed_embedding() -> dict:
     then uses its vector tables without a model suffix, whatever the dimension."""
     from lightrag.utils import EmbeddingFunc
 
-    from aperag_pg.standins import standin_embed
+    from aperag_pg.lightrag.standins import standin_embed
 
     return {
         **lightrag_standins(),

@@ -10,8 +10,8 @@ from pathlib import Path
 from lightrag import LightRAG
 
 from aperag_pg.lightrag import register
+from aperag_pg.lightrag.standins import lightrag_standins
 from aperag_pg.settings import PostgresSettings
-from aperag_pg.standins import lightrag_standins
 
 DOCS = [
     "Alice Johnson founded Acme Robotics in Berlin. Acme Robotics builds warehouse robots "
@@ -143,8 +143,8 @@ def postgres_env(settings: PostgresSettings):
 
 def workspace_writers(admin_conn) -> list[int]:
     """The worker processes holding a LightRAG workspace's writer lease now."""
-    from aperag_pg.leases import live_holders
     from aperag_pg.lightrag.writer import WRITER_LEASE_PREFIX
+    from aperag_pg.stores.leases import live_holders
 
     with admin_conn.cursor() as cur:
         return [pid for _, pid in live_holders(cur, WRITER_LEASE_PREFIX)]

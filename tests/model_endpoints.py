@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from aperag_pg.standins import embed_texts, standin_llm
+from aperag_pg.lightrag.standins import embed_texts, standin_llm
 
 
 @dataclass(frozen=True)

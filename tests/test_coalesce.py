@@ -10,7 +10,7 @@ from psycopg2.errors import UndefinedTable
 
 from aperag_pg.errors import InvalidInput
 from aperag_pg.lightrag.storages import PGSyncGraphStorage, PGSyncKVStorage
-from aperag_pg.stores.base import SyncStore
+from aperag_pg.stores.base import TableStore
 
 from .lightrag_support import new_workspace
 
@@ -177,5 +177,5 @@ def test_the_store_module_is_not_a_dependency_of_coalescing():
     import aperag_pg.lightrag.coalesce as coalesce
 
     assert not any(
-        isinstance(v, type) and issubclass(v, SyncStore) for v in vars(coalesce).values()
+        isinstance(v, type) and issubclass(v, TableStore) for v in vars(coalesce).values()
     )

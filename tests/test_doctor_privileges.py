@@ -10,7 +10,7 @@ import uuid
 import psycopg2
 import pytest
 
-from aperag_pg.leases import TABLE as LEASES
+from aperag_pg.stores.leases import TABLE as LEASES
 
 from .cli_support import run_cli, verdicts
 
@@ -133,7 +133,7 @@ def test_a_lease_table_without_its_fence_function_fails_with_init_schema(
     app_role, base_settings, admin_conn
 ):
     """A lease table left by an older aperag_pg: writers need the fence function too."""
-    from aperag_pg.leases import FENCE_SIGNATURE
+    from aperag_pg.stores.leases import FENCE_SIGNATURE
 
     schema = app_role.schema
     with admin_conn.cursor() as cur:
@@ -149,7 +149,7 @@ def test_a_lease_table_without_its_fence_function_fails_with_init_schema(
 
 
 def test_a_fence_function_the_role_may_not_execute_fails_with_the_grant(app_role, admin_conn):
-    from aperag_pg.leases import FENCE_SIGNATURE
+    from aperag_pg.stores.leases import FENCE_SIGNATURE
 
     schema, role = app_role.schema, app_role.user
     with admin_conn.cursor() as cur:

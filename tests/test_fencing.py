@@ -1,4 +1,4 @@
-"""Fencing (``aperag_pg.leases``, ``fence=``): store writes in a workspace whose writer
+"""Fencing (``aperag_pg.stores.leases``, ``fence=``): store writes in a workspace whose writer
 lease this process holds commit only while the lease is still this holder's. After a
 takeover (the holder expired while paused, and another took the lease), every later write
 rolls back with LeaseLost and the block ends in LeaseLost."""
@@ -11,10 +11,10 @@ import uuid
 import pytest
 
 from aperag_pg.errors import LeaseLost
-from aperag_pg.leases import fence_for, hold_lease
 from aperag_pg.stores.base import workspace_fence
 from aperag_pg.stores.graph import GraphStore
 from aperag_pg.stores.kv import KVStore
+from aperag_pg.stores.leases import fence_for, hold_lease
 
 from .polling import wait_until
 

@@ -9,8 +9,8 @@ import signal
 import uuid
 
 from aperag_pg.errors import LeaseLost, TransientFailure
-from aperag_pg.leases import hold_lease, live_holders
 from aperag_pg.lightrag.writer import WRITER_LEASE_PREFIX, writer_lease
+from aperag_pg.stores.leases import hold_lease, live_holders
 from devtools.services import celery_worker
 
 from .conftest import REPO_ROOT

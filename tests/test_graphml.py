@@ -23,8 +23,8 @@ from lightrag.kg.shared_storage import initialize_share_data
 from psycopg2 import sql
 
 from aperag_pg.errors import GraphMLError, InvalidInput
-from aperag_pg.graphml import graph_of, import_graph
 from aperag_pg.stores.graph import GraphStore
+from aperag_pg.stores.graphml import graph_of, import_graph
 
 from .conftest import REPO_ROOT
 
@@ -457,7 +457,7 @@ def test_nul_characters_and_odd_names_are_refused_before_anything_is_written(man
     ids=["list", "null", "control-character", "control-character-in-name"],
 )
 def test_export_refuses_what_graphml_cannot_hold(properties, message, manager, tmp_path):
-    from aperag_pg.graphml import export_graphml
+    from aperag_pg.stores.graphml import export_graphml
 
     store = GraphStore(workspace=new_workspace())
     store.ensure_tables()

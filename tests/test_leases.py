@@ -1,4 +1,4 @@
-"""Leases (``aperag_pg.leases``): one holder at a time across processes and hosts, renewed
+"""Leases (``aperag_pg.stores.leases``): one holder at a time across processes and hosts, renewed
 while held, given back at the end, taken over when expired or when the holder's process
 on this host is gone, and no connection held in between."""
 
@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from aperag_pg.errors import LeaseLost, LeaseTimeout
-from aperag_pg.leases import Holder, current_holder, ensure_lease_table, hold_lease
+from aperag_pg.stores.leases import Holder, current_holder, ensure_lease_table, hold_lease
 
 from .polling import wait_until
 

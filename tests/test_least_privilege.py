@@ -10,7 +10,7 @@ import uuid
 import psycopg2
 import pytest
 
-from aperag_pg.standins import EMBEDDING_DIM, EMBEDDING_MODEL
+from aperag_pg.lightrag.standins import EMBEDDING_DIM, EMBEDDING_MODEL
 from devtools.services import celery_worker
 
 from .checkpoint_support import new_thread

@@ -337,7 +337,7 @@ def test_an_unnamed_document_that_fails_fails_the_ingest(manager, tmp_path, file
     """A text without a usable file name is tracked by LightRAG's content-hash id: when its
     LLM call fails, the ingest raises DocumentsFailed naming it, as for a named file."""
     from aperag_pg.lightrag.ingest import DocumentsFailed, document_id, ingest_once
-    from aperag_pg.standins import lightrag_standins
+    from aperag_pg.lightrag.standins import lightrag_standins
 
     async def failing_llm(*_args, **_kwargs):
         raise RuntimeError("the model is down")

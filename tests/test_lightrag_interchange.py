@@ -128,7 +128,7 @@ def _exact_embedding(vectors: dict[str, np.ndarray]):
 
 
 async def _write_and_read_vectors(tmp_path, settings, writer, reader, vectors) -> dict:
-    from aperag_pg.standins import lightrag_standins
+    from aperag_pg.lightrag.standins import lightrag_standins
 
     models = {**lightrag_standins(), "embedding_func": _exact_embedding(vectors)}
     workspace = new_workspace("exact")

@@ -14,7 +14,12 @@ from lightrag.utils import EmbeddingFunc
 from psycopg2 import sql
 
 from aperag_pg.errors import InvalidInput
-from aperag_pg.standins import EMBEDDING_DIM, EMBEDDING_MODEL, embed_texts, lightrag_standins
+from aperag_pg.lightrag.standins import (
+    EMBEDDING_DIM,
+    EMBEDDING_MODEL,
+    embed_texts,
+    lightrag_standins,
+)
 
 from .lightrag_support import (
     DOCS,

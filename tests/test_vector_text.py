@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aperag_pg.stores.vector_text import vector_literal
+from aperag_pg.pgvector import vector_literal
 
 SPECIAL = np.array(
     [0.5, -2.5, 0.0, -0.0, 1e-45, -1e-45, np.finfo(np.float32).tiny, np.finfo(np.float32).max],

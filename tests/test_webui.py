@@ -206,7 +206,7 @@ def test_the_webui_refuses_to_start_on_vector_tables_of_another_dimension(
 ):
     """The server would otherwise make new, empty vector tables for its dimension (their
     names carry the model and the dimension) and find nothing: it says so instead."""
-    from aperag_pg.standins import EMBEDDING_MODEL
+    from aperag_pg.lightrag.standins import EMBEDDING_MODEL
     from aperag_pg.stores.vector import VectorStore
     from aperag_pg.stores.vector_tables import vector_table_name
 

@@ -7,14 +7,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg2.errors
-
-from ..cursors import Manager, Mode, cursor
-from ..errors import SchemaError, first_line
+from ..cursors import Manager, MissingTables, Mode, cursor
 from . import sql
 
 # A statement template (and its named fixed parts) -> its text in one schema.
 Render = Callable[..., str]
+MISSING = MissingTables(
+    "the LangGraph checkpoint tables or functions",
+    "call PGSyncCheckpointSaver.setup() once (PostgresSaver.setup() creates the tables but "
+    "not this saver's functions)",
+)
 
 
 @contextmanager
@@ -22,19 +24,6 @@ def checkpoint_cursor(
     manager: Manager, schema: str, mode: Mode = Mode.TRANSACTION
 ) -> Iterator[tuple[Any, Render]]:
     """A cursor run as ``mode`` says, and the renderer of the statements for ``schema``."""
-    with _explained(schema), cursor(manager, mode) as cur:
+    with MISSING.explained(schema), cursor(manager, mode) as cur:
         conn = cur.connection
         yield cur, lambda template, **parts: sql.rendered(conn, schema, template, **parts)
-
-
-@contextmanager
-def _explained(schema: str) -> Iterator[None]:
-    """Turn "no such table / function" into the fix: setup() has not run in this schema."""
-    try:
-        yield
-    except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedFunction) as exc:
-        raise SchemaError(
-            f"the LangGraph checkpoint tables or functions are missing in schema {schema!r} "
-            f"({first_line(exc)}). Fix: call PGSyncCheckpointSaver.setup() "
-            "once (PostgresSaver.setup() creates the tables but not this saver's functions)."
-        ) from exc

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from psycopg2 import sql
 
+from ..schema import in_schema
+
 # -- tables: the migrations of langgraph-checkpoint-postgres, same versions ---------
 
 # Position = version recorded in checkpoint_migrations, exactly as PostgresSaver.setup()
@@ -428,9 +430,7 @@ def rendered(conn: object, schema: str, template: str, **parts: str) -> str:
     key = (schema, template, tuple(sorted(parts.items())))
     text = _rendered.get(key)
     if text is None:
-        fragments = {name: sql.SQL(fragment) for name, fragment in parts.items()}
-        filled = sql.SQL(template).format(schema=sql.Identifier(schema), **fragments)
-        text = _rendered[key] = filled.as_string(conn)
+        text = _rendered[key] = in_schema(template, schema, **parts).as_string(conn)
     return text
 
 

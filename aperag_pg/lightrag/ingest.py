@@ -42,7 +42,6 @@ from typing import Any
 
 from ..errors import AperagPGError, TransientFailure
 from ..manager import PostgreSQLSyncConnectionManager
-from ..pool import CONNECTIONS_ERRORS, CONNECTIONS_LOST, REQUESTS_TIMEOUTS
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,6 @@ TRANSIENT_SIGNS = (
 )
 
 
-_TROUBLE_COUNTERS = (CONNECTIONS_LOST, CONNECTIONS_ERRORS, REQUESTS_TIMEOUTS)
 # LightRAG's RecoveryAnchorMissingError, as its pipeline records it in error_msg.
 ANCHORS_MISSING = "recovery anchor row(s) missing"
 
@@ -119,7 +117,7 @@ async def ingest_once(rag: Any, texts: Sequence[str], file_paths: Sequence[str])
         raise ValueError(f"{len(texts)} texts but {len(file_paths)} file paths")
     ids = [document_id(text, path) for text, path in zip(texts, file_paths, strict=True)]
     known = list(dict.fromkeys(ids))  # LightRAG keeps one document per id
-    trouble_before = database_trouble()
+    trouble_before = PostgreSQLSyncConnectionManager.trouble()
     existing = await _statuses(rag, known)
     report = IngestReport()
     new_texts, new_paths = [], []
@@ -148,12 +146,6 @@ async def ingest_once(rag: Any, texts: Sequence[str], file_paths: Sequence[str])
     return report
 
 
-def database_trouble() -> int:
-    """Connections this process lost or could not open, and pool timeouts, so far."""
-    stats = PostgreSQLSyncConnectionManager.stats()
-    return sum(stats.get(key, 0) for key in _TROUBLE_COUNTERS)
-
-
 async def finish(
     rag: Any, doc_ids: list[str], run_pipeline: bool = True, trouble_since: int | None = None
 ) -> dict[str, str]:
@@ -173,7 +165,7 @@ async def finish(
     if failed:
         named = "; ".join(f"{path} ({doc_id}): {error}" for doc_id, (path, error) in failed.items())
         transient = any(_looks_transient(error) for _, error in failed.values()) or (
-            trouble_since is not None and database_trouble() > trouble_since
+            trouble_since is not None and PostgreSQLSyncConnectionManager.trouble() > trouble_since
         )
         refused = [doc for doc, (_, error) in failed.items() if ANCHORS_MISSING in (error or "")]
         if refused:

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import AperagPGError, InvalidInput
-from .ingest import database_trouble, finish
+from ..manager import PostgreSQLSyncConnectionManager
+from .ingest import finish
 
 # What LightRAG's API server drops to clear a workspace (documents/clear), by attribute.
 WORKSPACE_STORAGES = (
@@ -94,7 +95,7 @@ async def retry_failed(rag: Any) -> dict[str, Any]:
     retried = [
         doc_id for doc_id, doc in failed.items() if not (doc.metadata or {}).get("is_duplicate")
     ]
-    trouble_before = database_trouble()
+    trouble_before = PostgreSQLSyncConnectionManager.trouble()
     for doc_id in retried:
         await rag.doc_status.update_doc_status_fields(
             doc_id, {"status": DocStatus.PENDING, "error_msg": ""}

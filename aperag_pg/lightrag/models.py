@@ -5,7 +5,7 @@ Chosen explicitly, never by default:
 - ``LLM_BINDING`` / ``EMBEDDING_BINDING`` = ``openai``, ``azure_openai`` or ``ollama``, with
   LightRAG's own variables (``aperag_pg.lightrag.bindings``); ``OPENAI_API_KEY`` alone
   still means openai;
-- ``LLM_BINDING=standin``: the deterministic offline stand-ins of ``aperag_pg.standins``
+- ``LLM_BINDING=standin``: the deterministic offline stand-ins of ``aperag_pg.lightrag.standins``
   (fake answers and 64-dimension hash embeddings), for demos and tests only;
 - ``LIGHTRAG_FACTORY=package.module:function``: a team's own LightRAG arguments; the
   variables above then only supply what the factory leaves out.
@@ -35,7 +35,6 @@ from ..environment import (
 )
 from ..errors import ConfigError, ModelsNotConfigured
 from ..settings import load_environment
-from ..standins import lightrag_standins
 from .bindings import (
     SUPPORTED,
     Endpoint,
@@ -46,6 +45,7 @@ from .bindings import (
     llm_function,
     tiktoken_loads,
 )
+from .standins import lightrag_standins
 
 STANDIN = "standin"  # LLM_BINDING / EMBEDDING_BINDING value of the offline stand-ins
 STANDINS_LABEL = "offline stand-ins (deterministic LLM and embeddings)"

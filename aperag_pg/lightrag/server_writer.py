@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..leases import Holder
+from ..stores.leases import Holder
 from .lifecycle import WORKSPACE_STORAGES
 from .writer import one_writer, writer_now
 

@@ -53,7 +53,7 @@ from ..errors import (
     MalformedCursor,
     SourceConflictChanged,
 )
-from ..stores.base import SyncStore, check_key, table_for_namespace
+from ..stores.base import TableStore, check_key, table_for_namespace
 from ..stores.doc_status import DocStatusStore
 from ..stores.graph import GraphStore, Subgraph
 from ..stores.kv import KVStore
@@ -70,7 +70,7 @@ def runs_in_thread(name: str, result: Callable[[Any], Any] | None = None):
     optionally turning its plain result into LightRAG's type with ``result``.
     """
 
-    async def method(self: _SyncStoreFacade, *args: Any, **kwargs: Any) -> Any:
+    async def method(self: _TableStoreFacade, *args: Any, **kwargs: Any) -> Any:
         value = await to_thread(getattr(self.store, name), *args, **kwargs)
         return value if result is None else result(value)
 
@@ -79,12 +79,12 @@ def runs_in_thread(name: str, result: Callable[[Any], Any] | None = None):
     return method
 
 
-class _SyncStoreFacade:
+class _TableStoreFacade:
     """The parts every facade shares: open the store in ``initialize()``, nothing to flush."""
 
-    _store: SyncStore | None = None
+    _store: TableStore | None = None
 
-    def make_store(self) -> SyncStore:
+    def make_store(self) -> TableStore:
         raise NotImplementedError
 
     @property
@@ -101,7 +101,7 @@ class _SyncStoreFacade:
         # The store applied LightRAG's workspace rule (POSTGRES_WORKSPACE > ours > "default").
         self.workspace = self._store.workspace
 
-    def _open_store(self) -> SyncStore:
+    def _open_store(self) -> TableStore:
         store = self.make_store()
         store.ensure_tables()
         return store
@@ -134,7 +134,7 @@ class _SyncStoreFacade:
 
 
 @dataclass
-class PGSyncKVStorage(_SyncStoreFacade, BaseKVStorage):
+class PGSyncKVStorage(_TableStoreFacade, BaseKVStorage):
     """Key-value storage on LightRAG's LIGHTRAG_DOC_FULL / _DOC_CHUNKS / _LLM_CACHE / ... tables."""
 
     supports_strict_point_reads: ClassVar[bool] = True
@@ -191,7 +191,7 @@ _NOT_BUFFERED = object()  # an id the buffer says nothing about: ask the table
 
 
 @dataclass
-class PGSyncVectorStorage(_SyncStoreFacade, BaseVectorStorage):
+class PGSyncVectorStorage(_TableStoreFacade, BaseVectorStorage):
     """pgvector storage on LightRAG's LIGHTRAG_VDB_* tables (with the embedding-model suffix).
 
     LightRAG 1.5.7's ``PGVectorStorage`` contract: ``upsert`` and ``delete`` only buffer,
@@ -468,7 +468,7 @@ class PGSyncVectorStorage(_SyncStoreFacade, BaseVectorStorage):
 
 
 @dataclass
-class PGSyncDocStatusStorage(_SyncStoreFacade, DocStatusStorage):
+class PGSyncDocStatusStorage(_TableStoreFacade, DocStatusStorage):
     """Document-status storage on LightRAG's LIGHTRAG_DOC_STATUS table."""
 
     supports_strict_point_reads: ClassVar[bool] = True
@@ -566,7 +566,7 @@ def _nothing(_value: Any) -> None:
 
 
 @dataclass
-class PGSyncGraphStorage(_SyncStoreFacade, BaseGraphStorage):
+class PGSyncGraphStorage(_TableStoreFacade, BaseGraphStorage):
     """Knowledge-graph storage on PGTableGraphStorage's lightrag_graph_nodes / _edges tables,
     with NetworkXStorage's semantics (see ``aperag_pg.stores.graph``)."""
 

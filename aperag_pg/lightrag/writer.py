@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..environment import writer_lease_ttl
-from ..leases import current_holder, hold_lease
 from ..manager import PostgreSQLSyncConnectionManager
 from ..settings import load_environment
 from ..stores.base import workspace_fence
+from ..stores.leases import current_holder, hold_lease
 
 WRITER_LEASE_PREFIX = "lightrag-writer:"
 

@@ -13,9 +13,8 @@ from langgraph.store.base import ensure_embeddings, tokenize_path
 from psycopg2 import sql
 
 from ..errors import ConfigError
+from ..pgvector import MAX_DIMENSIONS, MAX_INDEXED_DIMENSIONS
 
-VECTOR_TYPES = {"vector": 16000, "halfvec": 16000}  # the type -> its largest dimension
-INDEXED_DIMENSIONS = {"vector": 2000, "halfvec": 4000}  # pgvector's limit for an ANN index
 INDEX_KINDS = ("hnsw", "ivfflat", "flat")
 # distance type -> (operator: smaller is nearer, the score from the distance ``d``, the
 # operator class). Scores are upstream's: larger is more similar.
@@ -79,7 +78,7 @@ def vector_index(config: Mapping[str, Any]) -> VectorIndex:
     vector_type = ann.pop("vector_type", "vector")
     kind = ann.pop("kind", "hnsw")
     distance_type = config.get("distance_type", "cosine")
-    _one_of("index ann_index_config.vector_type", vector_type, tuple(VECTOR_TYPES))
+    _one_of("index ann_index_config.vector_type", vector_type, tuple(MAX_DIMENSIONS))
     _one_of("index ann_index_config.kind", kind, INDEX_KINDS)
     _one_of("index distance_type", distance_type, tuple(DISTANCES))
     dims = _dimension(config.get("dims"), vector_type, kind)
@@ -106,13 +105,13 @@ def _dimension(dims: Any, vector_type: str, kind: str) -> int:
         raise ConfigError(
             f"index dims is {dims!r}; set it to the embedding's dimension, a positive integer."
         )
-    if dims > VECTOR_TYPES[vector_type]:
+    if dims > MAX_DIMENSIONS[vector_type]:
         raise ConfigError(
-            f"index dims {dims} exceeds pgvector's {VECTOR_TYPES[vector_type]} for {vector_type}."
+            f"index dims {dims} exceeds pgvector's {MAX_DIMENSIONS[vector_type]} for {vector_type}."
         )
-    if kind != "flat" and dims > INDEXED_DIMENSIONS[vector_type]:
+    if kind != "flat" and dims > MAX_INDEXED_DIMENSIONS[vector_type]:
         raise ConfigError(
-            f"index dims {dims} is above the {INDEXED_DIMENSIONS[vector_type]} dimensions "
+            f"index dims {dims} is above the {MAX_INDEXED_DIMENSIONS[vector_type]} dimensions "
             f"pgvector can index as {vector_type}; use ann_index_config vector_type "
             "'halfvec' (up to 4000) or kind 'flat' (no index, exact search)."
         )

@@ -15,8 +15,8 @@ from psycopg2 import sql as pgsql
 
 from ..cursors import Manager
 from ..errors import EmbeddingDimensionMismatch
-from ..schema import apply_ddl
-from ..stores.vector_tables import ensure_pgvector
+from ..pgvector import ensure_pgvector
+from ..schema import apply_ddl, in_schema
 from . import sql
 from .config import VectorIndex
 
@@ -48,7 +48,7 @@ class _Tables:
         self._ttl_type: str | None = None
 
     def compose(self, template: pgsql.SQL, **parts: pgsql.Composable) -> pgsql.Composed:
-        return sql.compose(template, self.schema, **parts)
+        return in_schema(template, self.schema, **parts)
 
     def versions(self, template: pgsql.SQL, table: str) -> pgsql.Composed:
         return self.compose(template, table=pgsql.Identifier(table))

@@ -17,6 +17,7 @@ from typing import Any
 from langgraph.store.base import ListNamespacesOp, MatchCondition
 from psycopg2 import sql as pgsql
 
+from ..schema import in_schema
 from . import sql
 
 SEPARATOR = "."
@@ -122,7 +123,7 @@ def list_namespaces_sql(
     skips = op.max_depth is not None and all(
         c.match_type == "prefix" and len(c.path) <= op.max_depth for c in conditions
     )
-    statement = sql.compose(
+    statement = in_schema(
         _WALK,
         schema,
         truncated=_WHOLE if op.max_depth is None else _TRUNCATED,

@@ -9,7 +9,8 @@ import numpy as np
 from langgraph.store.base import SearchOp
 from psycopg2 import sql as pgsql
 
-from ..stores.vector_text import vector_literal
+from ..pgvector import vector_literal
+from ..schema import in_schema
 from . import namespaces, sql
 from .config import VectorIndex
 from .filters import filter_sql
@@ -52,7 +53,7 @@ def nearest_statement(
     )
     where, params = where_clause(op, None, omit_expired)
     distance = _DISTANCE.format(operator=index.operator, column_type=index.column_type_sql)
-    statement = sql.compose(
+    statement = in_schema(
         sql.SEARCH_NEAREST,
         schema,
         distance=distance,

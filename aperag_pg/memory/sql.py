@@ -20,11 +20,6 @@ from __future__ import annotations
 from psycopg2 import sql
 
 
-def compose(template: sql.SQL, schema: str, **parts: sql.Composable) -> sql.Composed:
-    """``template`` with ``{schema}`` (quoted as a name) and each named part put in."""
-    return template.format(schema=sql.Identifier(schema), **parts)
-
-
 def rows(row: sql.Composable, count: int) -> sql.Composed:
     """``row`` ``count`` times, comma-separated: a VALUES list whose values are the
     statement's parameters, in order."""
@@ -58,7 +53,7 @@ ADD COLUMN IF NOT EXISTS ttl_minutes INT""",
         "WHERE expires_at IS NOT NULL",
     )
 )
-# Version 0 of the vector migrations is the pgvector extension (vector_tables.ensure_pgvector).
+# Version 0 of the vector migrations is the pgvector extension (pgvector.ensure_pgvector).
 CREATE_STORE_VECTORS = sql.SQL("""
 CREATE TABLE IF NOT EXISTS {schema}.store_vectors (
     prefix text NOT NULL,

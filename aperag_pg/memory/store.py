@@ -41,19 +41,18 @@ from langgraph.store.base import (
 )
 from psycopg2 import sql as pgsql
 
-from ..cursors import Manager, Mode, cursor
+from ..cursors import DictRowCursor, Manager, MissingTables, Mode, cursor
 from ..errors import (
     ConfigError,
     InvalidInput,
-    SchemaError,
     TransientFailure,
     VectorDimensionMismatch,
     first_line,
 )
 from ..manager import PostgreSQLSyncConnectionManager
+from ..pgvector import vector_literal
+from ..schema import in_schema
 from ..settings import is_plain_schema_name
-from ..stores.base import DictRowCursor
-from ..stores.vector_text import vector_literal
 from ..threads import to_thread
 from ..values import check_storable, jsonb_text
 from . import namespaces, search, sql
@@ -522,22 +521,21 @@ class PGSyncStore(BaseStore):
 # -- helpers -----------------------------------------------------------------------------
 
 
+MISSING = MissingTables(
+    "the LangGraph store tables", "call PGSyncStore.setup() once (or PostgresStore.setup())"
+)
+
+
 @contextmanager
 def _store_cursor(manager: Manager, schema: str, mode: Mode) -> Iterator[tuple[Any, Compose]]:
     """A dict-row cursor run as ``mode`` says, and the composer of ``{schema}`` and the
     other named parts of a statement; a missing table raises SchemaError naming the fix."""
 
     def compose(template: pgsql.SQL, **parts: pgsql.Composable) -> pgsql.Composed:
-        return sql.compose(template, schema, **parts)
+        return in_schema(template, schema, **parts)
 
-    try:
-        with cursor(manager, mode, DictRowCursor) as cur:
-            yield cur, compose
-    except psycopg2.errors.UndefinedTable as exc:
-        raise SchemaError(
-            f"the LangGraph store tables are missing in schema {schema!r} "
-            f"({first_line(exc)}). Fix: call PGSyncStore.setup() once (or PostgresStore.setup())."
-        ) from exc
+    with MISSING.explained(schema), cursor(manager, mode, DictRowCursor) as cur:
+        yield cur, compose
 
 
 def _check_key(key: Any) -> None:

@@ -13,16 +13,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg2
-import psycopg2.extensions
 from psycopg2 import sql
 
-from ..cursors import Mode, cursor
+from ..cursors import DictRowCursor, Mode, cursor
 from ..errors import InvalidInput
-from ..leases import fence_for
 from ..manager import PostgreSQLSyncConnectionManager
-from ..schema import apply_ddl, run_statements, table_exists
+from ..schema import apply_ddl, in_schema, run_statements, table_exists
 from ..values import unstorable
+from .leases import fence_for
 
 DEFAULT_WORKSPACE = "default"
 MAX_ID_LENGTH = 255  # VARCHAR(255) of the id and workspace columns
@@ -90,34 +88,7 @@ def check_key(value: Any, what: str, max_length: int = MAX_ID_LENGTH) -> str:
     return value
 
 
-class DictRowCursor(psycopg2.extensions.cursor):
-    """A cursor whose rows are plain dicts. psycopg2's RealDictCursor fills each row key
-    by key in Python, which for a page of rows costs more than the query itself.
-    """
-
-    def fetchone(self) -> dict[str, Any] | None:
-        row = super().fetchone()
-        return None if row is None else dict(zip(self._names(), row, strict=True))
-
-    def fetchmany(self, size: int | None = None) -> list[dict[str, Any]]:
-        rows = super().fetchmany(size) if size is not None else super().fetchmany()
-        return self._dicts(rows)
-
-    def fetchall(self) -> list[dict[str, Any]]:
-        return self._dicts(super().fetchall())
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.fetchall())
-
-    def _names(self) -> list[str]:
-        return [column.name for column in self.description]
-
-    def _dicts(self, rows: list[tuple]) -> list[dict[str, Any]]:
-        names = self._names()
-        return [dict(zip(names, row, strict=True)) for row in rows]
-
-
-class SyncStore:
+class TableStore:
     """Base of the sync stores: one LightRAG namespace in one workspace, on the process pool.
 
     Every public method of a store is one transaction (``self.cursor()``).
@@ -142,7 +113,7 @@ class SyncStore:
 
     def render(self, template: str, **tables: str) -> sql.Composed:
         """Fill ``{name}`` placeholders of ``template`` with schema-qualified tables."""
-        return sql.SQL(template).format(**{k: self.table(v) for k, v in tables.items()})
+        return in_schema(template, self.schema, **{k: self.table(v) for k, v in tables.items()})
 
     @contextmanager
     def cursor(self, mode: Mode = Mode.TRANSACTION, tuples: bool = False) -> Iterator[Any]:
@@ -162,12 +133,9 @@ class SyncStore:
         """Create table ``name`` with ``statements`` (``{table}`` = the table, ``{schema}`` =
         the schema, and ``{key}`` = the table named by each keyword in ``tables``) unless it
         exists, through the package's one DDL runner."""
+        named = {key: self.table(table) for key, table in tables.items()}
         rendered = [
-            sql.SQL(statement).format(
-                table=self.table(name),
-                schema=sql.Identifier(self.schema),
-                **{key: self.table(table) for key, table in tables.items()},
-            )
+            in_schema(statement, self.schema, table=self.table(name), **named)
             for statement in statements
         ]
         apply_ddl(

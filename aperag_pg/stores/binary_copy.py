@@ -15,11 +15,9 @@ length (-1: NULL) and bytes, then int16 -1.
 
 from __future__ import annotations
 
-import array
 import datetime
 import io
 import struct
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -36,7 +34,6 @@ _INT4 = struct.Struct(">i")
 _INT4_FIELD = struct.Struct(">ii")  # length 4, value
 _INT8_FIELD = struct.Struct(">iq")  # length 8, value
 _ARRAY_HEADER = struct.Struct(">iiiiii")  # length, ndim 1, has nulls, element oid, n, lbound
-_VECTOR_HEADER = 4  # int16 dimensions, int16 unused
 
 
 def vector_fields(vectors: np.ndarray) -> np.ndarray:
@@ -156,13 +153,3 @@ def read_rows(data: memoryview) -> Iterator[list[memoryview | None]]:
             fields.append(data[position : position + length])
             position += length
         yield fields
-
-
-def vector_values(field: memoryview) -> list[float]:
-    """A pgvector vector's binary field as the list of floats its float4s are, bit for bit
-    (array's tolist makes the floats faster than numpy's)."""
-    values = array.array("f")
-    values.frombytes(field[_VECTOR_HEADER:])
-    if sys.byteorder == "little":
-        values.byteswap()  # the wire is big-endian
-    return values.tolist()

@@ -37,7 +37,7 @@ from ..errors import DocStatusNotFound, InvalidInput, SourceConflictChanged
 from ..manager import PostgreSQLSyncConnectionManager
 from ..values import check_column, check_storable, jsonb_text
 from . import doc_status_sql as q
-from .base import SyncStore, check_key, table_for_namespace
+from .base import TableStore, check_key, table_for_namespace
 from .doc_status_rows import (
     column_value,
     conflict_fingerprint,
@@ -64,7 +64,7 @@ _REQUIRED_FIELDS = ("content_summary", "content_length", "status", "file_path")
 UPDATABLE_COLUMNS = frozenset(q.UPSERT_COLUMNS) - {"created_at"}
 
 
-class DocStatusStore(SyncStore):
+class DocStatusStore(TableStore):
     """LightRAG's doc_status storage for one workspace, one transaction per call."""
 
     def __init__(

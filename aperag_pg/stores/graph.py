@@ -43,7 +43,7 @@ from ..manager import PostgreSQLSyncConnectionManager
 from ..schema import table_exists
 from ..values import check_storable, jsonb_text
 from . import graph_sql as q
-from .base import SyncStore, check_key
+from .base import TableStore, check_key
 
 _JSON_DECODER = json.JSONDecoder()
 # The server's jsonb text has no surrounding white space: raw_decode skips json.loads'
@@ -169,7 +169,7 @@ def max_id_bytes(workspace: str, namespace: str) -> int:
     return size
 
 
-class GraphStore(SyncStore):
+class GraphStore(TableStore):
     """One LightRAG graph (workspace + namespace) in ``lightrag_graph_nodes`` / ``_edges``."""
 
     def __init__(

@@ -36,7 +36,7 @@ from ..manager import PostgreSQLSyncConnectionManager
 from ..values import check_storable
 from .base import (
     NAMESPACE_TABLES,
-    SyncStore,
+    TableStore,
     check_key,
     table_for_namespace,
     utc_now,
@@ -309,7 +309,7 @@ def _lookup_ids(ids: Iterable[Any]) -> list[str]:
     return ids
 
 
-class KVStore(SyncStore):
+class KVStore(TableStore):
     """One LightRAG KV namespace (``full_docs``, ``text_chunks``, ``llm_response_cache``,
     ``full_entities``, ``full_relations``, ``entity_chunks``, ``relation_chunks``) in one
     workspace. Every method is one transaction.

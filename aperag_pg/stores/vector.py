@@ -19,7 +19,7 @@ The caller computes the embeddings and passes each under ``"__vector__"``.
 
 Vectors never go through per-float Python formatting: upserts send whole rows by binary
 COPY (``binary_copy``), a query binds its vector once as exact hexadecimal-float text
-built by numpy (``vector_text``). Stored vectors are read back through the ``pgvector``
+built by numpy (``pgvector.vector_literal``). Stored vectors are read back through the ``pgvector``
 package's casters, registered once per connection. pgvector itself (its type and
 operators) is looked up through ``search_path``, as in LightRAG's DDL and queries.
 """
@@ -52,19 +52,18 @@ from ..errors import (
     VectorDimensionMismatch,
 )
 from ..manager import PostgreSQLSyncConnectionManager
+from ..pgvector import ensure_pgvector, vector_literal, vector_values
 from ..schema import table_exists
 from ..values import check_column, check_storable
-from .base import SyncStore, check_key, table_for_namespace, utc_now
-from .binary_copy import copy_out, field_encoder, read_rows, table_rows, vector_values
+from .base import TableStore, check_key, table_for_namespace, utc_now
+from .binary_copy import copy_out, field_encoder, read_rows, table_rows
 from .vector_tables import (
     MAX_DIMENSION,
     check_dimension,
     check_table_name,
-    ensure_pgvector,
     ensure_vector_index,
     ensure_vector_table,
 )
-from .vector_text import vector_literal
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +290,7 @@ def _register_vector(conn: Any) -> None:
     _registered_connections.add(conn)
 
 
-class VectorStore(SyncStore):
+class VectorStore(TableStore):
     """One LightRAG vector namespace (chunks, entities or relationships) in one workspace.
 
     ``table_name`` is LightRAG's full table name with the embedding-model suffix, e.g.
@@ -344,7 +343,7 @@ class VectorStore(SyncStore):
 
     @contextmanager
     def cursor(self, mode: Mode = Mode.TRANSACTION, tuples: bool = False) -> Iterator[Any]:
-        """``SyncStore.cursor`` on a connection that sends and receives pgvector values."""
+        """``TableStore.cursor`` on a connection that sends and receives pgvector values."""
         with super().cursor(mode, tuples) as cur:
             _register_vector(cur.connection)
             yield cur

@@ -1,6 +1,6 @@
-"""LightRAG's vector tables as such: their names, making them (the pgvector extension,
-the table, the vector index) through the package's DDL runner, checking their dimension,
-and finding the tables a schema holds. ``vector.py`` holds the store.
+"""LightRAG's vector tables as such: their names, making them (the table, the vector index)
+through the package's DDL runner, checking their dimension, and finding the tables a
+schema holds. ``vector.py`` holds the store; ``pgvector.py`` the extension.
 """
 
 from __future__ import annotations
@@ -12,34 +12,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg2.errors
 from psycopg2 import sql
 
 from ..cursors import Manager
 from ..errors import (
-    ExtensionMissing,
     InvalidInput,
     SchemaError,
     VectorDimensionMismatch,
-    first_line,
 )
+from ..pgvector import MAX_DIMENSIONS, MAX_INDEXED_DIMENSIONS
 from ..schema import apply_ddl, run_statements, table_exists
 from .base import table_for_namespace
 
 logger = logging.getLogger(__name__)
 
 PG_MAX_IDENTIFIER_LENGTH = 63
-MAX_DIMENSION = 16000  # pgvector's limit for the vector type
+MAX_DIMENSION = MAX_DIMENSIONS["vector"]
 VECTOR_NAMESPACES = ("chunks", "entities", "relationships")  # LightRAG's three vector storages
-MAX_INDEXED_DIMENSION = 2000  # pgvector's limit for HNSW and IVFFLAT on vector columns
+MAX_INDEXED_DIMENSION = MAX_INDEXED_DIMENSIONS["vector"]  # HNSW and IVFFLAT
 
 # Every vector index name LightRAG may have created; one is dropped when another type
 # is created in its place, as LightRAG does when POSTGRES_VECTOR_INDEX_TYPE changes.
 VECTOR_INDEX_SUFFIXES = ("hnsw_cosine", "hnsw_halfvec_cosine", "ivfflat_cosine", "vchordrq_cosine")
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
-PGVECTOR_INSTALLED = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-CREATE_PGVECTOR = "CREATE EXTENSION IF NOT EXISTS vector"
 VECTOR_COLUMN = """
 SELECT a.atttypmod AS dim, format_type(a.atttypid, a.atttypmod) AS type
 FROM pg_attribute a
@@ -72,53 +68,6 @@ CREATE_TABLE = (
 )
 CONSTRAINT = "CONSTRAINT {} "
 CREATE_ID_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} ({columns})"
-
-
-def ensure_pgvector(manager: Manager) -> tuple[int, ...]:
-    """Enable pgvector in the database unless it is (no privilege is needed to use an
-    installed extension) and return its version, e.g. (0, 8, 1)."""
-    versions: list[tuple[int, ...]] = []  # each version read; the last one is current
-
-    def installed(cur: Any) -> bool:
-        versions.append(_pgvector_version(cur))
-        return bool(versions[-1])
-
-    def create(cur: Any) -> None:
-        _create_pgvector(manager)(cur)
-        installed(cur)
-
-    apply_ddl("the pgvector extension", None, installed, create, manager)
-    return versions[-1]
-
-
-def _pgvector_version(cur: Any) -> tuple[int, ...]:
-    """pgvector's version, () when it is not installed."""
-    cur.execute(PGVECTOR_INSTALLED)
-    row = cur.fetchone()
-    return () if row is None else version_tuple(row[0])
-
-
-def _create_pgvector(manager: Manager) -> Any:
-    def create(cur: Any) -> None:
-        try:
-            cur.execute(CREATE_PGVECTOR)
-        except (psycopg2.errors.FeatureNotSupported, psycopg2.errors.UndefinedFile) as exc:
-            raise ExtensionMissing(
-                f"the pgvector extension is not installed on the PostgreSQL server "
-                f"{manager.settings().describe()} ({first_line(exc)}). Fix: install pgvector "
-                "on the server (e.g. the postgresql-<version>-pgvector package, or run the "
-                "pgvector/pgvector:pg<version> Docker image), then run again."
-            ) from exc
-        except psycopg2.errors.InsufficientPrivilege as exc:
-            settings = manager.settings()
-            raise ExtensionMissing(
-                f"the pgvector extension is not enabled in database {settings.database!r} "
-                f"and role {settings.user!r} may not enable it ({first_line(exc)}). Fix: "
-                f'have a superuser run CREATE EXTENSION vector in database "'
-                f'{settings.database}" once, then run again.'
-            ) from exc
-
-    return create
 
 
 def ensure_vector_table(
@@ -293,16 +242,6 @@ def index_option(value: Any, variable: str) -> int:
     if type(value) is not int or value < 1:
         raise InvalidInput(f"{variable} must be a positive whole number, got {value!r}.")
     return value
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    """ "0.8.1" -> (0, 8, 1); parts that are not numbers end it."""
-    parts = []
-    for part in text.split("."):
-        if not part.isdigit():
-            break
-        parts.append(int(part))
-    return tuple(parts)
 
 
 @dataclass(frozen=True)

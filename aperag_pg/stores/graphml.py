@@ -41,8 +41,8 @@ from typing import Any
 
 import networkx as nx
 
-from .errors import GraphMLError, InvalidInput, first_line
-from .stores.graph import GRAPH_NAMESPACE, EdgeRows, GraphStore, NodeRows, WriteCounts
+from ..errors import GraphMLError, InvalidInput, first_line
+from .graph import GRAPH_NAMESPACE, EdgeRows, GraphStore, NodeRows, WriteCounts
 
 DEFAULT_BATCH_SIZE = 5000
 GRAPHML_TYPES = (str, int, float, bool)  # exactly these: networkx looks types up by identity

@@ -36,7 +36,7 @@ cosine.
 Single-thread calls take turns between the two sides, call by call, so that drift in the
 machine's load falls on both alike.
 
-    python bench/store.py [--quick]
+    python -m bench.store [--quick]
 """
 
 from __future__ import annotations
@@ -45,11 +45,9 @@ import asyncio
 import hashlib
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,9 +60,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-
-from common import (  # noqa: E402
+from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager
+from aperag_pg.memory import PGSyncStore
+from aperag_pg.worker import cleanup_worker_postgres
+from bench.common import (
     benchmark_postgres,
     comparison_header,
     comparison_row,
@@ -72,10 +71,6 @@ from common import (  # noqa: E402
     machine_line,
     run_benchmark,
 )
-
-from aperag_pg.manager import PostgreSQLSyncConnectionManager as Manager  # noqa: E402
-from aperag_pg.memory import PGSyncStore  # noqa: E402
-from aperag_pg.worker import cleanup_worker_postgres  # noqa: E402
 
 THREADS = 20
 DIMS = 256
@@ -526,7 +521,7 @@ TARGETS = {
 
 def report(results: dict, answers: dict, info: dict, truth: dict, sizes: Sizes) -> str:
     lines = [
-        "## LangGraph store (`bench/store.py`)",
+        "## LangGraph store (`bench/memory_store.py`)",
         "",
         f"{machine_line()}; PostgreSQL on loopback TCP. PGSyncStore (aperag_pg pool, "
         f"{THREADS} connections) against PostgresStore 3.2.0 on a psycopg ConnectionPool "

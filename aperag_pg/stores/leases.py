@@ -47,10 +47,10 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from .cursors import Manager, Mode, cursor
-from .errors import LeaseLost, LeaseTimeout
-from .manager import PostgreSQLSyncConnectionManager
-from .schema import apply_ddl, function_exists, run_statements, table_exists
+from ..cursors import Manager, Mode, cursor
+from ..errors import LeaseLost, LeaseTimeout
+from ..manager import PostgreSQLSyncConnectionManager
+from ..schema import apply_ddl, function_exists, run_statements, table_exists
 
 logger = logging.getLogger(__name__)
 
