@@ -63,6 +63,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check aperag_pg config tests bench devtools
 	$(PY) -m ruff format --check aperag_pg config tests bench devtools
+	$(PY) -m mypy
 
 format: $(STAMP)
 	$(PY) -m ruff format aperag_pg config tests bench devtools

@@ -32,7 +32,11 @@ def in_lock_order(rows: Iterable[T], key: Callable[[T], Any] | None = None) -> l
     """``rows`` sorted by ``key`` (their keys' code points): every batch write goes through
     this, so two transactions writing overlapping batches lock the rows in the same order
     and one waits for the other instead of both deadlocking."""
-    return sorted(rows, key=key)
+    return sorted(rows, key=key or _itself)
+
+
+def _itself(row: Any) -> Any:
+    return row
 
 
 def chunked(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:

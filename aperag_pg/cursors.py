@@ -13,7 +13,7 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg2
 import psycopg2.errors
@@ -82,7 +82,7 @@ def cursor(
     keep nothing the block wrote. With a ``fence``, a writing block (``WRITE`` or
     ``TRANSACTION``) is one transaction that ``fence.commit`` ends (``leases.py``).
     """
-    factory = cursor_factory or psycopg2.extensions.cursor
+    factory: type = cursor_factory or psycopg2.extensions.cursor
     if fence is None or mode not in (Mode.TRANSACTION, Mode.WRITE):
         fence = None
     with manager.get_connection() as conn:
@@ -102,7 +102,15 @@ def cursor(
                     fence.commit(cur)
 
 
-class _BeginsWithFirstStatement:
+# What the mixin below extends, for the type checker; at run time it is put in front of
+# the cursor class it is given (_begins_with_first_statement).
+if TYPE_CHECKING:
+    from psycopg2.extensions import cursor as _Cursor
+else:
+    _Cursor = object
+
+
+class _BeginsWithFirstStatement(_Cursor):
     """A cursor mixin that sends ``begin`` in front of its first statement."""
 
     begin = ""

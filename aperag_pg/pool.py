@@ -166,7 +166,7 @@ class SyncConnectionPool:
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
         self._in_use = 0
-        self._counters = dict.fromkeys(
+        self._counters: dict[str, float] = dict.fromkeys(
             (REQUESTS_NUM, REQUESTS_WAITING, REQUESTS_WAIT_MS, REQUESTS_TIMEOUTS, USAGE_MS)
             + tuple(reason.value for reason in Discard),
             0,

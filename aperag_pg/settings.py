@@ -50,11 +50,12 @@ def _meta(env: str, **extra: Any) -> dict[str, Any]:
     return {"env": env, **extra}
 
 
+@dataclass(frozen=True)
 class _Checked:
     """Range checks of the fields' ``lo``/``hi`` metadata, then the group's own checks."""
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             _check_range(f, getattr(self, f.name), None)
         self._check()
 
@@ -292,10 +293,10 @@ class PostgresSettings:
         parts: dict[str, Any] = {"connection": connection, "pool": pool, "storage": storage}
         changes: dict[str, dict[str, Any]] = {name: {} for name in GROUPS}
         for name, value in fields.items():
-            group = _GROUP_OF.get(name)
-            if group is None or callable(getattr(GROUPS[group], name, None)):
+            group_name = _GROUP_OF.get(name)
+            if group_name is None or callable(getattr(GROUPS[group_name], name, None)):
                 raise TypeError(f"PostgresSettings has no setting {name!r}")
-            changes[group][name] = value
+            changes[group_name][name] = value
         for name, group in GROUPS.items():
             part = parts[name] or group()
             if changes[name]:
@@ -445,7 +446,12 @@ def _port_list(text: str, label: str) -> tuple[int, str | None]:
 
 def _check_range(f: dataclasses.Field, value: Any, label: str | None) -> None:
     lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
-    if lo is not None and isinstance(value, (int, float)) and not lo <= value <= hi:
+    if (
+        lo is not None
+        and hi is not None
+        and isinstance(value, (int, float))
+        and not lo <= value <= hi
+    ):
         raise ConfigError(
             f"{label or f.metadata['env']}={value!r} is out of range: allowed is {lo} to {hi}."
         )

@@ -55,7 +55,9 @@ async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     return await future
 
 
-def _run_and_post(loop: asyncio.AbstractEventLoop, future: asyncio.Future, call: Callable) -> None:
+def _run_and_post(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future, call: functools.partial
+) -> None:
     """In the thread: run ``call``, then settle ``future`` on its loop."""
     try:
         result, error = call(), None

@@ -180,8 +180,8 @@ def delta_channel_history(
     remaining = set(channels)
     target = get_tuple(config)
     parent = target.parent_config if target else None
-    ancestors = _Ancestors(get_tuple, read_page, target.config) if parent is not None else None
-    while parent is not None and remaining:
+    ancestors = _Ancestors(get_tuple, read_page, target.config) if target and parent else None
+    while parent is not None and ancestors is not None and remaining:
         tup = ancestors.get(parent)
         if tup is None:
             break
@@ -209,7 +209,7 @@ class _Ancestors:
     def __init__(self, get_tuple: GetTuple, read_page: ReadPage, below: RunnableConfig) -> None:
         where = below["configurable"]
         thread = {"thread_id": where["thread_id"], "checkpoint_ns": where["checkpoint_ns"]}
-        before = {"configurable": {"checkpoint_id": where["checkpoint_id"]}}
+        before: RunnableConfig = {"configurable": {"checkpoint_id": where["checkpoint_id"]}}
         self.get_tuple, self.read_page = get_tuple, read_page
         self.pages = list_cursor({"configurable": thread}, None, before, None)
         self.loaded: dict[str, CheckpointTuple] = {}

@@ -13,6 +13,7 @@ way round.
 
 from __future__ import annotations
 
+import builtins  # list[...] inside the class: its method list() shadows the builtin
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from operator import itemgetter
@@ -360,7 +361,7 @@ class PGSyncCheckpointSaver(BaseCheckpointSaver[str]):
 
     def _list_page(
         self, cursor: reads.ListCursor, size: int | None = None
-    ) -> list[CheckpointTuple]:
+    ) -> builtins.list[CheckpointTuple]:
         """The next page of a list(), one statement; empty when the listing is done."""
         if cursor.done:
             return []

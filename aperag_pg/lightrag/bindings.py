@@ -144,7 +144,7 @@ def embedding_endpoint(
     binding falls back to the LLM's host and key."""
     spec = _spec(binding, EMBEDDING_BINDING)
     model = _get(env, EMBEDDING_MODEL)
-    default_model, default_dim = spec.default_embedding or (None, None)
+    default_model, default_dim = spec.default_embedding or ("", 0)
     raw_dim = _get(env, EMBEDDING_DIM)
     if raw_dim:
         dim = _dimension(raw_dim)

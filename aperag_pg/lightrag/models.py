@@ -139,6 +139,7 @@ def lightrag_models(
             kwargs[LLM_ROLE] = standins[LLM_ROLE]
             described.append("LLM: offline stand-in")
         else:
+            assert llm is not None  # required: _real_llm_endpoint raised if it is missing
             kwargs.update(llm_function(llm, env))
             described.append(f"LLM: {llm.describe()}")
     if EMBEDDING_ROLE in roles:

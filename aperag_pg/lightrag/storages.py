@@ -83,6 +83,7 @@ class _TableStoreFacade:
     """The parts every facade shares: open the store in ``initialize()``, nothing to flush."""
 
     _store: TableStore | None = None
+    namespace: str  # LightRAG's storage base class sets it
 
     def make_store(self) -> TableStore:
         raise NotImplementedError

@@ -97,6 +97,7 @@ class _Tables:
 
     def _vector_step(self, cur: Any, version: int) -> bool:
         index = self.index
+        assert index is not None  # the vector steps run only for a store with an index
         if version == 0:
             return True  # the pgvector extension, made before (ensure_pgvector)
         if version == 1:
@@ -117,7 +118,8 @@ class _Tables:
 
     def _latest_vector_version(self) -> int:
         index_version = sql.STORE_VECTOR_INDEX_VERSION
-        return index_version - 1 if self.index.kind == "flat" else index_version
+        flat = self.index is not None and self.index.kind == "flat"
+        return index_version - 1 if flat else index_version
 
     def _check_embedding_type(self, embedding_type: str | None) -> None:
         if self.index is None or embedding_type is None:

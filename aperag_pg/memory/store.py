@@ -245,7 +245,7 @@ class PGSyncStore(BaseStore):
             if op.value is None or op.index is False:
                 continue
             if op.index is None:
-                paths = self.index.fields
+                paths = self._vectors.fields
             else:
                 paths = tuple((path, tokenize_path(path)) for path in op.index)
             for path, tokens in paths:
@@ -283,10 +283,10 @@ class PGSyncStore(BaseStore):
         checked = []
         for vector in vectors:
             array = np.asarray(vector, dtype=np.float64)
-            if array.shape != (self.index.dims,):
+            if array.shape != (self._vectors.dims,):
                 raise VectorDimensionMismatch(
                     f"the embedding function returned a vector of shape {array.shape}, but "
-                    f"the store's index dims is {self.index.dims}. Fix: set index dims to the "
+                    f"the store's index dims is {self._vectors.dims}. Fix: set index dims to the "
                     "model's dimension (a new schema if its tables hold another)."
                 )
             if not np.isfinite(array).all():
@@ -313,8 +313,8 @@ class PGSyncStore(BaseStore):
                         results[i] = self._vector_search(cur, compose, op, queries[n])
                     else:
                         results[i] = self._search(cur, compose, op)
-                for i, op in plan.lists:
-                    results[i] = self._list_namespaces(cur, op)
+                for i, list_op in plan.lists:
+                    results[i] = self._list_namespaces(cur, list_op)
                 if plan.puts:
                     self._put(cur, compose, plan, vectors)
         except psycopg2.errors.ProgramLimitExceeded as exc:
@@ -327,6 +327,12 @@ class PGSyncStore(BaseStore):
 
     def _cursor(self, mode: Mode):
         return _store_cursor(self.manager, self.schema, mode)
+
+    @property
+    def _vectors(self) -> VectorIndex:
+        """The index, where only a store made with one goes (its searches and embeddings)."""
+        assert self.index is not None, "reached only for a store made with index=..."
+        return self.index
 
     def _live(self) -> pgsql.Composable:
         return sql.LIVE if self._omit_expired else sql.ANY
@@ -375,9 +381,10 @@ class PGSyncStore(BaseStore):
         """The index's nearest vectors, widened while filters leave the page short; an
         exact scan when the index has given all it will (a small namespace, a short
         table, hnsw.max_scan_tuples), so results never go missing."""
-        query_text = search.query_text(self.index, query)  # once, for every round
+        query_text = search.query_text(self._vectors, query)  # once, for every round
         # as many as the page may need, within bigint (more than any table holds)
-        candidates = min((op.offset + op.limit) * self.index.vectors_per_item * 2 + 1, BIGINT_MAX)
+        per_item = self._vectors.vectors_per_item
+        candidates = min((op.offset + op.limit) * per_item * 2 + 1, BIGINT_MAX)
         for _ in range(_ANN_ROUNDS):
             found, rows = self._nearest(cur, op, query_text, candidates)
             if len(rows) >= op.limit:
@@ -393,12 +400,12 @@ class PGSyncStore(BaseStore):
     ) -> tuple[int, list]:
         """(how many vectors were read, the page of items)."""
         statement, params = search.nearest_statement(
-            self.index, op, self.schema, query, candidates, self._omit_expired
+            self._vectors, op, self.schema, query, candidates, self._omit_expired
         )
-        if candidates and self._iterative_scans and self.index.kind in _ITERATIVE_SCAN:
+        if candidates and self._iterative_scans and self._vectors.kind in _ITERATIVE_SCAN:
             # One round trip: a multi-statement query is one implicit transaction, so
             # SET LOCAL holds for the search.
-            statement = _ITERATIVE_SCAN[self.index.kind] + statement
+            statement = _ITERATIVE_SCAN[self._vectors.kind] + statement
         cur.execute(statement, params)
         rows = cur.fetchall()
         found = rows[0]["candidates"] if rows else 0
@@ -458,7 +465,7 @@ class PGSyncStore(BaseStore):
                 (
                     prefix,
                     key,
-                    jsonb_text(dict(op.value), f"the value of item {key!r}"),
+                    jsonb_text(dict(op.value or {}), f"the value of item {key!r}"),
                     op.ttl,
                     op.ttl,
                 )
@@ -479,7 +486,7 @@ class PGSyncStore(BaseStore):
         if plan.fields:
             texts = [vector_literal(v.astype(np.float32)) for v in vectors]
             fields = sorted((*field, text) for field, text in zip(plan.fields, texts, strict=True))
-            row = sql.VECTOR_ROW.format(column_type=self.index.column_type_sql)
+            row = sql.VECTOR_ROW.format(column_type=self._vectors.column_type_sql)
             parts.append(
                 compose(sql.UPSERT_VECTORS, rows=listed(row, fields), after=sql.AFTER_ITEMS)
             )
@@ -580,8 +587,10 @@ def _check_put(op: PutOp) -> None:
             f"of minutes, at most {MAX_TTL_MINUTES:g} (PostgreSQL's timestamps end in the "
             "year 294276), or None for no expiry."
         )
-    if op.index not in (None, False) and (
-        isinstance(op.index, str) or not all(isinstance(p, str) for p in op.index)
+    if (
+        op.index is not None
+        and op.index is not False
+        and (isinstance(op.index, str) or not all(isinstance(p, str) for p in op.index))
     ):
         raise InvalidInput(
             f"the index of item {op.key!r} is {op.index!r}; use a list of field paths, "

@@ -129,6 +129,10 @@ class TableStore:
         with cursor(self.manager, mode, factory, fence) as cur:
             yield cur
 
+    def ensure_tables(self) -> None:
+        """Create the store's tables unless they exist (each store knows its own)."""
+        raise NotImplementedError
+
     def ensure_table(self, name: str, statements: Sequence[str], **tables: str) -> None:
         """Create table ``name`` with ``statements`` (``{table}`` = the table, ``{schema}`` =
         the schema, and ``{key}`` = the table named by each keyword in ``tables``) unless it

@@ -86,6 +86,7 @@ def field_encoder(sql_type: str) -> Callable[[Any], bytes]:
     varchar(n)[] or text[]. Values are checked before (``values.check_column``)."""
     kind = sql_type.strip().split()[0].lower()
     base = kind.removesuffix("[]").split("(")[0]
+    encode: Callable[[Any], bytes]
     if kind.endswith("[]") and base in _ELEMENT_TYPE_OIDS:
         encode = _text_array(_ELEMENT_TYPE_OIDS[base])
     elif base in _ELEMENT_TYPE_OIDS:

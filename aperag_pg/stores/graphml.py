@@ -194,7 +194,8 @@ def _with_entity_ids(
 def _batches(rows: NodeRows | EdgeRows, keys: Sequence[Any], size: int) -> list[Any]:
     """``rows`` split into consecutive parts of ``size``, of the same type."""
     return [
-        type(rows)(keys[i : i + size], rows.json[i : i + size]) for i in range(0, len(keys), size)
+        type(rows)(tuple(keys[i : i + size]), rows.json[i : i + size])
+        for i in range(0, len(keys), size)
     ]
 
 

@@ -436,7 +436,7 @@ class VectorStore(TableStore):
             "aperag_pg's stores write to this workspace."
         )
 
-    def check_fields(self, key: Any, item: Any) -> list[Any]:
+    def check_fields(self, key: Any, item: Any) -> tuple[Any, ...]:
         """The written columns' values of row ``key``, each checked, the embedding apart:
         what an upsert would refuse before its vector exists (a buffered LightRAG upsert)."""
         self._check_shape(key, item)
@@ -460,7 +460,7 @@ class VectorStore(TableStore):
                 f"vector row {key!r:.80} must be a dict of fields, got {type(item).__name__}."
             )
 
-    def _values(self, key: str, item: Mapping[str, Any]) -> list[Any]:
+    def _values(self, key: str, item: Mapping[str, Any]) -> tuple[Any, ...]:
         values = self.kind.build(item, key)
         for (field, sql_type), value in zip(self._written_types, values, strict=True):
             check_column(value, sql_type, f"field {field!r} of vector row {key!r:.80}")
@@ -613,6 +613,7 @@ class VectorStore(TableStore):
             statement = self.render(_COPY_VECTORS, table=self.table_name)
             for chunk in chunked(keys, _READ_CHUNK):
                 for id_, vector in read_rows(copy_out(cur, statement, (self.workspace, chunk))):
+                    assert id_ is not None and vector is not None  # both columns NOT NULL
                     result[bytes(id_).decode()] = vector_values(vector)
         return result
 
