@@ -29,12 +29,16 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# The suite in TEST_WORKERS processes (pytest-xdist), a test file's tests in one of them;
+# each process starts its own PostgreSQL, Redis and PgBouncer (or, given POSTGRES_* and
+# REDIS_URL, makes a database of its own there). TEST_WORKERS=0 runs it in this one.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The inner loop: unit and store tests on the embedded PostgreSQL, no worker processes.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not processes"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not processes"
 
 demo: $(STAMP)
 	$(PY) -m devtools.demo --stand-ins-unless-configured --services-dir $(SERVICES_DIR)

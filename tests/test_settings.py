@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import psycopg2
 import pytest
@@ -178,7 +179,7 @@ def test_password_absent_from_config_errors():
 @pytest.fixture
 def hostile_role(admin_conn):
     """A login role whose password holds spaces, quotes, @, / and %."""
-    name = "apg_hostile_pw"
+    name = f"apg_hostile_pw_{uuid.uuid4().hex[:6]}"  # the server's roles are shared
     with admin_conn.cursor() as cur:
         cur.execute(f"DROP ROLE IF EXISTS {name}")
         cur.execute(f"CREATE ROLE {name} LOGIN PASSWORD %s", (SECRET,))
