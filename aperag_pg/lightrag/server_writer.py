@@ -51,6 +51,14 @@ WATCH_INTERVAL_S = 2.0  # how soon the WebUI sees a worker's hold begin and end
 WORKER_JOB = "Celery worker writing"
 
 _holding = contextvars.ContextVar("aperag_pg_server_holds_writer", default=False)
+# Tasks started and not awaited: the loop keeps only weak references to its tasks.
+_background: set[asyncio.Future] = set()
+
+
+def _in_background(awaitable: Any) -> None:
+    task = asyncio.ensure_future(awaitable)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 class ServerWriter:
@@ -119,7 +127,7 @@ class ServerWriter:
                 elif self._showing_worker and not (self._turn and self._turn.locked()):
                     if await self._stop_showing_worker():
                         # the server deferred a pipeline run to the "busy" worker: run it
-                        asyncio.create_task(self.rag.apipeline_process_enqueue_documents())
+                        _in_background(self.rag.apipeline_process_enqueue_documents())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away: try again at the next beat
@@ -183,7 +191,7 @@ async def _enter_in_thread(lease: Any) -> None:
 
         def give_back(done: asyncio.Future) -> None:
             if not done.cancelled() and done.exception() is None:
-                asyncio.ensure_future(asyncio.to_thread(lease.__exit__, None, None, None))
+                _in_background(asyncio.to_thread(lease.__exit__, None, None, None))
 
         taking.add_done_callback(give_back)
         raise
