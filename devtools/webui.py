@@ -3,8 +3,9 @@
 ``make webui`` runs ``python -m devtools.webui``: on the services POSTGRES_* / REDIS_URL
 name, or else the local ones `make demo` and `make services-up` keep under run/services
 (started for the while if they are down), showing the workspace WORKSPACE= names, else
-POSTGRES_WORKSPACE, else the one `make demo` built last, else "default"; with the demo's
-offline stand-ins when no model is configured and the demo ran on them. The server itself
+POSTGRES_WORKSPACE, else (on the local services) the one `make demo` built last, else
+"default"; with the demo's offline stand-ins when no model is configured and the demo
+ran on them. The server itself
 is ``python -m aperag_pg webui`` (``aperag_pg.lightrag.server``).
 
 ``running_webui`` starts that server as a process for a test and waits until it listens.
@@ -115,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     from aperag_pg.__main__ import main as aperag_pg_main
 
     with ExitStack() as stack:
+        # the demo's record names what it built in the local services, not in others
         if not any(os.environ.get(v) for v in ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL")):
             os.environ.update(stack.enter_context(kept_services(args.services_dir)))
-        os.environ.update(demo_choices(args.services_dir, os.environ))
+            os.environ.update(demo_choices(args.services_dir, os.environ))
         return aperag_pg_main(["webui"])
 
 
