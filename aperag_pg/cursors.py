@@ -146,25 +146,27 @@ def _begins_with_first_statement(factory: type) -> type:
 
 class DictRowCursor(psycopg2.extensions.cursor):
     """A cursor whose rows are plain dicts. psycopg2's RealDictCursor fills each row key
-    by key in Python, which for a page of rows costs more than the query itself.
+    by key in Python, which for a page of rows costs more than the query itself. (Its
+    fetch methods return dicts where the base class's return tuples, as RealDictCursor's
+    do: the overrides the type checker is told to allow.)
     """
 
-    def fetchone(self) -> dict[str, Any] | None:
+    def fetchone(self) -> dict[str, Any] | None:  # type: ignore[override]
         row = super().fetchone()
         return None if row is None else dict(zip(self._names(), row, strict=True))
 
-    def fetchmany(self, size: int | None = None) -> list[dict[str, Any]]:
+    def fetchmany(self, size: int | None = None) -> list[dict[str, Any]]:  # type: ignore[override]
         rows = super().fetchmany(size) if size is not None else super().fetchmany()
         return self._dicts(rows)
 
-    def fetchall(self) -> list[dict[str, Any]]:
+    def fetchall(self) -> list[dict[str, Any]]:  # type: ignore[override]
         return self._dicts(super().fetchall())
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
         return iter(self.fetchall())
 
     def _names(self) -> list[str]:
-        return [column.name for column in self.description]
+        return [column.name for column in self.description or ()]
 
     def _dicts(self, rows: list[tuple]) -> list[dict[str, Any]]:
         names = self._names()

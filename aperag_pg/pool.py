@@ -21,7 +21,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import psycopg2
 import psycopg2.extensions
@@ -128,6 +128,11 @@ class _KeepIdleThreadedPool(psycopg2.pool.ThreadedConnectionPool):
     connections.
     """
 
+    # psycopg2's private fields (above), which its type stubs leave out
+    _lock: threading.Lock
+    _pool: list[PooledConnection]
+    _used: dict[Any, PooledConnection]
+
     def __init__(self, minconn: int, maxconn: int, **kwargs: Any) -> None:
         self.opened = 0
         self.connect_errors = 0
@@ -136,7 +141,7 @@ class _KeepIdleThreadedPool(psycopg2.pool.ThreadedConnectionPool):
 
     def _connect(self, key: Any = None) -> PooledConnection:
         try:
-            conn = super()._connect(key)
+            conn = super()._connect(key)  # type: ignore[misc]  # private: not in the stubs
         except psycopg2.Error:
             self.connect_errors += 1
             raise
@@ -304,7 +309,8 @@ class SyncConnectionPool:
         # Each pass consumes one idle connection, so this ends by opening a new one at worst.
         while True:
             try:
-                conn = self._pool.getconn()
+                # a PooledConnection: the pool was made with that connection_factory
+                conn = cast(PooledConnection, self._pool.getconn())
             except psycopg2.OperationalError as exc:
                 raise cannot_connect(self.settings.connection, exc) from exc
             except psycopg2.pool.PoolError:
@@ -343,7 +349,7 @@ class SyncConnectionPool:
         if conn.autocommit:
             conn.autocommit = False
         if conn.readonly is not None or conn.isolation_level is not None or conn.deferrable:
-            conn.set_session(isolation_level="DEFAULT", readonly="DEFAULT", deferrable="DEFAULT")
+            conn.set_session(isolation_level="default", readonly="default", deferrable="default")
         if reported_settings(conn) != conn.configured:
             return Discard.CHANGED
         if self.settings.reset_on_return:

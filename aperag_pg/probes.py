@@ -20,7 +20,9 @@ def _backend_info(hold_seconds: float) -> dict:
     started = time.perf_counter()
     with cursor(mode=Mode.AUTOCOMMIT) as cur:
         cur.execute(_BACKEND_INFO, (hold_seconds,))
-        backend_pid, application_name, _ = cur.fetchone()
+        row = cur.fetchone()
+        assert row is not None  # a SELECT without FROM returns its one row
+        backend_pid, application_name, _ = row
     db_ms = (time.perf_counter() - started) * 1000 - hold_seconds * 1000
     return {
         "db_ms": db_ms,

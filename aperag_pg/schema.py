@@ -13,7 +13,7 @@ records them, inside the same locked transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
@@ -100,7 +100,7 @@ def function_exists(cur: Any, schema: str, signature: str) -> bool:
     return cur.fetchone()[0]
 
 
-def run_statements(cur: Any, statements: list[sql.Composable]) -> None:
+def run_statements(cur: Any, statements: Sequence[sql.Composable]) -> None:
     for statement in statements:
         cur.execute(statement)
 

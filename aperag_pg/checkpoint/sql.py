@@ -15,6 +15,7 @@ PL/pgSQL functions that get_tuple, put and put_writes call are in ``functions.py
 
 from __future__ import annotations
 
+import psycopg2.extensions
 from psycopg2 import sql
 
 from ..schema import in_schema
@@ -421,7 +422,7 @@ LIMIT %s
 _rendered: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
 
 
-def rendered(conn: object, schema: str, template: str, **parts: str) -> str:
+def rendered(conn: psycopg2.extensions.connection, schema: str, template: str, **parts: str) -> str:
     """``template`` filled in one pass by ``psycopg2.sql.SQL.format``: ``{schema}`` as the
     quoted identifier, each named part (a fixed fragment of this module, never a value:
     values are ``%s`` parameters) as it is. Literal braces in the templates are doubled.
@@ -434,5 +435,5 @@ def rendered(conn: object, schema: str, template: str, **parts: str) -> str:
     return text
 
 
-def quote_schema(conn: object, schema: str) -> str:
+def quote_schema(conn: psycopg2.extensions.connection, schema: str) -> str:
     return sql.Identifier(schema).as_string(conn)

@@ -17,6 +17,8 @@ values are always driver parameters, so no value is ever read as SQL.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from psycopg2 import sql
 
 
@@ -26,7 +28,7 @@ def rows(row: sql.Composable, count: int) -> sql.Composed:
     return sql.SQL(", ").join([row] * count)
 
 
-def conditions(parts: list[sql.Composable], empty: str = "true") -> sql.Composable:
+def conditions(parts: Sequence[sql.Composable], empty: str = "true") -> sql.Composable:
     """``parts`` joined by AND; ``empty`` (SQL) when there are none."""
     return sql.SQL(" AND ").join(parts) if parts else sql.SQL(empty)
 

@@ -475,7 +475,7 @@ class PGSyncStore(BaseStore):
             parts.append(compose(sql.UPSERT_ITEMS, rows=rows, after=after_locked))
         if upserts and self.index is not None:
             pairs = listed(sql.PAIR, [item for item, _ in upserts])
-            keeping = pgsql.SQL("")
+            keeping: pgsql.Composable = pgsql.SQL("")
             if plan.fields:
                 keeping = sql.KEEPING_FIELDS.format(triples=listed(sql.TRIPLE, plan.fields))
             parts.append(

@@ -51,7 +51,7 @@ _JSON_DECODER = json.JSONDecoder()
 _JSONB = psycopg2.extensions.new_type(
     (3802,),  # jsonb
     "JSONB_RAW_DECODE",
-    lambda value, _cur: None if value is None else _JSON_DECODER.raw_decode(value)[0],
+    lambda value, _cur: None if value is None else _JSON_DECODER.raw_decode(str(value))[0],
 )
 
 GRAPH_NAMESPACE = "chunk_entity_relation"  # LightRAG's one graph namespace
