@@ -86,13 +86,24 @@ class Discard(enum.Enum):
     BAD = RETURNS_BAD  # came back closed, mid-transaction, or failing RESET ALL
 
 
-# The waits (0 for a checkout that did not wait) the p99 in stats() is taken over: a
-# bounded record, so the figure follows the pool's recent load at constant memory.
+# The checkouts the p99 in stats() is taken over: the last WAITS_KEPT, so the figure
+# follows the pool's recent load at constant memory. Only checkouts that waited are
+# recorded (by their number); the others count as 0, so a checkout that finds a free
+# slot records nothing and stats() sorts only the waits.
 WAITS_KEPT = 4096
 
 # Each connection lives max_lifetime times a share drawn from this range, so connections
 # opened together (a pool starting, a burst) do not all expire together.
 LIFETIME_SHARE = (0.95, 1.0)
+
+
+def _p99_ms(waits: list[float], checkouts: int) -> int:
+    """The nearest-rank p99 of ``checkouts`` checkout waits, of which ``waits`` (sorted)
+    waited and the rest did not (0), rounded up to whole ms like the other wait counters."""
+    if not checkouts:
+        return 0
+    rank = math.ceil(0.99 * checkouts) - (checkouts - len(waits))  # 1-based among waits
+    return math.ceil(waits[rank - 1]) if rank > 0 else 0
 
 
 class PooledConnection(psycopg2.extensions.connection):
@@ -176,7 +187,10 @@ class SyncConnectionPool:
             + tuple(reason.value for reason in Discard),
             0,
         )
-        self._recent_waits_ms: collections.deque[float] = collections.deque(maxlen=WAITS_KEPT)
+        # (checkout number, ms) of the recent checkouts that waited
+        self._recent_waits: collections.deque[tuple[int, float]] = collections.deque(
+            maxlen=WAITS_KEPT
+        )
         self._next_trim = time.monotonic() + settings.max_idle
         app_name = settings.pool_application_name(self.owner_pid)
         try:
@@ -239,11 +253,10 @@ class SyncConnectionPool:
         with self._cond:
             counters = {name: int(value) for name, value in self._counters.items()}
             in_use = self._in_use
-            waits = sorted(self._recent_waits_ms)
-        # nearest rank, rounded up to whole ms like the other wait counters
-        counters[REQUESTS_WAIT_P99_MS] = (
-            math.ceil(waits[math.ceil(0.99 * len(waits)) - 1]) if waits else 0
-        )
+            checkouts = int(self._counters[REQUESTS_NUM])
+            oldest = checkouts - WAITS_KEPT
+            waits = sorted(ms for number, ms in self._recent_waits if number > oldest)
+        counters[REQUESTS_WAIT_P99_MS] = _p99_ms(waits, min(checkouts, WAITS_KEPT))
         idle = len(self._pool.idle_connections())
         return {
             POOL_MIN: self.settings.min_connections,
@@ -279,8 +292,8 @@ class SyncConnectionPool:
             self._counters[REQUESTS_NUM] += 1
             if self._in_use < self.settings.max_connections:
                 self._in_use += 1
-                self._recent_waits_ms.append(0.0)
                 return
+            number = int(self._counters[REQUESTS_NUM])  # this checkout's
             started = time.monotonic()
             deadline = started + self.settings.pool_timeout
             self._counters[REQUESTS_WAITING] += 1
@@ -297,7 +310,7 @@ class SyncConnectionPool:
                 waited_ms = (time.monotonic() - started) * 1000
                 self._counters[REQUESTS_WAITING] -= 1
                 self._counters[REQUESTS_WAIT_MS] += int(waited_ms)
-                self._recent_waits_ms.append(waited_ms)
+                self._recent_waits.append((number, waited_ms))
 
     def _release_slot(self, used_ms: float = 0.0) -> None:
         with self._cond:
