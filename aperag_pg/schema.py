@@ -153,10 +153,9 @@ def create_schema_if_permitted(cur, schema: str) -> None:
         )
 
 
-def in_schema(template: str | sql.SQL, schema: str, **parts: str | sql.Composable) -> sql.Composed:
-    """``template`` with ``{schema}`` as the quoted schema name and each named part put in,
-    in one pass (``psycopg2.sql``): a ``str`` part is a fixed SQL fragment of the package,
-    never a value (values are ``%s`` parameters). THE renderer of every wing's statements."""
+def in_schema(template: str | sql.SQL, schema: str, **parts: sql.Composable) -> sql.Composed:
+    """``template`` with ``{schema}`` as the quoted schema name and each named part (a
+    ``psycopg2.sql`` composable: names, fixed fragments; values are ``%s`` parameters) put
+    in, in one pass. THE renderer of every wing's statements."""
     statement = sql.SQL(template) if isinstance(template, str) else template
-    fragments = {name: sql.SQL(p) if isinstance(p, str) else p for name, p in parts.items()}
-    return statement.format(schema=sql.Identifier(schema), **fragments)
+    return statement.format(schema=sql.Identifier(schema), **parts)

@@ -431,7 +431,8 @@ def rendered(conn: psycopg2.extensions.connection, schema: str, template: str, *
     key = (schema, template, tuple(sorted(parts.items())))
     text = _rendered.get(key)
     if text is None:
-        text = _rendered[key] = in_schema(template, schema, **parts).as_string(conn)
+        fragments = {name: sql.SQL(fragment) for name, fragment in parts.items()}
+        text = _rendered[key] = in_schema(template, schema, **fragments).as_string(conn)
     return text
 
 

@@ -48,11 +48,14 @@ from .base import TableStore, check_key
 _JSON_DECODER = json.JSONDecoder()
 # The server's jsonb text has no surrounding white space: raw_decode skips json.loads'
 # white-space scans, half the time of a property dict (and a batch reads thousands).
-_JSONB = psycopg2.extensions.new_type(
-    (3802,),  # jsonb
-    "JSONB_RAW_DECODE",
-    lambda value, _cur: None if value is None else _JSON_DECODER.raw_decode(str(value))[0],
-)
+
+
+def _decode_jsonb(value: Any, _cur: Any) -> Any:
+    """psycopg2 hands a typecaster the column's text (None for NULL)."""
+    return None if value is None else _JSON_DECODER.raw_decode(value)[0]
+
+
+_JSONB = psycopg2.extensions.new_type((3802,), "JSONB_RAW_DECODE", _decode_jsonb)  # jsonb
 
 GRAPH_NAMESPACE = "chunk_entity_relation"  # LightRAG's one graph namespace
 # An id is part of two primary keys; a B-tree entry holds at most 2,704 bytes (8 kB
