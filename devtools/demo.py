@@ -49,6 +49,7 @@ from .services import (
     connections_per_process,
     kept_services,
     local_services,
+    named_postgres,
     wait_for_no_connections,
 )
 from .webui import record_demo
@@ -231,11 +232,6 @@ def demo_models(stand_ins_unless_configured: bool) -> dict[str, str]:
     return {LLM_BINDING: STANDIN}
 
 
-def named_services() -> bool:
-    """Whether POSTGRES_* name a PostgreSQL of the user's (else the local one is used)."""
-    return any(os.environ.get(v) for v in ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL"))
-
-
 def run(
     docs: int,
     per_task: int,
@@ -253,7 +249,7 @@ def run(
         tmp.chmod(0o755)
         # The local services keep what the demo builds, for `make webui` to show afterwards.
         services = (
-            local_services(tmp, "aperag_demo") if named_services() else kept_services(services_dir)
+            local_services(tmp, "aperag_demo") if named_postgres() else kept_services(services_dir)
         )
         env = {
             **os.environ,
@@ -281,7 +277,7 @@ def run(
         exit_code = worker.warm_shutdown()
         left = wait_for_no_connections(settings, set(connections))
     summarize(progress, elapsed, connections, exit_code, left, label, storages, graph_size)
-    if named_services():
+    if named_postgres():
         print(f"\nSee the graph it built: WORKSPACE={workspace} make webui (same POSTGRES_*).")
     else:
         record_demo(services_dir, workspace, models)

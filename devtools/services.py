@@ -370,6 +370,12 @@ def wait_for_no_connections(
         time.sleep(0.1)
 
 
+def named_postgres() -> bool:
+    """Whether POSTGRES_HOST, POSTGRES_DSN or DATABASE_URL name a PostgreSQL to use (else
+    the dev tools start one of their own)."""
+    return any(os.environ.get(v) for v in ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL"))
+
+
 @contextmanager
 def local_services(
     directory: Path, database: str, redis: bool = True, report=print
@@ -379,7 +385,7 @@ def local_services(
     """
     env: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
-        if any(os.environ.get(v) for v in ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL")):
+        if named_postgres():
             report(f"PostgreSQL: using {PostgresSettings.from_env().describe()}")
         else:
             pg = EmbeddedPostgres(directory / "pg").start()
@@ -540,14 +546,21 @@ _NAMESPACES = ("unshare", "--uts", "--pid", "--fork", "--kill-child", "--mount-p
 
 
 def _wait_for_ready(worker: RunningWorker, timeout: float = 90) -> None:
+    wait_for_log_line(worker.process, worker.log, " ready.", "worker", timeout)
+
+
+def wait_for_log_line(
+    process: subprocess.Popen, log: Path, line: str, what: str, timeout: float = 90
+) -> None:
+    """Until ``line`` shows in ``log``, what ``process`` writes: RuntimeError with the
+    log's end if the process exits first or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.process.poll() is not None:
-            raise RuntimeError(f"worker exited early:\n{worker.log_text()[-4000:]}")
-        if " ready." in worker.log_text():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"worker not ready after {timeout}s:\n{worker.log_text()[-4000:]}")
+    while line not in (text := log.read_text(errors="replace")):
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{text[-4000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready after {timeout:g}s:\n{text[-4000:]}")
+        time.sleep(0.1)  # a polling period: the log is what is waited on
 
 
 # -- command line: persistent services for `make services-up` / `make demo` ------

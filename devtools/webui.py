@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 from aperag_pg.environment import LLM_BINDING, WORKSPACE
 from aperag_pg.settings import load_environment
 
-from .services import kept_services
+from .services import kept_services, named_postgres, wait_for_log_line
 
 READY = "LightRAG WebUI on workspace"
 DEMO_RECORD = "demo.json"  # in the services directory: the last demo's workspace and models
@@ -72,13 +71,7 @@ def running_webui(
         )
     server = RunningWebUI(process, port, log)
     try:
-        deadline = time.monotonic() + timeout
-        while READY not in server.log_text():
-            if process.poll() is not None:
-                raise RuntimeError(f"the WebUI server exited:\n{server.log_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the WebUI server did not start:\n{server.log_text()[-4000:]}")
-            time.sleep(0.1)
+        wait_for_log_line(process, log, READY, "the WebUI server", timeout)
         yield server
     finally:
         if process.poll() is None:
@@ -117,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with ExitStack() as stack:
         # the demo's record names what it built in the local services, not in others
-        if not any(os.environ.get(v) for v in ("POSTGRES_HOST", "POSTGRES_DSN", "DATABASE_URL")):
+        if not named_postgres():
             os.environ.update(stack.enter_context(kept_services(args.services_dir)))
             os.environ.update(demo_choices(args.services_dir, os.environ))
         return aperag_pg_main(["webui"])
